@@ -1,0 +1,18 @@
+"""Errors that carry a message meant for the user (file name + problem), not a library traceback."""
+
+
+class DeepPuppetsError(Exception):
+    """Base class: the message is shown to the user as is."""
+
+
+class InputError(DeepPuppetsError):
+    """A user-supplied file (video, model, config) is missing, unreadable or malformed."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigError(DeepPuppetsError):
+    """The configuration is invalid; the message names the key."""
