@@ -1,0 +1,21 @@
+# Deep Puppets: video -> landmarks -> fits -> tracks -> transfer -> conditioning -> generator -> videos -> reports
+#
+# Run:  snakemake --cores N            (workstation; profiles/default is picked up automatically)
+# Config: config.yaml, validated against deep_puppets/schemas/config.schema.yaml before any job starts.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/landmarks.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        landmark_summaries=expand(
+            f"{RESULTS}/videos/{{video}}/landmarks/summary.json", video=VIDEOS
+        ),

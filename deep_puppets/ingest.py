@@ -1,0 +1,39 @@
+"""Ingest: probe a video once (real decoded frame count, size, rate, time stamps) and plan its segments."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from .errors import InputError
+from .segments import Segment, plan_segments
+from .video import VideoInfo, probe
+
+log = logging.getLogger(__name__)
+
+
+def probe_to_json(video_path, out_json, name: str) -> VideoInfo:
+    """Probe ``video_path`` and write its :class:`VideoInfo` (plus the name) as JSON, atomically."""
+    info = probe(video_path)
+    log.info("%s: %d frames, %dx%d, %.3f fps, codec %s", video_path, info.n_frames, info.width, info.height, info.fps, info.codec)
+    if info.n_frames < 2:
+        raise InputError(video_path, f"only {info.n_frames} decodable frame(s); a video needs at least 2")
+    out_json = Path(out_json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_json.with_name(f".{out_json.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"name": name, **info.to_dict()}))
+    os.replace(tmp, out_json)
+    return info
+
+
+def read_probe(path) -> VideoInfo:
+    d = json.loads(Path(path).read_text())
+    d.pop("name", None)
+    return VideoInfo.from_dict(d)
+
+
+def segments_for(probe_json, length: int, overlap: int) -> list[Segment]:
+    """The segment plan of a probed video under the configured length/overlap."""
+    return plan_segments(read_probe(probe_json).n_frames, length, overlap)

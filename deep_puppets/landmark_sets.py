@@ -1,0 +1,91 @@
+"""A video's landmarks as one sequence: joining the per-segment landmark files, and their summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import h5io
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def read_video_landmarks(files) -> dict:
+    """Concatenate per-segment landmark files into one per-frame sequence over the whole video.
+
+    Overlapping frames appear in two segments; each frame is taken from the segment whose core owns it
+    (the first half of an overlap from the earlier segment). Returns arrays frame_index, landmarks, valid,
+    score, box and the attrs of the first file.
+    """
+    parts = []
+    for f in files:
+        arrays, attrs = h5io.read(f, h5io.LANDMARKS)
+        parts.append((arrays, attrs))
+    if not parts:
+        raise ValueError("no landmark files")
+    parts.sort(key=lambda p: p[1]["start"])
+    n_frames = int(parts[0][1]["n_frames"])
+    out = {
+        "frame_index": np.arange(n_frames, dtype=np.int64),
+        "landmarks": np.full((n_frames, 478, 3), np.nan, np.float32),
+        "valid": np.zeros(n_frames, bool),
+        "score": np.zeros(n_frames, np.float32),
+        "box": np.full((n_frames, 4), np.nan, np.float32),
+    }
+    covered = np.zeros(n_frames, bool)
+    for k, (arrays, attrs) in enumerate(parts):
+        next_start = parts[k + 1][1]["start"] if k + 1 < len(parts) else n_frames
+        prev_stop = parts[k - 1][1]["stop"] if k > 0 else 0
+        # core: second half of the overlap with the previous segment .. first half of the next overlap
+        lo = attrs["start"] + (prev_stop - attrs["start"]) // 2 if k > 0 else attrs["start"]
+        hi = next_start + (attrs["stop"] - next_start) // 2 if k + 1 < len(parts) else attrs["stop"]
+        idx = arrays["frame_index"]
+        sel = (idx >= lo) & (idx < hi)
+        for key in ("landmarks", "valid", "score", "box"):
+            out[key][idx[sel]] = arrays[key][sel]
+        covered[idx[sel]] = True
+    if not covered.all():
+        missing = np.flatnonzero(~covered)
+        raise InputError(files[0], f"landmark segments leave frames {missing[:5].tolist()}... uncovered")
+    return {**out, "attrs": parts[0][1]}
+
+
+def summarize(files, video_name: str, video_path: str, min_valid_fraction: float) -> dict:
+    """Per-video landmark summary; a video with (almost) no face fails with an error naming it."""
+    seq = read_video_landmarks(files)
+    valid = seq["valid"]
+    n = len(valid)
+    frac = float(valid.mean())
+    invalid = np.flatnonzero(~valid)
+    summary = {
+        "video": video_name,
+        "video_path": video_path,
+        "frames": n,
+        "valid_frames": int(valid.sum()),
+        "valid_fraction": frac,
+        "invalid_frames": invalid.tolist(),
+        "segments": len(files),
+        "mean_score": float(seq["score"][valid].mean()) if valid.any() else 0.0,
+    }
+    if frac < min_valid_fraction:
+        raise InputError(
+            video_path,
+            f"a face was found in only {valid.sum()} of {n} frames ({frac:.1%} < landmarks.min_valid_fraction "
+            f"{min_valid_fraction:.0%}); is there a face in this video?",
+        )
+    if len(invalid):
+        log.warning("%s: %d of %d frames without a face (flagged, bridged by the fit)", video_name, len(invalid), n)
+    return summary
+
+
+def write_summary(path, summary: dict) -> None:
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, path)

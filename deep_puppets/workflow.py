@@ -1,0 +1,64 @@
+"""Glue for the thin scripts in ``workflow_scripts/``: logging to the rule's log, clean errors, threads.
+
+A script does ``run_script(snakemake, main)``; ``main(snakemake)`` holds one call into the package. A
+:class:`~deep_puppets.errors.DeepPuppetsError` (bad input, bad config) ends the job with one line naming the
+file and the problem, not a traceback; anything else is a bug and keeps its traceback in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from .errors import DeepPuppetsError
+
+
+def export_pythonpath(path: str) -> None:
+    """Put ``path`` (the checkout) first on PYTHONPATH so that every job imports this package."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != path]
+    os.environ["PYTHONPATH"] = os.pathsep.join([path, *parts])
+
+
+def setup_logging(log_path: str | None = None, level=logging.INFO) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+
+
+def limit_threads(n: int) -> None:
+    """Keep numeric libraries to the threads the rule asked for."""
+    n = max(1, int(n))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    try:
+        import cv2
+
+        cv2.setNumThreads(n)
+    except ImportError:
+        pass
+
+
+def run_script(snakemake, main) -> None:
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    setup_logging(log_path)
+    limit_threads(snakemake.threads)
+    try:
+        main(snakemake)
+    except DeepPuppetsError as e:
+        logging.getLogger("deep_puppets").error("%s", e)
+        print(f"Error in rule {snakemake.rule}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        logging.getLogger("deep_puppets").exception("unexpected failure in rule %s", snakemake.rule)
+        raise

@@ -1,0 +1,18 @@
+from deep_puppets.ingest import read_probe
+from deep_puppets.landmarks import LandmarkSettings, run_segment
+from deep_puppets.segments import Segment
+from deep_puppets.workflow import run_script
+
+
+def main(sm):
+    run_segment(
+        sm.wildcards.video,
+        sm.input.video,
+        read_probe(sm.input.probe),
+        Segment(**sm.params.segment),
+        sm.output.h5,
+        LandmarkSettings.from_config(sm.params.settings),
+    )
+
+
+run_script(snakemake, main)

@@ -1,0 +1,15 @@
+from deep_puppets.landmark_sets import summarize, write_summary
+from deep_puppets.workflow import run_script
+
+
+def main(sm):
+    summary = summarize(
+        list(sm.input.segments),
+        sm.wildcards.video,
+        sm.params.video_path,
+        sm.params.min_valid_fraction,
+    )
+    write_summary(sm.output.json, summary)
+
+
+run_script(snakemake, main)
