@@ -203,7 +203,7 @@ LANDMARKS = register(
             ),
             "valid": Dataset("bool", ("T",), "a face was found and meshed in this frame"),
             "score": Dataset("float32", ("T",), "face presence score in [0, 1] (0 where invalid)"),
-            "box": Dataset("float32", ("T", 4), "crop box x0, y0, x1, y1 (pixels) the mesh ran on; NaN where none"),
+            "box": Dataset("float32", ("T", 4), "face region x0, y0, x1, y1 (pixels) the mesh ran on, before levelling it on the eyes; NaN where none"),
         },
         attrs={
             "video": "video name (config key)",

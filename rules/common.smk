@@ -27,7 +27,7 @@ BENCH = f"{RESULTS}/benchmarks"
 
 wildcard_constraints:
     video=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    seg=r"\d{3,}",
+    seg=r"\d\d\d+",
     demo="|".join(dp_config.DEMO_VIDEOS),
 
 
@@ -43,17 +43,6 @@ def probe_json(wildcards):
 def segment_plan(wildcards):
     seg = config["segments"]
     return segments_for(probe_json(wildcards), seg["length"], seg["overlap"])
-
-
-def segment(wildcards):
-    """The Segment of a {video}/{seg} job (read from the probe, under the configured length/overlap)."""
-    plan = segment_plan(wildcards)
-    index = int(wildcards.seg)
-    if index >= len(plan):
-        raise WorkflowError(
-            f"{wildcards.video}: segment {index} does not exist ({len(plan)} segments)"
-        )
-    return plan[index]
 
 
 def landmark_segment_files(wildcards):

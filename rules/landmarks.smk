@@ -18,7 +18,7 @@ rule landmarks:
         mem_mb=2000,
         runtime=60,
     params:
-        segment=lambda wc: segment(wc).to_dict(),
+        segments=config["segments"],
         settings=config["landmarks"],
     script:
         "../workflow_scripts/landmarks.py"

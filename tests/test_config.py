@@ -34,7 +34,7 @@ def test_defaults_fill_and_demo_is_added():
     assert cfg["segments"] == {"length": 300, "overlap": 30}
     assert set(cfg["videos"]) == {"demo_source", "demo_target"}
     assert cfg["pairs"] == [{"source": "demo_source", "target": "demo_target", "mode": "pose+expression"}]
-    assert cfg["landmarks"]["crop_size"] > 0
+    assert cfg["landmarks"]["crop_scale"] == 1.5
 
 
 def test_shipped_config_is_valid():

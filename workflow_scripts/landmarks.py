@@ -1,6 +1,5 @@
-from deep_puppets.ingest import read_probe
+from deep_puppets.ingest import read_probe, segment_of
 from deep_puppets.landmarks import LandmarkSettings, run_segment
-from deep_puppets.segments import Segment
 from deep_puppets.workflow import run_script
 
 
@@ -9,7 +8,7 @@ def main(sm):
         sm.wildcards.video,
         sm.input.video,
         read_probe(sm.input.probe),
-        Segment(**sm.params.segment),
+        segment_of(sm.input.probe, sm.params.segments, sm.wildcards.seg),
         sm.output.h5,
         LandmarkSettings.from_config(sm.params.settings),
     )

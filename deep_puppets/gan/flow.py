@@ -1,0 +1,111 @@
+"""Optical flow of the real target frames (OpenCV DIS), computed once per target and cached in HDF5.
+
+Convention (backward flow): ``flow[t]`` maps frame ``t`` back to frame ``t-1``:
+``frame[t](p) ≈ frame[t-1](p + flow[t](p))`` with ``p = (x, y)`` in pixels and ``flow[..., 0]`` the x
+component. So :func:`deep_puppets.gan.losses.warp` of frame ``t-1`` with ``flow[t]`` predicts frame ``t``.
+``flow[0]`` is zero. The flow is computed on the frames resized to the training size, and the file also keeps
+those resized frames (the training targets), so training never decodes the video again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .. import h5io
+from ..h5io import Dataset, Layout
+from .data import resize
+
+FLOW = h5io.register(
+    Layout(
+        name="flow",
+        version=1,
+        doc=(
+            "Optical flow of the real frames of one target video (OpenCV DIS on grey frames resized to the GAN "
+            "training size) and those resized frames. Backward flow: frame[t](p) ≈ frame[t-1](p + flow[t](p)), "
+            "p = (x, y) in pixels of the training size; flow[0] = 0. Read by the GAN training "
+            "(deep_puppets/gan/flow.py)."
+        ),
+        datasets={
+            "flow": Dataset("float16", ("T", "H", "W", 2), "backward flow (dx, dy) in pixels from frame t to frame t-1", chunk_per="T", compress=True),
+            "frames": Dataset("uint8", ("T", "H", "W", 3), "real RGB frames resized to the training size", chunk_per="T", compress=True),
+        },
+        attrs={
+            "video_path": "path of the target video",
+            "height": "training height in pixels (H)",
+            "width": "training width in pixels (W)",
+            "preset": "DIS preset (ultrafast, fast, medium)",
+        },
+    )
+)
+
+PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}  # cv2.DISOPTICAL_FLOW_PRESET_*
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+
+
+def dis(preset: str = "medium"):
+    import cv2
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown DIS preset {preset!r}; known: {sorted(PRESETS)}")
+    return cv2.DISOpticalFlow_create(PRESETS[preset])
+
+
+def backward_flow(current: np.ndarray, previous: np.ndarray, preset: str = "medium", engine=None) -> np.ndarray:
+    """Flow ``(H, W, 2)`` float32 with ``current(p) ≈ previous(p + flow(p))`` (RGB uint8 inputs)."""
+    engine = engine or dis(preset)
+    return engine.calc(_grey(current), _grey(previous), None)
+
+
+def compute_flow(frames: Iterable[np.ndarray], size: tuple[int, int], preset: str = "medium") -> tuple[np.ndarray, np.ndarray]:
+    """Resize RGB frames to ``size = (H, W)`` and compute the backward flow of each frame to its predecessor.
+
+    Returns ``(flow (T, H, W, 2) float32, frames (T, H, W, 3) uint8)``.
+    """
+    engine = dis(preset)
+    flows, resized = [], []
+    for frame in frames:
+        img = resize(np.asarray(frame, dtype=np.uint8), size)
+        flows.append(np.zeros(size + (2,), np.float32) if not resized else backward_flow(img, resized[-1], engine=engine))
+        resized.append(img)
+    if not resized:
+        raise ValueError("no frames")
+    return np.stack(flows), np.stack(resized)
+
+
+def write_flow_file(video_path, out_path, size: tuple[int, int] | int, preset: str = "medium") -> Path:
+    """Decode ``video_path``, compute its flow at ``size`` and write a ``flow`` file (atomic)."""
+    from ..video import iter_frames
+
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    flow, frames = compute_flow(iter_frames(video_path), size, preset)
+    return h5io.write(
+        out_path,
+        FLOW,
+        {"flow": flow, "frames": frames},
+        {"video_path": str(video_path), "height": size[0], "width": size[1], "preset": preset},
+    )
+
+
+def open_flow_file(path, size: tuple[int, int] | None = None):
+    """Open a ``flow`` file for lazy reading: returns ``(h5py.File, flow dataset, frames dataset)``.
+
+    The layout is checked first (:func:`deep_puppets.h5io.read` without loading); with ``size`` the file must
+    have been computed at that training size. The caller closes the file.
+    """
+    import h5py
+
+    from ..errors import InputError
+
+    _, attrs = h5io.read(path, FLOW, load=False)
+    if size is not None and (int(attrs["height"]), int(attrs["width"])) != tuple(size):
+        raise InputError(path, f"flow computed at {attrs['height']}x{attrs['width']}, training size is {size[0]}x{size[1]}: recompute it")
+    f = h5py.File(path, "r")
+    return f, f["flow"], f["frames"]

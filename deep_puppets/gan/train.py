@@ -1,0 +1,660 @@
+"""Training of the rendering-to-video GAN: settings, one training step, checkpoints, resume, logs.
+
+One iteration takes a batch of clips of ``clip_len`` consecutive training frames (:mod:`.data`), generates the
+clip frame by frame (feeding back the previous outputs when ``prev_frames > 0``; detached, zeros before the
+clip's first frame — the same as at the start of a synthesised sequence), then
+
+* updates G on ``λ_gan_image·GAN(D_I) + λ_gan_video·GAN(D_V) + λ_fm·(FM(D_I) + FM(D_V)) + λ_l1·L1
+  + λ_warp·warp`` (warp: the previous generated frame warped with the real flow vs the current one, masked
+  where the flow does not explain the real frames);
+* updates D_I (current conditioning image ⊕ real/generated frame) and D_V (K frames ⊕ real flow).
+
+Device: ``device="auto"`` picks CUDA when present, with mixed precision (``torch.autocast`` float16 +
+``GradScaler``) when ``amp``; on CPU everything is float32. Runs are seeded (python, numpy, torch) and the
+batch of iteration ``i`` is a pure function of (seed, i) (:func:`~.data.batch_items`).
+
+Files under ``out_dir``: ``checkpoints/iter_XXXXXXXX.pt`` every ``checkpoint_every`` iterations (the last
+``keep_checkpoints`` kept; G, D_I, D_V, both optimisers, the scaler, the iteration counter and the RNG states
+as tensors), ``losses.csv`` (one row per logged iteration), ``losses.png``. A run started again with the same
+``out_dir`` resumes from the newest checkpoint; on CPU the resumed run reproduces the uninterrupted one exactly.
+The final generator (:func:`save_generator`) is a separate file, written atomically at the end. Everything is
+loaded with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, InputError
+from . import losses as L
+from .data import ClipDataset, batch_items, split_frames
+from .networks import MultiscaleDiscriminator, UNetGenerator, receptive_fields
+
+log = logging.getLogger("deep_puppets.gan")
+
+GENERATOR_FORMAT = "deep_puppets.gan.generator/1"
+CHECKPOINT_FORMAT = "deep_puppets.gan.checkpoint/1"
+
+
+@dataclass
+class TrainSettings:
+    """Settings of the GAN stage (config section ``gan``); :meth:`from_config` fills the defaults.
+
+    The defaults train the demo (96 frames, 64 training frames) at 128² in a few minutes on 2 CPU cores. On a GPU
+    use e.g. ``size: 256`` (or 512), ``gen_base: 64``, ``gen_depth: 7``, ``gen_max_ch: 512``, ``d_base: 64``,
+    ``di_num_D: 3``, ``batch_size: 4``, ``iterations: 20000`` or more.
+    """
+
+    # data
+    size: tuple = (128, 128)  # training (height, width); an int means square. Divisible by 2**gen_depth
+    streams: tuple = ("colour", "correspondence", "gaze")  # conditioning streams stacked into G's input
+    window: int = 3  # L: conditioning frames t-L+1..t stacked (padding: the first frame repeated)
+    prev_frames: int = 0  # previously generated frames fed back into G (0 = off)
+    clip_len: int = 3  # K: consecutive frames per training sample, seen together by D_V
+    held_out_fraction: float = 1 / 3  # the last part of the target, never trained on
+    # generator (U-Net)
+    gen_base: int = 32  # channels of the first layer, doubled per level up to gen_max_ch
+    gen_depth: int = 5  # stride-2 levels
+    gen_max_ch: int = 256
+    gen_norm: str = "instance"  # instance, batch, none
+    gen_out: str = "sigmoid"  # sigmoid or tanh (rescaled to [0, 1])
+    # discriminators (multi-scale PatchGANs); patch side in pixels: networks.receptive_field
+    d_base: int = 32
+    d_max_ch: int = 256
+    d_norm: str = "instance"
+    di_layers: int = 3  # D_I: stride-2 layers per scale (3 → 70 px patches at scale 0)
+    di_num_D: int = 2  # D_I: scales; scale i sees 2**i times larger patches (3 layers, 2 scales → 141 px)
+    dv_layers: int = 3  # D_V likewise
+    dv_num_D: int = 1
+    # losses
+    gan_mode: str = "lsgan"  # lsgan or hinge
+    lambda_gan_image: float = 1.0
+    lambda_gan_video: float = 1.0  # 0 switches D_V off
+    lambda_fm: float = 10.0
+    lambda_l1: float = 10.0
+    lambda_warp: float = 1.0  # flow-warp temporal term (needs flow; 0 = off)
+    warp_mask_threshold: float = 0.1  # pixels whose real frames the flow does not explain are left out (<= 0: none)
+    # optimisation
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 1
+    iterations: int = 1500
+    seed: int = 0
+    # run
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    log_every: int = 25
+    eval_frames: int = 8  # held-out frames whose E_col is logged at every checkpoint (0 = none)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    threads: int = 0  # torch CPU threads (0 = leave as set, e.g. by the rule's `threads`)
+    flow_preset: str = "medium"  # DIS preset of the flow file (ultrafast, fast, medium)
+
+    # keys a resumed run may change; any other change is refused (it would not be the same training)
+    RUN_KEYS = ("iterations", "checkpoint_every", "keep_checkpoints", "log_every", "eval_frames", "device", "amp", "threads")
+
+    def __post_init__(self):
+        self.size = (int(self.size), int(self.size)) if isinstance(self.size, (int, np.integer)) else tuple(int(s) for s in self.size)
+        self.streams = tuple(self.streams)
+        check = {
+            "size": len(self.size) == 2 and all(s % 2**self.gen_depth == 0 and s > 0 for s in self.size),
+            "streams": len(self.streams) > 0 and len(set(self.streams)) == len(self.streams),
+            "window": self.window >= 1,
+            "prev_frames": self.prev_frames >= 0,
+            "clip_len": self.clip_len >= 1 and (self.clip_len >= 2 or (self.lambda_gan_video == 0 and self.lambda_warp == 0)),
+            "held_out_fraction": 0 <= self.held_out_fraction < 1,
+            "gen_depth": self.gen_depth >= 1,
+            "gen_norm": self.gen_norm in ("instance", "batch", "none"),
+            "d_norm": self.d_norm in ("instance", "batch", "none"),
+            "gen_out": self.gen_out in ("sigmoid", "tanh"),
+            "gan_mode": self.gan_mode in L.GAN_MODES,
+            "di_layers": self.di_layers >= 1,
+            "dv_layers": self.dv_layers >= 1,
+            "di_num_D": self.di_num_D >= 1 and min(self.size) >= min_input_size(self.di_layers, self.di_num_D),
+            "dv_num_D": self.dv_num_D >= 1 and min(self.size) >= min_input_size(self.dv_layers, self.dv_num_D),
+            "batch_size": self.batch_size >= 1,
+            "iterations": self.iterations >= 1,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "keep_checkpoints": self.keep_checkpoints >= 1,
+            "log_every": self.log_every >= 1,
+            "eval_frames": self.eval_frames >= 0,
+            "flow_preset": self.flow_preset in ("ultrafast", "fast", "medium"),
+        }
+        for k in ("lambda_gan_image", "lambda_gan_video", "lambda_fm", "lambda_l1", "lambda_warp", "lr_g", "lr_d"):
+            check[k] = getattr(self, k) >= 0
+        bad = [k for k, ok in check.items() if not ok]
+        if bad:
+            k = bad[0]
+            hint = {
+                "size": f"two positive sides divisible by 2**gen_depth = {2**self.gen_depth}",
+                "clip_len": ">= 2 while D_V or the warp term is on",
+                "di_num_D": f"the coarsest scale needs >= {min_input_size(self.di_layers, self.di_num_D)} px",
+                "dv_num_D": f"the coarsest scale needs >= {min_input_size(self.dv_layers, self.dv_num_D)} px",
+            }.get(k, "see deep_puppets/gan/train.py TrainSettings")
+            raise ConfigError(f"gan.{k} = {getattr(self, k)!r} is invalid ({hint})")
+
+    @classmethod
+    def from_config(cls, section: Mapping | None) -> "TrainSettings":
+        """Settings from the config's ``gan`` section (missing keys take the defaults; unknown keys are errors)."""
+        section = dict(section or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(f"gan: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**section)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"], d["streams"] = list(self.size), list(self.streams)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def in_channels(self) -> int:
+        """Generator input channels: 3 per stream per window frame, + 3 per fed-back frame."""
+        return 3 * len(self.streams) * self.window + 3 * self.prev_frames
+
+    @property
+    def use_video_d(self) -> bool:
+        return self.lambda_gan_video > 0 and self.clip_len >= 2
+
+
+def min_input_size(n_layers: int, num_D: int) -> int:
+    """Smallest image side a multi-scale PatchGAN takes: the coarsest scale must keep >= 3 px after the
+    stride-2 layers (two stride-1 4×4 convolutions follow)."""
+    return 3 * 2 ** (n_layers + num_D - 1)
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"gan.device = {name!r} but no CUDA device is available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_generator(s: TrainSettings) -> UNetGenerator:
+    return UNetGenerator(s.in_channels, 3, s.gen_base, s.gen_depth, s.gen_max_ch, s.gen_norm, s.gen_out)
+
+
+def build_image_discriminator(s: TrainSettings) -> MultiscaleDiscriminator:
+    return MultiscaleDiscriminator(3 * len(s.streams) + 3, s.d_base, s.di_layers, s.di_num_D, s.d_max_ch, s.d_norm)
+
+
+def build_video_discriminator(s: TrainSettings) -> MultiscaleDiscriminator:
+    return MultiscaleDiscriminator(3 * s.clip_len + 2 * max(s.clip_len - 1, 0), s.d_base, s.dv_layers, s.dv_num_D, s.d_max_ch, s.d_norm)
+
+
+def flow_feature(flow: torch.Tensor) -> torch.Tensor:
+    """Flow in pixels → D_V input scale (1 = a sixteenth of the frame's longer side)."""
+    return flow * (16.0 / max(flow.shape[-2:]))
+
+
+def _set_requires_grad(modules, flag: bool) -> None:
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(flag)
+
+
+def _split(preds: list[list[torch.Tensor]], n: int) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+    return [[f[:n] for f in scale] for scale in preds], [[f[n:] for f in scale] for scale in preds]
+
+
+# ---------------------------------------------------------------------------------------------- one step
+
+
+class Trainer:
+    """G, D_I, D_V, their optimisers and the gradient scaler; :meth:`step` runs one iteration."""
+
+    def __init__(self, settings: TrainSettings, device: torch.device | str | None = None):
+        self.s = settings
+        self.device = resolve_device(settings.device) if device is None else torch.device(device)
+        self.amp = bool(settings.amp and self.device.type == "cuda")
+        self.G = build_generator(settings).to(self.device)
+        self.D_I = build_image_discriminator(settings).to(self.device)
+        self.D_V = build_video_discriminator(settings).to(self.device)
+        betas = (settings.beta1, settings.beta2)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=settings.lr_g, betas=betas)
+        self.opt_D = torch.optim.Adam(list(self.D_I.parameters()) + list(self.D_V.parameters()), lr=settings.lr_d, betas=betas)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.iteration = 0  # iterations completed
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
+
+    def generate_clip(self, cond: torch.Tensor) -> torch.Tensor:
+        """Generate a clip ``(B, K, 3, H, W)`` from its conditioning ``(B, K, C, H, W)``, frame by frame."""
+        fakes: list[torch.Tensor] = []
+        b, k, _, h, w = cond.shape
+        for i in range(k):
+            x = cond[:, i]
+            if self.s.prev_frames:
+                prev = [fakes[i - j].detach() if i - j >= 0 else x.new_zeros(b, 3, h, w) for j in range(self.s.prev_frames, 0, -1)]
+                x = torch.cat([x, *prev], 1)
+            fakes.append(self.G(x))
+        return torch.stack(fakes, 1)
+
+    def step(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """One G update and one D update on ``batch`` (from :meth:`ClipDataset.batch`); returns the losses."""
+        s = self.s
+        cond, real, flow = (self._tensor(batch[k]).float() for k in ("cond", "real", "flow"))
+        b, k = real.shape[:2]
+        n_cur = 3 * len(s.streams)
+        cur = cond[:, :, -n_cur:].flatten(0, 1)  # current frame's conditioning of every clip frame
+        real_flat = real.flatten(0, 1)
+        use_v = s.use_video_d
+        out: dict[str, float] = {}
+        D = [self.D_I, self.D_V]
+
+        # ---- generator
+        _set_requires_grad(D, False)
+        with self._autocast():
+            fake = self.generate_clip(cond)
+            fake_flat = fake.flatten(0, 1)
+            pi_fake = self.D_I(torch.cat([cur, fake_flat], 1))
+            with torch.no_grad():
+                pi_real = self.D_I(torch.cat([cur, real_flat], 1))
+            g_gan_i = L.generator_gan_loss(pi_fake, s.gan_mode)
+            g_fm = L.feature_matching_loss(pi_real, pi_fake)
+            g_l1 = L.l1_loss(fake, real)
+            if use_v:
+                fv = flow_feature(flow[:, 1:].flatten(1, 2))
+                pv_fake = self.D_V(torch.cat([fake.flatten(1, 2), fv], 1))
+                with torch.no_grad():
+                    pv_real = self.D_V(torch.cat([real.flatten(1, 2), fv], 1))
+                g_gan_v = L.generator_gan_loss(pv_fake, s.gan_mode)
+                g_fm = g_fm + L.feature_matching_loss(pv_real, pv_fake)
+            else:
+                g_gan_v = torch.zeros((), device=self.device)
+            g_warp = torch.zeros((), device=self.device)
+            if s.lambda_warp > 0 and k >= 2:
+                for i in range(1, k):
+                    mask = L.warp_mask(real[:, i - 1], real[:, i], flow[:, i], s.warp_mask_threshold)
+                    g_warp = g_warp + L.temporal_warp_loss(fake[:, i - 1], fake[:, i], flow[:, i], mask)
+                g_warp = g_warp / (k - 1)
+            loss_g = s.lambda_gan_image * g_gan_i + s.lambda_gan_video * g_gan_v + s.lambda_fm * g_fm + s.lambda_l1 * g_l1 + s.lambda_warp * g_warp
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_G)
+
+        # ---- discriminators (real and generated inputs in one batch)
+        _set_requires_grad(D, True)
+        fake = fake.detach()
+        fake_flat = fake_flat.detach()
+        with self._autocast():
+            pi = self.D_I(torch.cat([torch.cat([cur, real_flat], 1), torch.cat([cur, fake_flat], 1)], 0))
+            d_i = L.discriminator_loss(*_split(pi, b * k), s.gan_mode)
+            loss_d = d_i
+            if use_v:
+                pv = self.D_V(torch.cat([torch.cat([real.flatten(1, 2), fv], 1), torch.cat([fake.flatten(1, 2), fv], 1)], 0))
+                d_v = L.discriminator_loss(*_split(pv, b), s.gan_mode)
+                loss_d = loss_d + d_v
+            else:
+                d_v = torch.zeros((), device=self.device)
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.step(self.opt_D)
+        self.scaler.update()
+        self.iteration += 1
+        for name, v in (("loss_g", loss_g), ("g_gan_image", g_gan_i), ("g_gan_video", g_gan_v), ("g_fm", g_fm), ("g_l1", g_l1),
+                        ("g_warp", g_warp), ("d_image", d_i), ("d_video", d_v)):
+            out[name] = float(v.detach())
+        return out
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": int(self.iteration),
+            "settings": self.s.to_json(),
+            "G": self.G.state_dict(),
+            "D_I": self.D_I.state_dict(),
+            "D_V": self.D_V.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D_I.load_state_dict(state["D_I"])
+        self.D_V.load_state_dict(state["D_V"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        if self.amp and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+
+
+def rng_state() -> dict:
+    """RNG states of python, numpy and torch as tensors and plain numbers (loadable with weights_only)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python_version": int(version),
+        "python": torch.tensor(mt, dtype=torch.int64),
+        "python_gauss": float("nan") if gauss is None else float(gauss),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_cached": float(cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping) -> None:
+    gauss = state["python_gauss"]
+    random.setstate((state["python_version"], tuple(int(x) for x in state["python"].tolist()), None if math.isnan(gauss) else gauss))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], state["numpy_has_gauss"], state["numpy_cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def checkpoint_path(out_dir, iteration: int) -> Path:
+    return Path(out_dir) / "checkpoints" / f"iter_{iteration:08d}.pt"
+
+
+def list_checkpoints(out_dir) -> list[Path]:
+    """Checkpoints under ``out_dir``, oldest first."""
+    d = Path(out_dir) / "checkpoints"
+    return sorted(d.glob("iter_*.pt")) if d.is_dir() else []
+
+
+def load_checkpoint(path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(path, f"not a GAN checkpoint ({CHECKPOINT_FORMAT})")
+    return state
+
+
+def save_checkpoint(trainer: Trainer, out_dir, keep: int) -> Path:
+    path = checkpoint_path(out_dir, trainer.iteration)
+    _atomic_save(trainer.state_dict(), path)
+    for old in list_checkpoints(out_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(out_dir) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads (a damaged one is skipped with a warning), or None."""
+    for path in reversed(list_checkpoints(out_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except Exception as e:  # a damaged file: fall back to the previous one
+            log.warning("checkpoint %s does not load (%s); trying the previous one", path, e)
+    return None
+
+
+def incompatible_settings(saved: dict, now: TrainSettings) -> list[str]:
+    """Keys whose change makes a checkpoint unusable for ``now`` (all but :attr:`TrainSettings.RUN_KEYS`)."""
+    cur = now.to_dict()
+    return sorted(k for k in cur if k not in TrainSettings.RUN_KEYS and saved.get(k) != cur[k])
+
+
+def save_generator(trainer: Trainer, path) -> Path:
+    """The final generator: its weights, settings and iteration count; atomic."""
+    path = Path(path)
+    state = {"format": GENERATOR_FORMAT, "iteration": int(trainer.iteration), "settings": trainer.s.to_json(),
+             "G": {k: v.detach().cpu() for k, v in trainer.G.state_dict().items()}}
+    _atomic_save(state, path)
+    return path
+
+
+def load_generator(path, device: str | torch.device = "cpu") -> tuple[UNetGenerator, TrainSettings]:
+    """Load a generator written by :func:`save_generator` (weights_only); returns ``(G in eval mode, settings)``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != GENERATOR_FORMAT:
+        raise InputError(path, f"not a generator file ({GENERATOR_FORMAT})")
+    settings = TrainSettings(**json.loads(state["settings"]))
+    G = build_generator(settings)
+    G.load_state_dict(state["G"])
+    return G.to(device).eval(), settings
+
+
+# ---------------------------------------------------------------------------------------------- logs
+
+LOSS_COLUMNS = ("loss_g", "g_gan_image", "g_gan_video", "g_fm", "g_l1", "g_warp", "d_image", "d_video")
+CSV_COLUMNS = ("iteration", "elapsed_s", "it_per_s") + LOSS_COLUMNS + ("heldout_ecol",)
+
+
+def trim_csv(path: Path, last_iteration: int) -> None:
+    """Keep the header and the rows up to ``last_iteration`` (rows a killed run logged after its checkpoint go)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= last_iteration]
+    _write_csv(path, rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, CSV_COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
+
+
+def plot_losses(csv_path: Path, png_path: Path) -> None:
+    """Loss curves (G terms, D terms, held-out E_col) from the CSV into a PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    if df.empty:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for col in ("loss_g", "g_gan_image", "g_gan_video", "g_fm", "g_l1", "g_warp"):
+        axes[0].plot(df["iteration"], df[col], label=col)
+    axes[0].set_yscale("symlog", linthresh=1e-2)
+    for col in ("d_image", "d_video"):
+        axes[1].plot(df["iteration"], df[col], label=col)
+    ev = df.dropna(subset=["heldout_ecol"])
+    axes[2].plot(ev["iteration"], ev["heldout_ecol"], "o-", label="held-out E_col")
+    for ax, title in zip(axes, ("generator", "discriminators", "held-out photometric error")):
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    resumed_from: int  # iteration of the checkpoint the run resumed from (0 = fresh)
+    final_path: Path | None
+    seconds: float
+    last_losses: dict = field(default_factory=dict)
+
+
+def held_out_error(trainer: Trainer, dataset: ClipDataset, frames: np.ndarray) -> float:
+    """Mean E_col of the generator on the (contiguous) held-out ``frames`` (evaluation only, no training)."""
+    from .baselines import photometric_error
+    from .synthesize import generate
+
+    fake = np.stack(list(generate(trainer.G, dataset.conditioning, frames, trainer.s, trainer.device)))
+    real = np.stack([dataset.frames_at(t) for t in frames])
+    return float(np.mean(photometric_error(fake, real)))
+
+
+def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSettings, out_dir, final_path=None,
+          *, stop_after: int | None = None) -> TrainResult:
+    """Train (or resume) on one target; writes checkpoints/logs under ``out_dir`` and the generator to ``final_path``.
+
+    ``conditioning``: stream -> (T, H, W, 3) uint8 array-likes; ``frames``: real frames (T, H', W', 3);
+    ``flow``: (T, H, W, 2) at the training size, or None (then D_V sees zero flow and the warp term is off).
+    The split is :func:`~.data.split_frames` of T. ``stop_after``: stop (without the final file) once that many
+    iterations are done — to simulate a killed run, or to train in pieces.
+    """
+    s = settings
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if flow is None and (s.lambda_warp > 0 or s.use_video_d):
+        log.warning("no optical flow given: D_V is conditioned on zero flow and the warp term is off")
+        s = TrainSettings(**{**s.to_dict(), "lambda_warp": 0.0}) if s.lambda_warp > 0 else s
+    train_idx, held_idx = split_frames(len(frames), s.held_out_fraction)
+    dataset = ClipDataset(conditioning, frames, flow, train_idx, s.streams, s.size, s.window, s.clip_len)
+    seed_everything(s.seed)
+    trainer = Trainer(s)
+    csv_path, png_path = out_dir / "losses.csv", out_dir / "losses.png"
+
+    resumed = latest_checkpoint(out_dir)
+    if resumed is not None:
+        path, state = resumed
+        bad = incompatible_settings(json.loads(state["settings"]), s)
+        if bad:
+            raise ConfigError(f"{path}: checkpoint was trained with other gan settings ({', '.join(bad)}); "
+                              f"restore them or delete {out_dir / 'checkpoints'} to start afresh")
+        trainer.load_state_dict(state)
+        log.info("resuming from %s (iteration %d)", path, trainer.iteration)
+        trim_csv(csv_path, trainer.iteration)
+    elif csv_path.exists():
+        csv_path.unlink()
+    start = trainer.iteration
+
+    rf_i, rf_v = receptive_fields(s.di_layers, s.di_num_D), receptive_fields(s.dv_layers, s.dv_num_D)
+    log.info("GAN on %s%s: %d frames, %d for training (%d clips of %d), last %d held out; size %dx%d; G %d params; "
+             "D_I patches %s px, D_V patches %s px", trainer.device, " (mixed precision)" if trainer.amp else "",
+             len(frames), len(train_idx), len(dataset), s.clip_len, len(held_idx), s.size[0], s.size[1],
+             sum(p.numel() for p in trainer.G.parameters()), rf_i, rf_v)
+    if max(rf_i) < 0.75 * max(s.size):
+        log.warning("D_I's largest patch (%d px) covers less than 3/4 of the frame (%d px): the report saw heads "
+                    "detach from bodies with too small patches; raise gan.di_num_D or gan.di_layers", max(rf_i), max(s.size))
+    eval_idx = held_idx[: s.eval_frames]
+    end = s.iterations if stop_after is None else min(s.iterations, stop_after)
+    t0 = time.perf_counter()
+    t_log, it_log = t0, start
+    sums: dict[str, float] = {}
+    losses: dict[str, float] = {}
+    while trainer.iteration < end:
+        items = batch_items(trainer.iteration, s.batch_size, len(dataset), s.seed)
+        losses = trainer.step(dataset.batch(items))
+        for k2, v in losses.items():
+            sums[k2] = sums.get(k2, 0.0) + v
+        it = trainer.iteration
+        ckpt = it % s.checkpoint_every == 0 or it == s.iterations
+        if it % s.log_every == 0 or ckpt or it == end:
+            now = time.perf_counter()
+            rate = (it - it_log) / max(now - t_log, 1e-9)  # training only: evaluation and checkpoints excluded
+            row = {"iteration": it, "elapsed_s": round(now - t0, 3), "it_per_s": round(rate, 4)}
+            row.update({k2: v / (it - it_log) for k2, v in sums.items()})
+            if ckpt and len(eval_idx):
+                row["heldout_ecol"] = held_out_error(trainer, dataset, eval_idx)
+            append_csv(csv_path, row)
+            log.info("iter %d/%d  G %.4f (gan_i %.3f gan_v %.3f fm %.3f l1 %.4f warp %.4f)  D_I %.3f D_V %.3f  "
+                     "%.2f it/s  ETA %s%s", it, s.iterations, row["loss_g"], row["g_gan_image"], row["g_gan_video"],
+                     row["g_fm"], row["g_l1"], row["g_warp"], row["d_image"], row["d_video"], rate,
+                     _fmt_eta((s.iterations - it) / max(rate, 1e-9)),
+                     f"  held-out E_col {row['heldout_ecol']:.4f}" if "heldout_ecol" in row else "")
+            if ckpt:
+                path = save_checkpoint(trainer, out_dir, s.keep_checkpoints)
+                plot_losses(csv_path, png_path)
+                log.info("checkpoint %s", path)
+            sums, t_log, it_log = {}, time.perf_counter(), it
+    if trainer.iteration >= s.iterations and final_path is not None:
+        save_generator(trainer, final_path)
+        if csv_path.exists():
+            plot_losses(csv_path, png_path)
+        log.info("final generator %s (iteration %d)", final_path, trainer.iteration)
+        done = Path(final_path)
+    else:
+        done = None
+    return TrainResult(trainer.iteration, start, done, time.perf_counter() - t0, losses)
+
+
+def train_from_files(conditioning_path, flow_path, settings: TrainSettings, out_dir, final_path, *, stop_after=None) -> TrainResult:
+    """:func:`train` on a conditioning HDF5 file (datasets named like ``settings.streams``, (T, H, W, 3) uint8)
+    and a ``flow`` file (:mod:`.flow`, which also holds the real frames at the training size)."""
+    import h5py
+
+    from .flow import open_flow_file
+
+    ff, flow, frames = open_flow_file(flow_path, settings.size)
+    try:
+        with h5py.File(conditioning_path, "r") as fc:
+            missing = [n for n in settings.streams if n not in fc]
+            if missing:
+                raise InputError(conditioning_path, f"lacks conditioning stream(s) {missing}")
+            return train({n: fc[n] for n in settings.streams}, frames, flow, settings, out_dir, final_path, stop_after=stop_after)
+    finally:
+        ff.close()
