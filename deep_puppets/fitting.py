@@ -51,6 +51,10 @@ from .camera import FLIP, left_jacobian, project, project_rotation, rotation_log
 from .errors import ConfigError, DeepPuppetsError
 from .models.base import MorphableModel
 
+_EPS = np.zeros((3, 3, 3))  # Levi-Civita symbol: (a × b)_c = ε_cad a_a b_d
+_EPS[0, 1, 2] = _EPS[1, 2, 0] = _EPS[2, 0, 1] = 1.0
+_EPS[0, 2, 1] = _EPS[2, 1, 0] = _EPS[1, 0, 2] = -1.0
+_CROSS = _EPS.transpose(2, 1, 0).reshape(9, 3)  # rows (d, a), columns c: ε_cad
 N_CAMERA = 7  # (rx, ry, rz, tx, ty, tz, scale), see camera.CAMERA_FIELDS
 CHUNK = 256  # frames per chunk when assembling the normal equations (bounds temporary memory)
 
@@ -376,60 +380,74 @@ class _Params:
 
     def step(self, dx: np.ndarray, dp: np.ndarray) -> _Params:
         K = self.q.shape[1]
-        return _Params(self.p + dp, self.q + dx[:, :K], self.cam + dx[:, K:], self.R0)
+        p = self.p + dp if len(dp) else self.p
+        return _Params(p, self.q + dx[:, :K], self.cam + dx[:, K:], self.R0)
 
 
 class _Problem:
-    """Data, model and settings of one fit; evaluates the energy and the normal equations."""
+    """Data, model and settings of one fit; evaluates the energy and the normal equations.
+
+    Per-frame landmark arrays are kept transposed, (t, 3, L): x, y, z rows of L landmarks, so that every
+    per-landmark operation runs over contiguous rows and every sum over landmarks is a matrix product.
+    """
 
     def __init__(self, basis: LandmarkBasis, y: np.ndarray, valid: np.ndarray, settings: FitSettings, p_fixed):
         self.basis, self.s = basis, settings
-        self.y = y  # (T, L, 3) as given (float32 is fine), NaN where missing
         self.valid = valid
         self.frames = np.flatnonzero(valid)
+        # landmarks missing inside a valid frame (rare: the detector gives all or none) get weight 0
+        finite = np.isfinite(y[self.frames]).all(axis=2)
+        if finite.all():
+            self.y, self.mask = y, None  # (T, L, 3) as given; float32 is fine
+        else:
+            self.mask = np.zeros(y.shape[:2], bool)
+            self.mask[self.frames] = finite
+            self.y = np.where(self.mask[..., None], y, 0).astype(y.dtype)
         self.free_p = p_fixed is None
         self.K_id, self.K = basis.id_basis.shape[0], basis.exp_basis.shape[0]
-        self.L = len(basis.index)
+        self.L = L = len(basis.index)
+        self.p_init = np.zeros(self.K_id) if self.free_p else np.asarray(p_fixed, float)
         # the linear part of the model whose coefficients are unknowns: [identity (if free) | expression]
-        lin = [basis.id_basis] if self.free_p else []
-        B = np.concatenate(lin + [basis.exp_basis], axis=0)  # (Klin, L, 3)
-        self.Klin = B.shape[0]
+        B = np.concatenate(([basis.id_basis] if self.free_p else []) + [basis.exp_basis], axis=0)  # (Klin, L, 3)
+        self.Klin = Kl = B.shape[0]
         self.B3 = np.ascontiguousarray(B.transpose(1, 2, 0))  # (L, 3, Klin)
-        self.Bflat = self.B3.reshape(3 * self.L, self.Klin)
-        self.gram = np.einsum("l,lak,lbj->abkj", basis.weight, self.B3, self.B3).reshape(9, self.Klin**2)
-        p0 = np.zeros(self.K_id) if self.free_p else np.asarray(p_fixed, float)
+        self.Brow = self.B3.reshape(L, 3 * Kl)  # columns (a, k)
+        self.Bal = np.ascontiguousarray(B.transpose(2, 1, 0)).reshape(3 * L, Kl)  # rows (a, l)
+        self.gram = np.einsum("l,lak,lbj->abkj", basis.weight, self.B3, self.B3).reshape(9, Kl * Kl)
+        # shapes: X = [q, 1] @ [exp basis; base] in the (a, l) layout
+        self.Bexp = np.ascontiguousarray(basis.exp_basis.transpose(0, 2, 1)).reshape(self.K, 3 * L)
         self.D = np.array([1.0, 1.0, settings.z_weight])
         self.prior_id = settings.id_prior / basis.id_std**2
         self.prior_exp = settings.exp_prior / basis.exp_std**2
-        self.p_init = p0
 
     # --- shapes and residuals
 
     def shapes(self, par: _Params, frames) -> np.ndarray:
-        """Model-frame landmark positions (len(frames), L, 3)."""
-        X = self.basis.mean + (par.q[frames] @ self.basis.exp_basis.reshape(self.K, -1)).reshape(len(frames), self.L, 3)
-        if self.K_id:
-            X = X + np.tensordot(par.p, self.basis.id_basis, 1)
-        return X
+        """Model-frame landmark positions, transposed: (len(frames), 3, L)."""
+        base = self.basis.mean + (np.tensordot(par.p, self.basis.id_basis, 1) if self.K_id else 0)
+        qb = np.concatenate([par.q[frames], np.ones((len(frames), 1))], axis=1)
+        return (qb @ np.concatenate([self.Bexp, base.T.reshape(1, -1)])).reshape(len(frames), 3, self.L)
 
     def residuals(self, par: _Params, frames):
-        """(X, R, r, mask): shapes, rotations, residuals (pred − y) zeroed where the landmark is missing."""
+        """(X, R, r, mask): shapes and residuals ``pred − y`` (t, 3, L), zero where a landmark is missing,
+        rotations (t, 3, 3), and the mask of present landmarks (t, L) (None when all are)."""
         X = self.shapes(par, frames)
         R = par.rotations(frames)
-        M = FLIP @ R
         cam = par.cam[frames]
-        pred = cam[:, 6, None, None] * (X @ np.swapaxes(M, 1, 2)) + cam[:, None, 3:6]
-        y = np.asarray(self.y[frames], dtype=float)
-        r = pred - y
-        mask = np.isfinite(r).all(axis=2)
-        r[~mask] = 0.0
+        r = (cam[:, 6, None, None] * (FLIP @ R)) @ X
+        r += cam[:, 3:6, None]
+        r -= np.swapaxes(self.y[frames], 1, 2)
+        mask = None
+        if self.mask is not None:
+            mask = self.mask[frames]
+            r *= mask[:, None, :]
         return X, R, r, mask
 
-    def robust(self, r, mask):
-        """(ρ·a, IRLS weight·a) per landmark, zero where missing."""
-        e = np.sqrt(r[..., 0] ** 2 + r[..., 1] ** 2 + self.s.z_weight * r[..., 2] ** 2)
-        rho, psi = ROBUST[self.s.robust](e, self.s.robust_px)
-        a = self.basis.weight * mask
+    def robust(self, r, mask, robust=None):
+        """(a·ρ(e), a·ψ(e)) per landmark (t, L): energy and IRLS weight, zero where missing."""
+        e = np.sqrt(r[:, 0] ** 2 + r[:, 1] ** 2 + self.s.z_weight * r[:, 2] ** 2)
+        rho, psi = ROBUST[robust or self.s.robust](e, self.s.robust_px)
+        a = self.basis.weight if mask is None else self.basis.weight * mask
         return rho * a, psi * a
 
     # --- energy
@@ -455,37 +473,68 @@ class _Problem:
 
     # --- normal equations of the data term
 
-    def data_normal_equations(self, par: _Params, frames):
+    def data_normal_equations(self, par: _Params, frames, robust=None):
         """Per-frame normal equations (H (t, Klin+7, Klin+7), g (t, Klin+7)) of the data term linearised at
-        ``par``. Unknown order: [linear coefficients (identity if free, expression) | ω | tx ty tz | s]."""
+        ``par`` (IRLS weights of ``robust``, default the settings'). Unknown order: [linear coefficients
+        (identity if free, expression) | ω | tx ty tz | s]."""
         X, R, r, mask = self.residuals(par, frames)
-        w = self.robust(r, mask)[1]
+        w = self.robust(r, mask, robust)[1]
         return self.normal_equations(X, R, par.cam[frames], r, w)
 
     def normal_equations(self, X, R, cam, r, w):
-        """Gauss-Newton normal equations of Σ_l w_l ‖D^½ r_l‖² / σ² for frames with shapes X (t, L, 3),
-        rotations R (t, 3, 3), cameras cam (t, 7), residuals r (t, L, 3) and IRLS weights w (t, L).
+        """Gauss-Newton normal equations of Σ_l w_l ‖D^½ r_l‖² / σ² for frames with shapes X (t, 3, L),
+        rotations R (t, 3, 3), cameras cam (t, 7), residuals r (t, 3, L) and IRLS weights w (t, L).
 
-        The Jacobian of a landmark is ``M Ĵ_l Rf`` with ``M = F R``, the model-frame part
-        ``Ĵ_l = [B_l | [X_l]× | I | X_l]`` and the per-frame ``Rf = blockdiag(s I, −s Rᵀ J(ω), Mᵀ, 1)``, so
-        every sum over landmarks is taken in the model frame with ``P = Mᵀ D M`` and ``ρ_l = Mᵀ D r_l``.
+        A landmark's Jacobian is ``M Ĵ_l Rf`` with ``M = F R``, the model-frame part
+        ``Ĵ_l = [B_l | [X_l]× | I | X_l]`` and per frame ``Rf = blockdiag(s I, −s Rᵀ J(ω), Mᵀ, 1)``; with
+        ``P = Mᵀ D M = I − β m mᵀ`` (m the viewing direction in the model frame, β = 1 − z_weight) every
+        landmark sum reduces to a few weighted moments of ``X̃_l = (X_l, 1)`` and one GEMM against the basis.
         """
         t, L, Kl = len(X), self.L, self.Klin
+        beta = 1.0 - self.s.z_weight
         M = FLIP @ R
         Mt = np.swapaxes(M, 1, 2)
-        P = Mt @ (self.D[:, None] * M)
-        wr = w[..., None] * ((r * self.D) @ M)  # w_l Mᵀ D r_l
-        C = np.zeros((t, L, 3, N_CAMERA))  # camera columns of Ĵ: [X]×, I, X
-        C[..., :3] = skew(X)
-        C[..., 3:6] = np.eye(3)
-        C[..., 6] = X
-        wPC = (w[..., None, None] * (P[:, None] @ C)).reshape(t, 3 * L, N_CAMERA)
-        C = C.reshape(t, 3 * L, N_CAMERA)
-        H_cc = np.swapaxes(C, 1, 2) @ wPC
-        H_lc = np.tensordot(self.Bflat, wPC, axes=([0], [1])).transpose(1, 0, 2)  # (t, Kl, 7)
-        H_ll = (P.reshape(t, 9) @ self.gram).reshape(t, Kl, Kl) - self._down_weighted(M, w)
-        g_l = wr.reshape(t, 3 * L) @ self.Bflat
-        g_c = np.einsum("tki,tk->ti", C, wr.reshape(t, 3 * L))
+        m = M[:, 2, :]  # viewing direction in the model frame, (t, 3)
+        P = np.eye(3) - beta * m[:, :, None] * m[:, None, :]
+        Xt = np.swapaxes(X, 1, 2)  # (t, L, 3) view
+        rho = (Mt * self.D) @ r  # Mᵀ D r_l (t, 3, L)
+        rho *= w[:, None, :]
+        wX = np.empty((t, 4, L))  # w X̃ᵀ
+        np.multiply(X, w[:, None, :], out=wX[:, :3])
+        wX[:, 3] = w
+        W = np.empty((t, 4, 4))  # Σ w X̃ X̃ᵀ
+        W[:, :, :3] = wX @ Xt
+        W[:, :, 3] = wX.sum(axis=2)
+        W[:, 3, :3] = W[:, :3, 3]
+        Q = np.concatenate([rho @ Xt, rho.sum(axis=2)[:, :, None]], axis=2)  # Σ ρ_l X̃_lᵀ (t, 3, 4)
+        T4 = (wX.reshape(4 * t, L) @ self.Brow).reshape(t, 4, 3, Kl)  # Σ_l w X̃_l[e] B_l[a, k]
+        # linear × camera: Σ w B_lᵀ C_l − β Σ w (B_lᵀ m) k_lᵀ with C_l = [[X]×, I, X], k_l = Cᵀm = G X̃_l
+        G = np.zeros((t, N_CAMERA, 4))
+        G[:, :3, :3] = skew(m)
+        G[:, 3:6, 3] = m
+        G[:, 6, :3] = m
+        H_lc = np.empty((t, Kl, N_CAMERA))
+        H_lc[:, :, :3] = T4[:, :3].transpose(0, 3, 1, 2).reshape(t, Kl, 9) @ _CROSS  # Σ w B_l[:, k] × X_l
+        H_lc[:, :, 3:6] = np.swapaxes(T4[:, 3], 1, 2)
+        H_lc[:, :, 6] = T4[:, 0, 0] + T4[:, 1, 1] + T4[:, 2, 2]
+        Vm = T4[:, :, 0] * m[:, 0, None, None] + T4[:, :, 1] * m[:, 1, None, None] + T4[:, :, 2] * m[:, 2, None, None]
+        H_lc -= beta * (np.swapaxes(Vm, 1, 2) @ np.swapaxes(G, 1, 2))
+        # camera × camera from the moments: Σ w C_lᵀ C_l − β G W Gᵀ
+        W2, W1, W0 = W[:, :3, :3], W[:, :3, 3], W[:, 3, 3]
+        tr2 = np.trace(W2, axis1=1, axis2=2)
+        H_cc = np.zeros((t, N_CAMERA, N_CAMERA))
+        H_cc[:, :3, :3] = tr2[:, None, None] * np.eye(3) - W2
+        H_cc[:, :3, 3:6] = -skew(W1)
+        H_cc[:, 3:6, :3] = skew(W1)
+        H_cc[:, 3:6, 3:6] = W0[:, None, None] * np.eye(3)
+        H_cc[:, 3:6, 6] = H_cc[:, 6, 3:6] = W1
+        H_cc[:, 6, 6] = tr2
+        H_cc -= beta * (G @ W @ np.swapaxes(G, 1, 2))
+        H_ll = (P.reshape(t, 9) @ self.gram).reshape(t, Kl, Kl)
+        self._subtract_down_weighted(H_ll, m, w)
+        g_l = rho.reshape(t, 3 * L) @ self.Bal
+        g_c = np.concatenate([np.einsum("cad,tad->tc", _EPS, Q[:, :, :3]), Q[:, :, 3], np.trace(Q[:, :, :3], axis1=1, axis2=2)[:, None]], 1)
+        # back to the parameters through Rf
         s = cam[:, 6]
         Rf = np.zeros((t, N_CAMERA, N_CAMERA))
         Rf[:, :3, :3] = -s[:, None, None] * (Mt @ FLIP @ left_jacobian(cam[:, :3]))  # −s Rᵀ J(ω)
@@ -493,35 +542,37 @@ class _Problem:
         Rf[:, 6, 6] = 1.0
         inv_var = 1.0 / self.s.sigma_px**2
         H = np.empty((t, Kl + N_CAMERA, Kl + N_CAMERA))
-        H[:, :Kl, :Kl] = (s * s * inv_var)[:, None, None] * H_ll
+        np.multiply(H_ll, (s * s * inv_var)[:, None, None], out=H[:, :Kl, :Kl])
         H[:, :Kl, Kl:] = (s * inv_var)[:, None, None] * (H_lc @ Rf)
         H[:, Kl:, :Kl] = np.swapaxes(H[:, :Kl, Kl:], 1, 2)
         H[:, Kl:, Kl:] = inv_var * (np.swapaxes(Rf, 1, 2) @ H_cc @ Rf)
-        g = np.concatenate([s[:, None] * g_l, np.einsum("tji,tj->ti", Rf, g_c)], axis=1) * inv_var
+        g = np.concatenate([s[:, None] * g_l, (g_c[:, None, :] @ Rf)[:, 0]], axis=1) * inv_var
         return H, g
 
-    def _down_weighted(self, M, w):
-        """Σ_l (a_l − w_l) B_lᵀ P B_l per frame: what the unit-weight Gram overcounts (robust/missing)."""
-        t, Kl = len(M), self.Klin
+    def _subtract_down_weighted(self, H_ll, m, w):
+        """H_ll −= Σ_l u_l B_lᵀ P B_l, u_l = a_l − w_l: what the unit-weight Gram overcounts for landmarks
+        that are down-weighted (robust) or missing. Cost grows with their number, not with L."""
+        t, Kl = len(w), self.Klin
         u = self.basis.weight - w  # ≥ 0
         u[u < 1e-12 * self.basis.weight.max()] = 0.0
-        out = np.zeros((t, Kl, Kl))
         counts = np.count_nonzero(u, axis=1)
         if counts.max(initial=0) == 0:
-            return out
-        DM = np.sqrt(self.D)[:, None] * M  # (t, 3, 3)
+            return
+        beta = 1.0 - self.s.z_weight
         order = np.argsort(u == 0, axis=1, kind="stable")  # down-weighted landmarks first
-        step = max(1, int(2e6 // (counts.max() * 3 * Kl)))  # bound the temporary to ~16 MB
+        step = max(1, int(2e6 // (counts.max() * 3 * Kl)))  # bound the temporaries to ~16 MB
         for i in range(0, t, step):
-            m = counts[i : i + step].max()
-            if m == 0:
+            sl = slice(i, i + step)
+            k = counts[sl].max()
+            if k == 0:
                 continue
-            idx = order[i : i + step, :m]
-            uu = np.take_along_axis(u[i : i + step], idx, axis=1)
-            Z = np.sqrt(uu)[..., None, None] * (DM[i : i + step, None] @ self.B3[idx])  # (., m, 3, Kl)
-            Z = Z.reshape(len(idx), 3 * m, Kl)
-            out[i : i + step] = np.swapaxes(Z, 1, 2) @ Z
-        return out
+            idx = order[sl, :k]
+            Z = self.B3[idx] * np.sqrt(np.take_along_axis(u[sl], idx, axis=1))[..., None, None]  # (., k, 3, Kl)
+            ms = m[sl, None, :, None]
+            V = Z[:, :, 0] * ms[:, :, 0] + Z[:, :, 1] * ms[:, :, 1] + Z[:, :, 2] * ms[:, :, 2]  # (., k, Kl)
+            Z = Z.reshape(len(idx), 3 * k, Kl)
+            H_ll[sl] -= np.swapaxes(Z, 1, 2) @ Z
+            H_ll[sl] += beta * (np.swapaxes(V, 1, 2) @ V)
 
 
 def _chunks(frames: np.ndarray, size: int = CHUNK):
@@ -602,90 +653,110 @@ def fit_segment(model: MorphableModel, landmarks: np.ndarray, valid: np.ndarray,
     residual = np.full(len(valid), np.nan)
     for frames in _chunks(prob.frames):
         _, _, r, mask = prob.residuals(par, frames)
-        e2 = np.sqrt(r[..., 0] ** 2 + r[..., 1] ** 2)
-        residual[frames] = (e2 * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+        e2 = np.sqrt(r[:, 0] ** 2 + r[:, 1] ** 2)
+        residual[frames] = e2.mean(axis=1) if mask is None else (e2 * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
     return FitResult(par.p, par.q, camera, valid, residual, iterations, energy, converged, settings)
 
 
-def _smoothing_weights(prob: _Problem, par: _Params) -> np.ndarray:
-    """S (Klin_q + 7,): λ × diagonal of one frame's data Hessian for the mean face, frontal, median scale."""
-    ref = _Params(par.p, np.zeros((1, prob.K)), np.zeros((1, N_CAMERA)), np.eye(3))
-    ref.cam[0, 6] = np.median(par.cam[prob.frames, 6])
-    saved = (prob.y, prob.frames, prob.basis)
-    one = _Problem.__new__(_Problem)
-    one.__dict__.update(prob.__dict__)
-    one.s = replace(prob.s, robust="none")
-    one.y = np.asarray(project(prob.shapes(ref, [0]), np.concatenate([np.zeros(6), ref.cam[0, 6:]])))
-    H, _, _ = one.data_normal_equations(ref, np.array([0]))
-    del saved
-    diag = np.einsum("tii->ti", H)[0]
-    K0 = prob.K_id if prob.free_p else 0
-    lam = np.concatenate([np.full(prob.K, prob.s.lambda_q), np.full(N_CAMERA, prob.s.lambda_c)])
-    return lam * diag[K0:]
+@dataclass
+class _Regularisation:
+    """Weights of the non-data terms, fixed for a fit (per-component, in the unknowns' order)."""
+
+    smooth: np.ndarray  # (K + 7,) S: λ × unit metric
+    hold: np.ndarray  # (7,) camera pull on faceless frames
+    hold_ref: np.ndarray  # (T_invalid, 7) where faceless frames are pulled to
+    ridge: np.ndarray  # (K + 7,) tiny, keeps undetermined components (e.g. tz with z_weight 0) solvable
+
+
+def _regularisation(prob: _Problem, par: _Params) -> _Regularisation:
+    """The unit metric is the diagonal of one frame's data Hessian for the mean face at a frontal pose and
+    the segment's median scale: pixels² of landmark motion per unit of each unknown, over σ²."""
+    s = prob.s
+    cam = np.zeros((1, N_CAMERA))
+    cam[0, 6] = np.median(par.cam[prob.frames, 6])
+    X = prob.shapes(_Params(par.p, np.zeros((1, prob.K)), cam, np.eye(3)), [0])
+    w = prob.basis.weight[None].copy()
+    H, _ = prob.normal_equations(X, np.eye(3)[None], cam, np.zeros_like(X), w)
+    unit = np.einsum("ii->i", H[0])[prob.K_id if prob.free_p else 0 :]
+    lam = np.concatenate([np.full(prob.K, s.lambda_q), np.full(N_CAMERA, s.lambda_c)])
+    cam_unit = unit[prob.K :]
+    return _Regularisation(
+        smooth=lam * unit,
+        hold=s.hold * cam_unit,
+        hold_ref=par.cam[~prob.valid].copy(),
+        ridge=np.concatenate([np.zeros(prob.K), 1e-9 * cam_unit]),
+    )
 
 
 def _levenberg_marquardt(prob: _Problem, par: _Params):
-    s, T = prob.s, len(prob.valid)
-    K, Kp = prob.K, (prob.K_id if prob.free_p else 0)
-    n = K + N_CAMERA
-    S = _smoothing_weights(prob, par)
-    # faceless frames: weak pull of the camera to its (interpolated) start value, plus a tiny ridge for
-    # components no term determines (e.g. tz with z_weight = 0)
-    S_ref = S[K:] / np.maximum(np.array([s.lambda_c] * N_CAMERA), 1e-300) if s.lambda_c > 0 else _unit_camera_weights(prob, par)
-    prob._hold_w = s.hold * S_ref
-    hold_ref = par.cam[~prob.valid].copy()
-    ridge = np.concatenate([np.zeros(K), 1e-9 * S_ref])
-    d0, d1, d2 = second_difference_coefficients(T)
-    energy = prob.energy(par, S, hold_ref)
+    """Damped Gauss-Newton with IRLS weights; returns (params, iterations, energy, converged)."""
+    T, K, Kp = len(prob.valid), prob.K, (prob.K_id if prob.free_p else 0)
+    reg = _regularisation(prob, par)
+    energy = prob.energy(par, reg)
     mu, iterations, converged = 1e-4, 0, False
-    for iterations in range(1, s.iterations + 1):
-        A = np.zeros((T, n, n))
-        g = np.zeros((T, n))
-        E = np.zeros((T, n, Kp))
-        H_pp, g_p = np.zeros((Kp, Kp)), np.zeros(Kp)
-        for frames in _chunks(prob.frames):
-            H, gd, _ = prob.data_normal_equations(par, frames)
-            A[frames] = H[:, Kp:, Kp:]
-            g[frames] = gd[:, Kp:]
-            if Kp:
-                E[frames] = H[:, Kp:, :Kp]
-                H_pp += H[:, :Kp, :Kp].sum(axis=0)
-                g_p += gd[:, :Kp].sum(axis=0)
-        # priors, smoothness, hold, ridge
-        x = np.concatenate([par.q, par.cam], axis=1)
-        g += S * _second_difference_gradient(x)
-        g[:, :K] += prob.prior_exp * par.q
-        diag = d0[:, None] * S + ridge
-        diag[:, :K] += prob.prior_exp
-        if len(hold_ref):
-            diag[~prob.valid, K:] += prob._hold_w
-            g[~prob.valid, K:] += prob._hold_w * (par.cam[~prob.valid] - hold_ref)
-        A[:, np.arange(n), np.arange(n)] += diag
-        if Kp:
-            H_pp += np.diag(prob.prior_id)
-            g_p += prob.prior_id * par.p
-        b, c = d1[:, None] * S, d2[:, None] * S
-        A_diag = np.einsum("tii->ti", A).copy()
-        for _ in range(8):  # Levenberg-Marquardt: damp until the energy goes down
-            Ad = A.copy()
-            Ad[:, np.arange(n), np.arange(n)] += mu * A_diag
-            Hpd = H_pp + mu * np.diag(np.diag(H_pp))
-            dx, dp = solve_bordered(Ad, b, c, -g, E if Kp else None, Hpd, -g_p, overwrite=True)
+    for iterations in range(1, prob.s.iterations + 1):
+        # IRLS starts from the least-squares step: at the start the residuals are mostly the expression
+        # not fitted yet, not outliers
+        system = _normal_system(prob, par, reg, robust="none" if iterations == 1 else None)
+        for _ in range(10):  # Levenberg-Marquardt: damp until the energy goes down
+            dx, dp = _damped_step(system, mu)
             trial = par.step(dx, dp)
-            e_trial = prob.energy(trial, S, hold_ref)
+            e_trial = prob.energy(trial, reg)
             if e_trial <= energy:
                 break
             mu *= 10
         else:
-            converged = True  # no descent direction left at machine precision
+            converged = True  # no descent left at machine precision
             break
         decrease = energy - e_trial
         par, energy, mu = trial, e_trial, max(mu / 10, 1e-9)
-        if decrease <= s.tolerance * energy:
+        if decrease <= prob.s.tolerance * energy:
             converged = True
             break
     return par, iterations, energy, converged
 
 
-def _unit_camera_weights(prob, par):
-    return np.ones(N_CAMERA)
+@dataclass
+class _System:
+    A: np.ndarray  # (T, n, n) diagonal blocks
+    b: np.ndarray  # (T−1, n) diagonal of the (t, t+1) blocks
+    c: np.ndarray  # (T−2, n) diagonal of the (t, t+2) blocks
+    g: np.ndarray  # (T, n) gradient
+    E: np.ndarray | None  # (T, n, K_id) identity border
+    H_pp: np.ndarray
+    g_p: np.ndarray
+
+
+def _normal_system(prob: _Problem, par: _Params, reg: _Regularisation, robust=None) -> _System:
+    """All terms' normal equations at ``par``: data (per frame), priors, smoothness, hold."""
+    T, K, Kp = len(prob.valid), prob.K, (prob.K_id if prob.free_p else 0)
+    n = K + N_CAMERA
+    A, g = np.zeros((T, n, n)), np.zeros((T, n))
+    E = np.zeros((T, n, Kp)) if Kp else None
+    H_pp, g_p = np.diag(prob.prior_id) if Kp else np.zeros((0, 0)), prob.prior_id * par.p if Kp else np.zeros(0)
+    for frames in _chunks(prob.frames):
+        H, gd = prob.data_normal_equations(par, frames, robust)
+        A[frames] = H[:, Kp:, Kp:]
+        g[frames] = gd[:, Kp:]
+        if Kp:
+            E[frames] = H[:, Kp:, :Kp]
+            H_pp = H_pp + H[:, :Kp, :Kp].sum(axis=0)
+            g_p = g_p + gd[:, :Kp].sum(axis=0)
+    d0, d1, d2 = second_difference_coefficients(T)
+    diag = d0[:, None] * reg.smooth + reg.ridge
+    diag[:, :K] += prob.prior_exp
+    diag[~prob.valid, K:] += reg.hold
+    A[:, np.arange(n), np.arange(n)] += diag
+    g += reg.smooth * _second_difference_gradient(np.concatenate([par.q, par.cam], axis=1))
+    g[:, :K] += prob.prior_exp * par.q
+    g[~prob.valid, K:] += reg.hold * (par.cam[~prob.valid] - reg.hold_ref)
+    return _System(A, d1[:, None] * reg.smooth, d2[:, None] * reg.smooth, g, E, H_pp, g_p)
+
+
+def _damped_step(sy: _System, mu: float):
+    """Solve (H + μ diag H) δ = −g through the block structure; returns (δx (T, n), δp)."""
+    n = sy.A.shape[1]
+    A = sy.A.copy()
+    A[:, np.arange(n), np.arange(n)] *= 1 + mu
+    H_pp = sy.H_pp + mu * np.diag(np.diag(sy.H_pp))
+    return solve_bordered(A, sy.b, sy.c, -sy.g, sy.E, H_pp, -sy.g_p, overwrite=True)

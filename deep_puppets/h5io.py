@@ -222,5 +222,8 @@ LANDMARKS = register(
 
 
 if __name__ == "__main__":
-    load_all_layouts()
-    print(markdown())
+    # Run as a script this file is a second module object; use the package's registry.
+    from deep_puppets import h5io as _registry
+
+    _registry.load_all_layouts()
+    print(_registry.markdown())

@@ -174,21 +174,35 @@ MEDIAPIPE_EYES = EyeLayout(
 _SHIFT = 4  # sub-pixel bits of cv2.fillPoly
 
 
-def iris_ellipse(centre: np.ndarray, rim: np.ndarray, n: int = 48) -> np.ndarray:
-    """Polygon (n, 2) of the ellipse ``centre + A (cos t, sin t)`` through 4 rim points (cyclic order)."""
-    a = np.stack([(rim[0] - rim[2]) / 2.0, (rim[1] - rim[3]) / 2.0], axis=1)  # (2, 2) columns
-    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    return centre + np.stack([np.cos(t), np.sin(t)], axis=1) @ a.T
+_CIRCLE = np.stack([np.cos(np.linspace(0, 2 * np.pi, 48, endpoint=False)), np.sin(np.linspace(0, 2 * np.pi, 48, endpoint=False))], 1)
 
 
-def _fill(mask: np.ndarray, polygon: np.ndarray) -> None:
-    """Fill a polygon given in continuous image coordinates (pixel centres at +0.5) into a uint8 mask."""
+def iris_ellipse(centre: np.ndarray, rim: np.ndarray) -> np.ndarray:
+    """Polygon (48, 2) of the ellipse ``centre + A (cos t, sin t)`` through 4 rim points in cyclic order
+    (``A``'s columns are the half-differences of opposite rim points)."""
+    a = np.stack([rim[0] - rim[2], rim[1] - rim[3]], axis=1) * 0.5  # (2, 2), columns
+    return centre + _CIRCLE @ a.T
+
+
+def _fill(mask: np.ndarray, polygon: np.ndarray, origin=(0, 0)) -> None:
+    """Fill ``polygon`` (continuous image coordinates, pixel centres at +0.5) into a uint8 ``mask`` whose
+    pixel (0, 0) is image pixel ``origin``; cv2 samples pixel centres (no anti-aliasing)."""
     import cv2
 
     if not np.isfinite(polygon).all():
         return
-    pts = np.round((polygon - 0.5) * (1 << _SHIFT)).astype(np.int32)
+    pts = np.round((polygon - np.add(origin, 0.5)) * (1 << _SHIFT)).astype(np.int32)
     cv2.fillPoly(mask, [pts], 255, lineType=cv2.LINE_8, shift=_SHIFT)
+
+
+def _roi(points: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Pixel bounds (x0, y0, x1, y1) of finite ``points`` (P, 2) inside a ``size`` image, None if empty."""
+    if not np.isfinite(points).all():
+        return None
+    (x0, y0), (x1, y1) = np.floor(points.min(axis=0)), np.ceil(points.max(axis=0)) + 1
+    x0, x1 = int(max(x0, 0)), int(min(x1, size[0]))
+    y0, y1 = int(max(y0, 0)), int(min(y1, size[1]))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def draw_gaze(
@@ -198,30 +212,35 @@ def draw_gaze(
     layout: EyeLayout = MEDIAPIPE_EYES,
     iris_colour=(255, 0, 0),
     eye_colour=(255, 255, 255),
-    clip_iris: bool = True,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gaze image (H, W, 3) uint8 from landmark ``points`` (P, ≥2) in frame pixels; ``None`` → black.
 
-    Eye openings (eyelid polygons) in ``eye_colour``, irises on top in ``iris_colour`` (clipped to the
-    eye opening when ``clip_iris``). ``eye_colour=None`` leaves the openings out (iris only, unclipped).
+    Eye openings (eyelid polygons) in ``eye_colour``, irises on top in ``iris_colour``, clipped to the eye
+    opening (the visible iris). ``eye_colour=None`` leaves the openings out and draws whole irises. Work is
+    confined to each eye's bounding box. An eye with a non-finite point is left out.
     """
     w, h = size
     img = np.zeros((h, w, 3), np.uint8) if out is None else out
     img[...] = 0
     if points is None:
         return img
-    p = to_crop_pixels(points, box, size)
-    eyes = np.zeros((h, w), np.uint8)
-    irises = np.zeros((h, w), np.uint8)
     for centre, rim, lids in zip(layout.iris_centre, layout.iris_rim, layout.eyelids):
-        _fill(eyes, p[list(lids)])
-        _fill(irises, iris_ellipse(p[centre], p[list(rim)]))
-    if eye_colour is not None:
-        img[eyes > 0] = eye_colour
-        if clip_iris:
-            irises &= eyes
-    img[irises > 0] = iris_colour
+        eye = to_crop_pixels(np.asarray(points)[[centre, *rim, *lids]], box, size)
+        eyelid, iris = eye[5:], iris_ellipse(eye[0], eye[1:5])
+        roi = _roi(np.concatenate([eyelid, iris]), (w, h))
+        if roi is None:
+            continue
+        x0, y0, x1, y1 = roi
+        eye_mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        iris_mask = np.zeros_like(eye_mask)
+        _fill(iris_mask, iris, (x0, y0))
+        view = img[y0:y1, x0:x1]
+        if eye_colour is not None:
+            _fill(eye_mask, eyelid, (x0, y0))
+            view[eye_mask > 0] = eye_colour
+            iris_mask &= eye_mask
+        view[iris_mask > 0] = iris_colour
     return img
 
 
@@ -533,6 +552,13 @@ CONDITIONING = h5io.register(
 
 
 COMPRESSIONS = ("gzip", "lzf")
+_ZLIB_STRATEGY = {"colour": zlib.Z_DEFAULT_STRATEGY, "correspondence": zlib.Z_RLE, "gaze": zlib.Z_RLE}
+
+
+def _deflate(image: np.ndarray, level: int, strategy: int) -> bytes:
+    """A zlib stream of ``image``'s bytes, as HDF5's deflate filter stores a chunk (GIL released inside)."""
+    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
+    return c.compress(np.ascontiguousarray(image)) + c.flush()
 
 
 class ConditioningWriter:
@@ -543,7 +569,8 @@ class ConditioningWriter:
     Images are chunked one frame per chunk. ``compression``:
 
     * ``"gzip"`` (default): HDF5's deflate filter, readable by every HDF5 tool. The chunks are compressed with
-      :mod:`zlib` (``level``) in ``threads`` worker threads, which release the GIL and so overlap with the
+      :mod:`zlib` (``level``; run-length strategy for the correspondence and gaze images, where it is faster
+      at the same size) in ``threads`` worker threads, which release the GIL and so overlap with the
       rendering, and stored with ``write_direct_chunk``; at most ``2 × threads`` frames wait in memory.
     * ``"lzf"``: h5py's bundled LZF filter, compressed in the calling thread (h5py readers only).
     """
@@ -586,8 +613,8 @@ class ConditioningWriter:
             for s in STREAMS:
                 self._images[s][i] = getattr(frame, s)
         else:
-            images = [np.ascontiguousarray(getattr(frame, s)) for s in STREAMS]
-            self._pending.append((i, [self._pool.submit(zlib.compress, img, self._level) for img in images]))
+            futures = [self._pool.submit(_deflate, getattr(frame, s), self._level, _ZLIB_STRATEGY[s]) for s in STREAMS]
+            self._pending.append((i, futures))
             self._flush(self._max_pending)
         self._frame_index[i], self._valid[i], self._box[i] = frame_index, frame.valid, box
         self._next += 1

@@ -9,18 +9,22 @@ coefficients per colour channel (Ramamoorthi & Hanrahan 2001)::
 
 Conventions (shared with the fitter and the renderer; the constants below are the single source):
 
-* **Camera** (:data:`CAMERA_AXES`): OpenCV. The camera sits at the origin of camera coordinates, x points
-  right, y points down, z points forward into the scene (:data:`CAMERA_FORWARD`); a point in front of the camera
-  has z > 0 and projects to ``u = fx * x / z + cx``, ``v = fy * y / z + cy`` (or a weak-perspective
-  variant). These axes are right-handed, so a model → camera transform must be a proper rotation (det +1)
-  plus translation: e.g. a model with y up and z towards the viewer needs ``diag(1, -1, -1)`` folded in.
+* **Camera** (:data:`CAMERA_AXES`): OpenCV axes, x right, y down, z forward into the scene
+  (:data:`CAMERA_FORWARD`). The project's fitter is weak-perspective (:mod:`deep_puppets.camera`): its
+  screen-space vertices ``(u, v, d) = scale · F · R · X + t`` (pixels, smaller ``d`` nearer) *are* camera
+  coordinates of an orthographic camera in these axes, and their first two columns are the projections —
+  the default ``perspective=False`` of the functions below. With ``perspective=True`` the camera sits at the
+  origin, a point in front of it has z > 0 and projects to ``u = fx x / z + cx``, ``v = fy y / z + cy``.
+  These axes are right-handed, so a model → camera transform must be a proper rotation (det +1) times a
+  positive scale plus a translation: a model with y up and z towards the viewer needs
+  ``F = diag(1, -1, -1)`` folded in (as ``camera.FLIP`` does).
 * **Image coordinates** (:data:`PIXEL_CENTER`): x = column, y = row, in pixels of the full frame, with the
   centre of pixel ``(row r, col c)`` at ``(c + 0.5, r + 0.5)`` — MediaPipe's ``normalised × width`` convention
   used by the ``landmarks`` layout.
 * **Triangles and normals**: triangles are counter-clockwise seen from outside (``MorphableModel``
   convention), so ``(v1 - v0) × (v2 - v0)`` points outward in any right-handed frame. A surface point faces the
-  camera when its normal points towards the camera: ``dot(n, -v) > 0`` (perspective) or ``n_z < 0``
-  (orthographic). In image coordinates (y down) a front-facing triangle has a *negative* signed area
+  camera when its normal points towards the camera: ``n_z < 0`` (orthographic) or ``dot(n, -v) > 0``
+  (perspective). In image coordinates (y down) a front-facing triangle has a *negative* signed area
   ``(x1 - x0)(y2 - y0) - (x2 - x0)(y1 - y0)`` (it looks counter-clockwise on screen).
 * **SH** (:data:`SH_ORDER_DOC`): 9 real SH in the order ``l=0; l=1: y, z, x; l=2: xy, yz, 3z²-1, xz, x²-y²``
   evaluated at the unit normal in *camera coordinates* (the light is fixed relative to the camera while
@@ -49,16 +53,19 @@ from .h5io import Dataset
 
 # --- conventions -----------------------------------------------------------------------------------------
 
-CAMERA_AXES = "opencv: x right, y down, z forward (into the scene); camera at the origin"
+CAMERA_AXES = "opencv: x right, y down, z forward (into the scene); screen space (u, v, d) of the fitter"
 CAMERA_FORWARD = np.array([0.0, 0.0, 1.0])  # viewing direction of the camera in camera coordinates
 PIXEL_CENTER = 0.5  # image coordinate of the centre of pixel 0 (x = col + 0.5, y = row + 0.5)
 
 SH_ORDER_DOC = "1; y, z, x; xy, yz, 3z^2-1, xz, x^2-y^2"
 SH_BAND = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])  # degree l of each coefficient
-# Normalisation constants of the real SH (orthonormal on the unit sphere) in the order of SH_ORDER_DOC.
-SH_Y_CONST = np.array([0.282095, 0.488603, 0.488603, 0.488603, 1.092548, 1.092548, 0.315392, 1.092548, 0.546274])
+# Normalisation constants of the real SH (orthonormal on the unit sphere) in the order of SH_ORDER_DOC:
+# 0.282095, 0.488603 ×3, 1.092548 ×2, 0.315392, 1.092548, 0.546274.
+_Y0, _Y1, _Y2 = 0.5 / math.sqrt(math.pi), math.sqrt(3 / (4 * math.pi)), math.sqrt(15 / (4 * math.pi))
+SH_Y_CONST = np.array([_Y0, _Y1, _Y1, _Y1, _Y2, _Y2, math.sqrt(5 / (16 * math.pi)), _Y2, _Y2 / 2])
 SH_A_HAT = np.array([math.pi, 2 * math.pi / 3, math.pi / 4])  # Â_l: clamped-cosine convolution per band
-SH_IRRADIANCE_CONST = SH_Y_CONST * SH_A_HAT[SH_BAND]  # 0.886227, 1.023328 ×3, 0.858086 ×2, 0.247708, 0.858086, 0.429043
+# Folded (Ramamoorthi–Hanrahan): 0.886227, 1.023327 ×3, 0.858086 ×2, 0.247708, 0.858086, 0.429043.
+SH_IRRADIANCE_CONST = SH_Y_CONST * SH_A_HAT[SH_BAND]
 SH_DC_UNIT = 1.0 / SH_IRRADIANCE_CONST[0]  # DC coefficient of a uniform environment with irradiance 1
 
 # What the lead stores in the track HDF5 (not registered here: the track layout owns them).
@@ -168,10 +175,10 @@ def rasterize(xy, triangles, shape, z=None, perspective=True, return_ids=True, m
     """Z-buffer rasteriser in numpy: which triangle covers each pixel centre, and at what depth.
 
     ``xy`` (N, 2) are raster coordinates in which the centre of pixel ``(row r, col c)`` is ``(c, r)``;
-    ``shape`` is ``(h, w)``; ``z`` (N,) positive depths (None: all triangles at depth 0, any one wins).
+    ``shape`` is ``(h, w)``; ``z`` (N,) depths (None: all triangles at depth 0, any one wins).
     With ``perspective`` the depth and barycentrics are interpolated perspective-correctly (1/z is affine
-    on screen), else affinely. Both windings are drawn (no culling). Triangles with a non-finite corner or
-    a corner at z <= 0 are skipped.
+    on screen), else affinely (then z may have any sign). Both windings are drawn (no culling). Triangles
+    with a non-finite corner (or, with ``perspective`` depths, a corner at z <= 0) are skipped.
 
     Returns ``depth`` (h, w) (inf where empty) and, with ``return_ids``, ``tri`` (h, w) int64 (−1 where
     empty) and ``bary`` (h, w, 3) barycentric weights of the triangle's corners at the pixel centre.
@@ -183,7 +190,7 @@ def rasterize(xy, triangles, shape, z=None, perspective=True, return_ids=True, m
     (x0, x1, x2), (y0, y1, y2) = p[..., 0].T, p[..., 1].T
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     ok = np.isfinite(p).all(axis=(1, 2)) & np.isfinite(zc).all(axis=1) & (np.abs(area) > 1e-12)
-    if z is not None:
+    if z is not None and perspective:
         ok &= (zc > 0).all(axis=1)
     with np.errstate(invalid="ignore"):
         xmin = np.clip(np.ceil(p[..., 0].min(1)), 0, w)
@@ -196,7 +203,14 @@ def rasterize(xy, triangles, shape, z=None, perspective=True, return_ids=True, m
     xmin, ymin = np.nan_to_num(xmin).astype(np.int64), np.nan_to_num(ymin).astype(np.int64)
     # Barycentric coordinates are affine in the pixel position: l_k = a_k x + b_k y + c_k.
     coef = np.stack(
-        [(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv, (y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv],
+        [
+            (y1 - y2) * inv,
+            (x2 - x1) * inv,
+            (x1 * y2 - x2 * y1) * inv,
+            (y2 - y0) * inv,
+            (x0 - x2) * inv,
+            (x2 * y0 - x0 * y2) * inv,
+        ],
         axis=1,
     )
 
@@ -221,7 +235,9 @@ def rasterize(xy, triangles, shape, z=None, perspective=True, return_ids=True, m
             l2 = 1.0 - l0 - l1
             inside = (l0 >= -1e-9) & (l1 >= -1e-9) & (l2 >= -1e-9) & (px < w) & (py < h)
             ti = np.broadcast_to(idx[:, None, None], inside.shape)[inside]
-            pix = (np.broadcast_to(py, inside.shape)[inside] * w + np.broadcast_to(px, inside.shape)[inside]).astype(np.int64)
+            pix = (np.broadcast_to(py, inside.shape)[inside] * w + np.broadcast_to(px, inside.shape)[inside]).astype(
+                np.int64
+            )
             lam = np.stack([l0[inside], l1[inside], l2[inside]], 1)
             if z is None:
                 d = np.zeros(len(ti))
@@ -245,7 +261,7 @@ def rasterize(xy, triangles, shape, z=None, perspective=True, return_ids=True, m
     return depth.reshape(h, w), tri_id.reshape(h, w), bary.reshape(h, w, 3)
 
 
-def facing_cosine(vertices_cam: np.ndarray, normals: np.ndarray, perspective: bool = True) -> np.ndarray:
+def facing_cosine(vertices_cam: np.ndarray, normals: np.ndarray, perspective: bool = False) -> np.ndarray:
     """Cosine between each normal and the direction towards the camera (…, N); > 0 means front-facing."""
     v = np.asarray(vertices_cam, dtype=np.float64)
     n = np.asarray(normals, dtype=np.float64)
@@ -261,24 +277,24 @@ def visible_vertices(
     normals,
     triangles,
     image_size,
-    proj2d,
+    proj2d=None,
     *,
     cos_min: float = 0.1,
     margin: float = 1.5,
     depth_eps: float = 0.01,
     buffer_size: int | None = None,
-    perspective: bool = True,
+    perspective: bool = False,
 ) -> np.ndarray:
     """Which vertices the camera sees: (N, 3) → (N,) bool, or batched over frames (T, N, 3) → (T, N).
 
     A vertex is visible when all of these hold:
 
     * facing: the cosine between its normal and the direction to the camera exceeds ``cos_min``;
-    * it projects inside the image (``image_size = (height, width)``, :data:`PIXEL_CENTER` convention) and
-      lies in front of the camera (z > 0);
+    * it projects inside the image (``image_size = (height, width)``, :data:`PIXEL_CENTER` convention) and,
+      with ``perspective``, lies in front of the camera (z > 0);
     * z-buffer: the mesh's triangles are rasterised (all of them, back faces included) into a depth map
-      covering the projected face's bounding box, ``buffer_size`` pixels along its longer side (default: about
-      two buffer pixels per median projected edge, 64 to 512 pixels); the vertex's
+      covering the projected face's bounding box, ``buffer_size`` pixels along its longer side (default: two
+      buffer pixels per median projected edge but at least one per image pixel, 64 to 512 pixels); the vertex's
       depth may exceed the buffer's at its nearest buffer pixel by at most
       ``depth_eps × extent + 0.75 × buffer pixel × tan(angle to the view ray)``, where ``extent`` is the
       mesh's size in x/y (camera units): the first term absorbs noise, the second the slope of the vertex's
@@ -287,14 +303,28 @@ def visible_vertices(
       that a colour sampled there is not mixed with the background (0 switches this off).
 
     ``vertices_cam`` are camera coordinates (:data:`CAMERA_AXES`), ``proj2d`` their image projections in
-    pixels, ``normals`` from :func:`vertex_normals`. Non-finite inputs make a vertex invisible.
+    pixels (``None``: ``vertices_cam[..., :2]``, right for the fitter's screen-space vertices), ``normals``
+    from :func:`vertex_normals`. ``perspective`` picks the camera model (module doc; default: the fitter's
+    orthographic one). Non-finite inputs make a vertex invisible.
     """
     v = np.asarray(vertices_cam, dtype=np.float64)
+    if proj2d is None:
+        proj2d = v[..., :2]
     if v.ndim == 3:
         return np.stack(
             [
-                visible_vertices(v[k], normals[k], triangles, image_size, proj2d[k], cos_min=cos_min,
-                                 margin=margin, depth_eps=depth_eps, buffer_size=buffer_size, perspective=perspective)
+                visible_vertices(
+                    v[k],
+                    normals[k],
+                    triangles,
+                    image_size,
+                    proj2d[k],
+                    cos_min=cos_min,
+                    margin=margin,
+                    depth_eps=depth_eps,
+                    buffer_size=buffer_size,
+                    perspective=perspective,
+                )
                 for k in range(len(v))
             ]
         )
@@ -302,7 +332,9 @@ def visible_vertices(
     p = np.asarray(proj2d, dtype=np.float64)[:, :2]
     h, w = image_size
     cos = facing_cosine(v, n, perspective)
-    ok = np.isfinite(v).all(1) & np.isfinite(p).all(1) & (v[:, 2] > 0)
+    ok = np.isfinite(v).all(1) & np.isfinite(p).all(1)
+    if perspective:
+        ok &= v[:, 2] > 0
     vis = ok & (np.nan_to_num(cos, nan=-1.0) > cos_min)
     vis &= (p[:, 0] >= 0) & (p[:, 0] <= w) & (p[:, 1] >= 0) & (p[:, 1] <= h)
     if not vis.any():
@@ -315,8 +347,8 @@ def visible_vertices(
         t = np.asarray(triangles)
         edge = np.linalg.norm(p[t[:, 1]] - p[t[:, 0]], axis=1)
         edge = edge[np.isfinite(edge) & (edge > 0)]
-        per_edge = 2.0 / float(np.median(edge)) if len(edge) else 1.0
-        buffer_size = int(np.clip(per_edge * float((hi - lo).max()), 64, 512))
+        per_px = max(2.0 / float(np.median(edge)), 1.0) if len(edge) else 1.0  # ≥ 1 for a faithful margin
+        buffer_size = int(np.clip(per_px * float((hi - lo).max()), 64, 512))
     scale = buffer_size / max(float((hi - lo).max()), 1.0)
     q = (p - lo) * scale
     shape = (int(math.ceil((hi - lo)[1] * scale)) + 1, int(math.ceil((hi - lo)[0] * scale)) + 1)
@@ -383,7 +415,7 @@ def estimate_albedo_and_lighting(
     smooth: float = 0.05,
     robust: bool = True,
     saturation: float = 250 / 255,
-    tol: float = 1e-7,
+    tol: float = 1e-4,
 ):
     """Per-vertex albedo (N, 3) and SH lighting (9, 3) explaining the colours of the first valid frames.
 
@@ -402,7 +434,8 @@ def estimate_albedo_and_lighting(
        in the 8 non-DC coefficients of each channel (the DC is held at :data:`SH_DC_UNIT`: the gauge of the
        module doc), solved by Levenberg–Marquardt from ambient-only light. With ``robust``, Huber weights
        on the per-sample residuals (scale from their median) are refreshed every iteration (specularities,
-       occluders, tracking errors). The lighting is identified by the head *moving* under it: each vertex is
+       occluders, tracking errors). At most ``n_iter`` iterations; stops once no coefficient moves by
+       more than ``tol``. The lighting is identified by the head *moving* under it: each vertex is
        seen under several normals. A static head leaves it (nearly) unidentified; a tiny ridge on the
        non-DC terms then keeps the lighting close to ambient and the albedo close to the observed colours.
     2. albedo: given the lighting, ``argmin Σ w (a s − c)² + λ Σ_edges |a_i − a_j|²`` per channel, with
@@ -490,7 +523,7 @@ def _fit_lighting(b, c, v_idx, n, w0, n_iter, robust, tol):
             L, ck = sh[:, k], c[:, k]
             ridge = 1e-6 * float(w.sum())
             s = b @ L
-            num, den, a = _albedo_given_shading(v_idx, s, ck, w, n)
+            _, den, a = _albedo_given_shading(v_idx, s, ck, w, n)
             r = a[v_idx] * s - ck
             cost = float(w @ (r * r) + ridge * (L[1:] @ L[1:]))
             # d a_i / d L = Σ_t w (c − 2 a s) b / Σ_t w s²   (quotient rule on num / den)

@@ -120,7 +120,7 @@ def test_similarity_transform_recovers_a_known_transform():
 # ------------------------------------------------------------------------------------- person model
 def _synthetic_video(rng, n_frames=400, k=4, noise_px=0.15):
     """Landmarks (pixels) of a known linear model seen under random similarity poses."""
-    neutral = CANON + 0.15 * rng.normal(size=CANON.shape)
+    neutral = CANON * [1.05, 0.97, 1.0] + 0.05 * rng.normal(size=CANON.shape)  # another person
     movable = np.setdiff1d(np.arange(478), facemesh.STABLE_POINTS)
     raw = np.zeros((k, 478 * 3))
     for j in range(k):
@@ -529,6 +529,8 @@ def test_registry_dispatches_and_checks_the_spec(tmp_path):
         load_model({"type": "bfm2017", "path": "bfm.h5", "region": "face"})
     with pytest.raises(ConfigError, match="path"):
         load_model({"type": "ict"})
+    with pytest.raises(ConfigError, match="furlong"):
+        load_model({"type": "bfm2017", "path": "bfm.h5", "unit": "furlong"}, base_dir=tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         load_model({"type": "bfm2009", "path": "missing.mat"}, base_dir=tmp_path)
 

@@ -92,6 +92,41 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
+def crop_resize(img: np.ndarray, box, size: tuple[int, int]) -> np.ndarray:
+    """The crop ``box = (x0, y0, x1, y1)`` (frame pixels, floats) of ``img`` resampled to ``size = (H, W)``.
+
+    Same convention as the conditioning renderer (:mod:`deep_puppets.render`): output pixel ``(u, v)`` covers
+    ``x0 + [u, u+1) (x1 - x0) / W`` (likewise y), frame pixel ``c`` covers ``[c, c+1)``. Outside the frame is
+    black. Large reductions are pre-filtered (halving with ``pyrDown`` while the scale is >= 2), then bilinear.
+    """
+    import cv2
+
+    h, w = size
+    x0, y0, x1, y1 = (float(b) for b in box)
+    if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0):
+        raise ValueError(f"invalid crop box {box}")
+    img = np.ascontiguousarray(img)
+    while (x1 - x0) / w >= 2 and (y1 - y0) / h >= 2 and min(img.shape[:2]) >= 2:
+        img = cv2.pyrDown(img)
+        x0, y0, x1, y1 = x0 / 2, y0 / 2, x1 / 2, y1 / 2
+    sx, sy = (x1 - x0) / w, (y1 - y0) / h
+    # output pixel index u (centre u + 0.5) → source pixel index (centre c + 0.5)
+    m = np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5]])
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def fill_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Per-frame boxes ``(T, 4)`` with non-finite rows (no fit) replaced by the nearest valid frame's box."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    ok = np.isfinite(boxes).all(1)
+    if not ok.any():
+        raise ValueError("no frame has a valid crop box")
+    idx = np.flatnonzero(ok)
+    nearest = idx[np.abs(np.arange(len(boxes))[:, None] - idx[None, :]).argmin(1)]
+    return boxes[nearest]
+
+
 def to_chw(img: np.ndarray) -> np.ndarray:
     """``(H, W, C)`` uint8 → ``(C, H, W)`` float32 in [0, 1]."""
     return np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0)
@@ -116,7 +151,10 @@ class ClipDataset:
 
     ``conditioning``: stream name -> (T, H, W, 3) uint8 array-like; ``frames``: real frames (T, H', W', 3);
     ``flow``: (T, h, w, 2) flow with ``flow[t]`` the backward flow from frame t to frame t-1 at the training
-    size (or None); ``train_frames``: the frame indices training may use (see :func:`split_frames`).
+    size (or None); ``train_frames``: the frame indices training may use (see :func:`split_frames`; frames
+    without a valid conditioning render left out); ``boxes``: when the conditioning images are crops, the
+    per-frame crop boxes, applied to the real frames so both show the same region (not needed for the frames
+    of a ``flow`` file, which are cropped already).
     """
 
     conditioning: Mapping[str, object]
@@ -127,6 +165,8 @@ class ClipDataset:
     size: tuple[int, int]
     window: int
     clip_len: int
+    boxes: np.ndarray | None = None  # (T, 4) crop boxes of the real frames (those of the conditioning), or None
+    first: int = 0  # the sequence's first frame: windows are padded by repeating it
 
     def __post_init__(self):
         missing = [s for s in self.streams if s not in self.conditioning]
@@ -142,12 +182,15 @@ class ClipDataset:
             if tuple(self.flow.shape[1:3]) != tuple(self.size):
                 raise ValueError(f"flow was computed at {tuple(self.flow.shape[1:3])}, training size is {tuple(self.size)}")
         self.train_frames = np.asarray(self.train_frames, dtype=np.int64)
-        if self.train_frames.size and (self.train_frames.min() < 0 or self.train_frames.max() >= n):
+        if self.train_frames.size and (self.train_frames.min() < self.first or self.train_frames.max() >= n):
             raise ValueError("train_frames out of range")
         self.ends = clip_ends(self.train_frames, self.clip_len)
         if len(self.ends) == 0:
             raise ValueError(f"no run of {self.clip_len} consecutive training frames ({len(self.train_frames)} training frames)")
-        self.first = int(self.train_frames.min())
+        if self.boxes is not None:
+            self.boxes = fill_boxes(self.boxes)
+            if len(self.boxes) != n:
+                raise ValueError(f"{len(self.boxes)} crop boxes for {n} frames")
 
     @property
     def in_channels(self) -> int:
@@ -161,8 +204,9 @@ class ClipDataset:
         return np.arange(t - self.clip_len + 1, t + 1)
 
     def frames_at(self, t: int) -> np.ndarray:
-        """Real frame ``t`` resized to the training size, ``(H, W, 3)`` uint8."""
-        return resize(np.asarray(self.frames[int(t)]), self.size)
+        """Real frame ``t`` (cropped by its box when there are boxes) at the training size, ``(H, W, 3)`` uint8."""
+        img = np.asarray(self.frames[int(t)])
+        return resize(img, self.size) if self.boxes is None else crop_resize(img, self.boxes[int(t)], self.size)
 
     def clip(self, item: int) -> dict[str, np.ndarray]:
         """One clip: ``cond`` (K, C, H, W), ``real`` (K, 3, H, W), ``flow`` (K, 2, H, W) (zeros without flow;

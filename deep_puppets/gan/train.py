@@ -30,6 +30,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
@@ -236,6 +237,8 @@ class Trainer:
         self.s = settings
         self.device = resolve_device(settings.device) if device is None else torch.device(device)
         self.amp = bool(settings.amp and self.device.type == "cuda")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.G = build_generator(settings).to(self.device)
         self.D_I = build_image_discriminator(settings).to(self.device)
         self.D_V = build_video_discriminator(settings).to(self.device)
@@ -404,6 +407,12 @@ def checkpoint_path(out_dir, iteration: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"iter_{iteration:08d}.pt"
 
 
+def remove_stale_temporaries(out_dir) -> None:
+    """Delete half-written checkpoint temporaries a killed run left behind."""
+    for tmp in (Path(out_dir) / "checkpoints").glob(".iter_*.pt.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
 def list_checkpoints(out_dir) -> list[Path]:
     """Checkpoints under ``out_dir``, oldest first."""
     d = Path(out_dir) / "checkpoints"
@@ -545,6 +554,10 @@ class TrainResult:
     last_losses: dict = field(default_factory=dict)
 
 
+def _load_batch(dataset: ClipDataset, iteration: int, s: TrainSettings) -> dict:
+    return dataset.batch(batch_items(iteration, s.batch_size, len(dataset), s.seed))
+
+
 def held_out_error(trainer: Trainer, dataset: ClipDataset, frames: np.ndarray) -> float:
     """Mean E_col of the generator on the (contiguous) held-out ``frames`` (evaluation only, no training)."""
     from .baselines import photometric_error
@@ -555,14 +568,69 @@ def held_out_error(trainer: Trainer, dataset: ClipDataset, frames: np.ndarray) -
     return float(np.mean(photometric_error(fake, real)))
 
 
+def resume(trainer: Trainer, out_dir: Path) -> int:
+    """Load the newest usable checkpoint under ``out_dir`` into ``trainer``; returns its iteration (0: none).
+
+    Refuses (:class:`ConfigError`) a checkpoint trained with settings other than :attr:`TrainSettings.RUN_KEYS`.
+    """
+    remove_stale_temporaries(out_dir)
+    found = latest_checkpoint(out_dir)
+    if found is None:
+        return 0
+    path, state = found
+    bad = incompatible_settings(json.loads(state["settings"]), trainer.s)
+    if bad:
+        raise ConfigError(f"{path}: checkpoint was trained with other gan settings ({', '.join(bad)}); "
+                          f"restore them or delete {out_dir / 'checkpoints'} to start afresh")
+    trainer.load_state_dict(state)
+    log.info("resuming from %s (iteration %d)", path, trainer.iteration)
+    return trainer.iteration
+
+
+class _Progress:
+    """Mean losses and training rate since the previous log line; one CSV row and one log line per report."""
+
+    def __init__(self, s: TrainSettings, csv_path: Path, iteration: int):
+        self.s, self.csv_path = s, csv_path
+        self.t0 = self.t_last = time.perf_counter()
+        self.it_last = iteration
+        self.sums: dict[str, float] = {}
+
+    def add(self, losses: dict) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def report(self, it: int, heldout_ecol: float | None = None) -> dict:
+        now = time.perf_counter()
+        n = max(it - self.it_last, 1)
+        rate = (it - self.it_last) / max(now - self.t_last, 1e-9)
+        row = {"iteration": it, "elapsed_s": round(now - self.t0, 3), "it_per_s": round(rate, 4)}
+        row.update({k: v / n for k, v in self.sums.items()})
+        if heldout_ecol is not None:
+            row["heldout_ecol"] = heldout_ecol
+        append_csv(self.csv_path, row)
+        log.info("iter %d/%d  G %.4f (gan_i %.3f gan_v %.3f fm %.3f l1 %.4f warp %.4f)  D_I %.3f D_V %.3f  %.2f it/s  ETA %s%s",
+                 it, self.s.iterations, *(row.get(k, float("nan")) for k in LOSS_COLUMNS), rate,
+                 _fmt_eta((self.s.iterations - it) / max(rate, 1e-9)),
+                 "" if heldout_ecol is None else f"  held-out E_col {heldout_ecol:.4f}")
+        return row
+
+    def restart(self, it: int) -> None:
+        """Start the next interval (called after evaluation and checkpointing, which the rate leaves out)."""
+        self.sums, self.t_last, self.it_last = {}, time.perf_counter(), it
+
+
 def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSettings, out_dir, final_path=None,
-          *, stop_after: int | None = None) -> TrainResult:
+          *, valid=None, boxes=None, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) on one target; writes checkpoints/logs under ``out_dir`` and the generator to ``final_path``.
 
     ``conditioning``: stream -> (T, H, W, 3) uint8 array-likes; ``frames``: real frames (T, H', W', 3);
-    ``flow``: (T, H, W, 2) at the training size, or None (then D_V sees zero flow and the warp term is off).
-    The split is :func:`~.data.split_frames` of T. ``stop_after``: stop (without the final file) once that many
-    iterations are done — to simulate a killed run, or to train in pieces.
+    ``flow``: (T, H, W, 2) at the training size, or None (then D_V sees zero flow and the warp term is off);
+    ``valid``: (T,) bool, frames whose conditioning was rendered (clips with an invalid frame are not trained
+    on; None: all); ``boxes``: (T, 4) crop boxes of the conditioning, applied to ``frames`` (None: frames are
+    resized whole, e.g. the already-cropped frames of a flow file). The split is :func:`~.data.split_frames`
+    of T. ``stop_after``: stop (without the final file) once that many iterations are done — to simulate a
+    killed run, or to train in pieces.
     """
     s = settings
     if s.threads:
@@ -571,90 +639,76 @@ def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSetti
     out_dir.mkdir(parents=True, exist_ok=True)
     if flow is None and (s.lambda_warp > 0 or s.use_video_d):
         log.warning("no optical flow given: D_V is conditioned on zero flow and the warp term is off")
-        s = TrainSettings(**{**s.to_dict(), "lambda_warp": 0.0}) if s.lambda_warp > 0 else s
+        s = TrainSettings(**{**s.to_dict(), "lambda_warp": 0.0})
     train_idx, held_idx = split_frames(len(frames), s.held_out_fraction)
-    dataset = ClipDataset(conditioning, frames, flow, train_idx, s.streams, s.size, s.window, s.clip_len)
+    usable = train_idx if valid is None else train_idx[np.asarray(valid, bool)[train_idx]]
+    dataset = ClipDataset(conditioning, frames, flow, usable, s.streams, s.size, s.window, s.clip_len, boxes)
     seed_everything(s.seed)
     trainer = Trainer(s)
     csv_path, png_path = out_dir / "losses.csv", out_dir / "losses.png"
-
-    resumed = latest_checkpoint(out_dir)
-    if resumed is not None:
-        path, state = resumed
-        bad = incompatible_settings(json.loads(state["settings"]), s)
-        if bad:
-            raise ConfigError(f"{path}: checkpoint was trained with other gan settings ({', '.join(bad)}); "
-                              f"restore them or delete {out_dir / 'checkpoints'} to start afresh")
-        trainer.load_state_dict(state)
-        log.info("resuming from %s (iteration %d)", path, trainer.iteration)
-        trim_csv(csv_path, trainer.iteration)
-    elif csv_path.exists():
-        csv_path.unlink()
-    start = trainer.iteration
+    start = resume(trainer, out_dir)
+    if start:
+        trim_csv(csv_path, start)
+    else:
+        csv_path.unlink(missing_ok=True)
 
     rf_i, rf_v = receptive_fields(s.di_layers, s.di_num_D), receptive_fields(s.dv_layers, s.dv_num_D)
-    log.info("GAN on %s%s: %d frames, %d for training (%d clips of %d), last %d held out; size %dx%d; G %d params; "
-             "D_I patches %s px, D_V patches %s px", trainer.device, " (mixed precision)" if trainer.amp else "",
-             len(frames), len(train_idx), len(dataset), s.clip_len, len(held_idx), s.size[0], s.size[1],
+    log.info("GAN on %s%s: %d frames, %d for training (%d usable, %d clips of %d), last %d held out; size %dx%d; "
+             "G %d params; D_I patches %s px, D_V patches %s px", trainer.device, " (mixed precision)" if trainer.amp else "",
+             len(frames), len(train_idx), len(usable), len(dataset), s.clip_len, len(held_idx), s.size[0], s.size[1],
              sum(p.numel() for p in trainer.G.parameters()), rf_i, rf_v)
     if max(rf_i) < 0.75 * max(s.size):
         log.warning("D_I's largest patch (%d px) covers less than 3/4 of the frame (%d px): the report saw heads "
                     "detach from bodies with too small patches; raise gan.di_num_D or gan.di_layers", max(rf_i), max(s.size))
     eval_idx = held_idx[: s.eval_frames]
     end = s.iterations if stop_after is None else min(s.iterations, stop_after)
-    t0 = time.perf_counter()
-    t_log, it_log = t0, start
-    sums: dict[str, float] = {}
+    progress = _Progress(s, csv_path, start)
     losses: dict[str, float] = {}
-    while trainer.iteration < end:
-        items = batch_items(trainer.iteration, s.batch_size, len(dataset), s.seed)
-        losses = trainer.step(dataset.batch(items))
-        for k2, v in losses.items():
-            sums[k2] = sums.get(k2, 0.0) + v
-        it = trainer.iteration
-        ckpt = it % s.checkpoint_every == 0 or it == s.iterations
-        if it % s.log_every == 0 or ckpt or it == end:
-            now = time.perf_counter()
-            rate = (it - it_log) / max(now - t_log, 1e-9)  # training only: evaluation and checkpoints excluded
-            row = {"iteration": it, "elapsed_s": round(now - t0, 3), "it_per_s": round(rate, 4)}
-            row.update({k2: v / (it - it_log) for k2, v in sums.items()})
-            if ckpt and len(eval_idx):
-                row["heldout_ecol"] = held_out_error(trainer, dataset, eval_idx)
-            append_csv(csv_path, row)
-            log.info("iter %d/%d  G %.4f (gan_i %.3f gan_v %.3f fm %.3f l1 %.4f warp %.4f)  D_I %.3f D_V %.3f  "
-                     "%.2f it/s  ETA %s%s", it, s.iterations, row["loss_g"], row["g_gan_image"], row["g_gan_video"],
-                     row["g_fm"], row["g_l1"], row["g_warp"], row["d_image"], row["d_video"], rate,
-                     _fmt_eta((s.iterations - it) / max(rate, 1e-9)),
-                     f"  held-out E_col {row['heldout_ecol']:.4f}" if "heldout_ecol" in row else "")
-            if ckpt:
-                path = save_checkpoint(trainer, out_dir, s.keep_checkpoints)
-                plot_losses(csv_path, png_path)
-                log.info("checkpoint %s", path)
-            sums, t_log, it_log = {}, time.perf_counter(), it
+    with ThreadPoolExecutor(1) as prefetch:  # the next batch is assembled while this one trains
+        nxt = prefetch.submit(_load_batch, dataset, start, s)
+        while trainer.iteration < end:
+            batch = nxt.result()
+            if trainer.iteration + 1 < end:
+                nxt = prefetch.submit(_load_batch, dataset, trainer.iteration + 1, s)
+            losses = trainer.step(batch)
+            progress.add(losses)
+            it = trainer.iteration
+            checkpoint = it % s.checkpoint_every == 0 or it == s.iterations
+            if it % s.log_every == 0 or checkpoint or it == end:
+                ecol = held_out_error(trainer, dataset, eval_idx) if checkpoint and len(eval_idx) else None
+                progress.report(it, ecol)
+                if checkpoint:
+                    log.info("checkpoint %s", save_checkpoint(trainer, out_dir, s.keep_checkpoints))
+                    plot_losses(csv_path, png_path)
+                progress.restart(it)
+    done = None
     if trainer.iteration >= s.iterations and final_path is not None:
-        save_generator(trainer, final_path)
+        done = save_generator(trainer, final_path)
         if csv_path.exists():
             plot_losses(csv_path, png_path)
         log.info("final generator %s (iteration %d)", final_path, trainer.iteration)
-        done = Path(final_path)
-    else:
-        done = None
-    return TrainResult(trainer.iteration, start, done, time.perf_counter() - t0, losses)
+    return TrainResult(trainer.iteration, start, done, time.perf_counter() - progress.t0, losses)
 
 
 def train_from_files(conditioning_path, flow_path, settings: TrainSettings, out_dir, final_path, *, stop_after=None) -> TrainResult:
-    """:func:`train` on a conditioning HDF5 file (datasets named like ``settings.streams``, (T, H, W, 3) uint8)
-    and a ``flow`` file (:mod:`.flow`, which also holds the real frames at the training size)."""
+    """:func:`train` on a conditioning HDF5 file (datasets named like ``settings.streams``, (T, H, W, 3) uint8;
+    ``valid`` (T,) and ``box`` (T, 4) used when present) and a ``flow`` file (:mod:`.flow`, which holds the real
+    frames already cropped by those boxes and resized to the training size)."""
     import h5py
 
     from .flow import open_flow_file
 
-    ff, flow, frames = open_flow_file(flow_path, settings.size)
-    try:
-        with h5py.File(conditioning_path, "r") as fc:
-            missing = [n for n in settings.streams if n not in fc]
-            if missing:
-                raise InputError(conditioning_path, f"lacks conditioning stream(s) {missing}")
-            return train({n: fc[n] for n in settings.streams}, frames, flow, settings, out_dir, final_path, stop_after=stop_after)
-    finally:
-        ff.close()
+    with h5py.File(conditioning_path, "r") as fc:
+        missing = [n for n in settings.streams if n not in fc]
+        if missing:
+            raise InputError(conditioning_path, f"lacks conditioning stream(s) {missing}")
+        valid = fc["valid"][()] if "valid" in fc else None
+        boxes = fc["box"][()] if "box" in fc else None
+        ff, flow, frames = open_flow_file(flow_path, settings.size, boxes)
+        try:
+            if len(frames) != len(fc[settings.streams[0]]):
+                raise InputError(flow_path, f"has {len(frames)} frames, the conditioning {len(fc[settings.streams[0]])}")
+            return train({n: fc[n] for n in settings.streams}, frames, flow, settings, out_dir, final_path,
+                         valid=valid, stop_after=stop_after)
+        finally:
+            ff.close()

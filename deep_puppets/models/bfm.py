@@ -68,9 +68,12 @@ def read_mat(path) -> dict[str, np.ndarray]:
     except NotImplementedError:  # v7.3 = HDF5
         import h5py
 
-        with h5py.File(path, "r") as f:
-            return {k: np.asarray(f[k][()]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-    except (ValueError, TypeError, OSError) as e:
+        try:
+            with h5py.File(path, "r") as f:
+                return {k: np.asarray(f[k][()]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        except OSError as e:
+            raise InputError(path, f"not a readable MATLAB v7.3 (HDF5) file ({e})") from None
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError) as e:
         raise InputError(path, f"not a readable MATLAB .mat file ({e})") from None
 
 
@@ -227,13 +230,13 @@ def load_bfm2009(
     pcs = _need(path, mat, "shapePC", "(3N, K)")
     if pcs.ndim != 2:
         raise InputError(path, f"'shapePC' has shape {pcs.shape}, expected (3N, K)")
-    id_basis = _interleaved(path, pcs, "shapePC", 3 * n)
-    id_std = _vector(path, _need(path, mat, "shapeEV", "(K, 1)"), "shapeEV", len(id_basis))
+    id_std = _vector(path, _need(path, mat, "shapeEV", "(K, 1)"), "shapeEV", pcs.shape[1])[:n_id]
+    id_basis = _interleaved(path, pcs[:, :n_id], "shapePC", 3 * n)
+    id_basis *= f
     tl = _need(path, mat, "tl", "(T, 3) 1-based")
     if tl.ndim != 2 or tl.shape[1] != 3 or tl.min() < 1 or tl.max() > n:
         raise InputError(path, f"'tl' must be (T, 3) 1-based vertex indices in 1..{n}")
-    mean, id_basis = mean * f, id_basis[:n_id] * f
-    id_std = id_std[:n_id]
+    mean = mean * f
     triangles = orient_outward(mean, tl.astype(np.int64) - 1).astype(np.int32)
     albedo = None
     if "texMU" in mat:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
@@ -94,6 +93,8 @@ def closest_points_on_mesh(points, vertices, triangles, candidates=None, k: int 
     reasonably uniform mesh (the use here). Returns ``(tri, bary, dist)``: triangle index into
     ``triangles`` (P,), barycentric weights (P, 3) and distance (P,).
     """
+    from scipy.spatial import cKDTree  # lazy: keeps importing the models package light
+
     points = np.atleast_2d(np.asarray(points, float))
     vertices = np.asarray(vertices, float)
     triangles = np.asarray(triangles)

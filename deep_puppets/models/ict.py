@@ -19,7 +19,7 @@ the subject's left, y up, z toward the viewer, triangles counter-clockwise from 
   rendering. Coefficients mean the same in both; ``extra['vertex_ids']`` maps region vertices to the full
   mesh;
 - detector correspondence: the 468 mesh landmarks are embedded on the skin (``M_Face``) with
-  :func:`~.facemesh.embed_landmarks` from ICT's 68 iBUG landmark vertices (~0.1 s, computed at each load, so
+  :func:`~.facemesh.embed_landmarks` from ICT's 68 iBUG landmark vertices (~0.03 s, computed at each load, so
   no cache); the 10 iris points are put on the iris meshes: centre straight ahead of the eyeball centre,
   contour 0.585 cm around it. Face-oval landmarks get ``lm_weight`` 0.3 (their image position is a silhouette
   whose place on the mesh depends on the pose); all others 1.

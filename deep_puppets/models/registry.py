@@ -68,23 +68,29 @@ def load_model(spec: dict, base_dir=".", where: str = "model", require_landmarks
                 raise InputError(kw[key], f"no loader for pickle files as '{where}.{key}' of a {kind} model")
     path = kw.pop("path")
 
-    if kind == "person":
-        from .person import load_model as load_person
-
-        model = load_person(path)
-    elif kind == "ict":
-        from .ict import load_ict
-
-        model = load_ict(path, allow_pickle=allow_pickle, **kw)
-    elif kind == "bfm2009":
-        from .bfm import load_bfm2009
-
-        model = load_bfm2009(path, **kw)
-    else:
-        from .bfm import load_bfm2017
-
-        model = load_bfm2017(path, **kw)
+    try:
+        model = _dispatch(kind, path, allow_pickle, kw)
+    except ValueError as e:  # a bad option value (unit, region, ...); file problems are InputError
+        raise ConfigError(f"'{where}': {e}") from None
 
     if require_landmarks and (model.lm_weight is not None and not model.lm_weight.any()):
         raise ConfigError(f"'{where}.landmarks_path': a {kind} model has no MediaPipe landmark correspondence; give a JSON file of 478 or 68 vertex indices")
     return model
+
+
+def _dispatch(kind: str, path: Path, allow_pickle: bool, kw: dict) -> MorphableModel:
+    if kind == "person":
+        from .person import load_model as load_person
+
+        return load_person(path)
+    if kind == "ict":
+        from .ict import load_ict
+
+        return load_ict(path, allow_pickle=allow_pickle, **kw)
+    if kind == "bfm2009":
+        from .bfm import load_bfm2009
+
+        return load_bfm2009(path, **kw)
+    from .bfm import load_bfm2017
+
+    return load_bfm2017(path, **kw)
