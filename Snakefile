@@ -11,6 +11,9 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/landmarks.smk"
+include: "rules/fit.smk"
+include: "rules/transfer.smk"
+include: "rules/render.smk"
 
 
 rule all:
@@ -19,3 +22,8 @@ rule all:
         landmark_summaries=expand(
             f"{RESULTS}/videos/{{video}}/landmarks/summary.json", video=VIDEOS
         ),
+        tracks=expand(f"{RESULTS}/videos/{{video}}/track.h5", video=VIDEOS),
+        target_renders=expand(
+            f"{RESULTS}/videos/{{video}}/conditioning.h5", video=TARGETS
+        ),
+        pair_renders=expand(f"{RESULTS}/pairs/{{pair}}/conditioning.h5", pair=PAIRS),

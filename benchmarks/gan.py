@@ -3,7 +3,9 @@
 One iteration is what :func:`deep_puppets.gan.train.train` does per step: assemble a batch of clips from
 in-memory per-frame arrays (windows stacked and resized on the fly), generate the clip, one G update, one
 D_I + D_V update. Synthetic data (random conditioning, random frames, zero flow: the arithmetic does not depend
-on the content). The first ``--warmup`` iterations are not timed.
+on the content). The first ``--warmup`` iterations are not timed. ``it_per_s`` is 1 / the median iteration time
+(robust to other jobs on a shared machine), ``it_per_s_best`` 1 / the fastest iteration (close to what a quiet
+machine gives), ``it_per_s_mean`` the plain mean rate.
 
 Usage: ``python benchmarks/gan.py [--threads 2] [--iters 12] [--sizes 128 256] [--set key=value ...]``
 (``--set`` overrides :class:`~deep_puppets.gan.train.TrainSettings`, e.g. ``--set gen_base=64``). On CUDA it also
@@ -58,13 +60,16 @@ def time_training(settings, device: str, n_frames: int, iters: int, warmup: int)
     for i in range(warmup):
         tr.step(ds.batch(batch_items(i, settings.batch_size, len(ds), 0)))
     sync()
-    t0 = time.perf_counter()
+    times = []
     for i in range(warmup, warmup + iters):
+        t0 = time.perf_counter()
         tr.step(ds.batch(batch_items(i, settings.batch_size, len(ds), 0)))
-    sync()
-    sec = time.perf_counter() - t0
-    out = {"it_per_s": round(iters / sec, 3), "s_per_it": round(sec / iters, 4), "iters": iters,
-           "amp": tr.amp, "G_params": sum(p.numel() for p in tr.G.parameters())}
+        sync()
+        times.append(time.perf_counter() - t0)
+    med = float(np.median(times))
+    out = {"it_per_s": round(1 / med, 3), "it_per_s_mean": round(len(times) / sum(times), 3),
+           "it_per_s_best": round(1 / min(times), 3), "s_per_it_median": round(med, 4), "iters": iters, "amp": tr.amp,
+           "G_params": sum(p.numel() for p in tr.G.parameters())}
     if tr.device.type == "cuda":
         out["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
@@ -95,6 +100,7 @@ def main(argv=None) -> dict:
             s = TrainSettings(**{**overrides, "size": size, "device": "cpu"})
             r = time_training(s, "cpu", args.frames, args.iters, args.warmup)
             result["cpu_it_per_s"][str(size)] = r["it_per_s"]
+            result.setdefault("cpu_it_per_s_best", {})[str(size)] = r["it_per_s_best"]
             print(f"cpu {size}x{size}: {r}", flush=True)
     if torch.cuda.is_available():
         result["cuda_device"] = torch.cuda.get_device_name(0)

@@ -98,6 +98,14 @@ def prepare(config: dict, base_dir: str | Path = ".") -> dict:
         for role in ("source", "target"):
             if pair[role] not in videos:
                 raise ConfigError(f"'pairs[{i}].{role}': unknown video {pair[role]!r} (known: {', '.join(sorted(videos)) or 'none'})")
+    model = config["model"]
+    if model["type"] != "person":
+        if not model["path"]:
+            raise ConfigError(f"'model.path' is required for a model of type {model['type']}")
+        p = Path(model["path"]).expanduser()
+        p = p if p.is_absolute() else base_dir / p
+        if not p.exists():
+            raise ConfigError(f"'model.path': {model['path']!r} does not exist")
     config["videos"] = videos
     config["pairs"] = pairs
     return config
@@ -105,3 +113,9 @@ def prepare(config: dict, base_dir: str | Path = ".") -> dict:
 
 def is_demo_video(name: str, config: dict) -> bool:
     return name in DEMO_VIDEOS and demo_enabled(config)
+
+
+def pair_id(pair: dict) -> str:
+    """Folder name of a pair: ``{source}__{target}__{mode}`` with mode ``pose`` (pose+expression) or ``expr``."""
+    mode = {"pose+expression": "pose", "expression": "expr"}[pair["mode"]]
+    return f"{pair['source']}__{pair['target']}__{mode}"

@@ -41,6 +41,7 @@ import ctypes
 import functools
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
@@ -56,6 +57,7 @@ _EPS[0, 1, 2] = _EPS[1, 2, 0] = _EPS[2, 0, 1] = 1.0
 _EPS[0, 2, 1] = _EPS[2, 1, 0] = _EPS[1, 0, 2] = -1.0
 _CROSS = _EPS.transpose(2, 1, 0).reshape(9, 3)  # rows (d, a), columns c: ε_cad
 N_CAMERA = 7  # (rx, ry, rz, tx, ty, tz, scale), see camera.CAMERA_FIELDS
+EXACT_IRLS_FRACTION = 0.1  # see _Problem._subtract_down_weighted
 CHUNK = 256  # frames per chunk when assembling the normal equations (bounds temporary memory)
 
 
@@ -73,7 +75,7 @@ class FitSettings:
     lambda_q: float = 1.0  # expression smoothing (Whittaker λ per landmark track; 0 = off)
     lambda_c: float = 10.0  # camera smoothing (same units)
     iterations: int = 15  # most Levenberg-Marquardt iterations
-    tolerance: float = 1e-6  # stop when the energy falls by less than this fraction in one iteration
+    tolerance: float = 1e-3  # stop when an iteration lowers the energy by less than this per landmark (σ² units)
     sigma_px: float = 2.0  # landmark noise σ; weighs the data against the model priors
     robust: str = "huber"  # "huber" or "geman_mcclure" (IRLS), "none" for plain least squares
     robust_px: float = 5.0  # robust scale: residuals beyond it count less than quadratically
@@ -234,95 +236,144 @@ def _openblas_thread_setters() -> tuple:
     return tuple(found)
 
 
-def solve_block_pentadiagonal(A: np.ndarray, b: np.ndarray, c: np.ndarray, rhs: np.ndarray, overwrite: bool = False) -> np.ndarray:
+def packed_index(n: int) -> np.ndarray:
+    """Flat indices into an n×n matrix of its lower triangle, row by row: the packed storage of symmetric and
+    lower-triangular blocks (``packed = M.ravel()[packed_index(n)]``)."""
+    rows, cols = np.tril_indices(n)
+    return rows * n + cols
+
+
+def pack_lower(A: np.ndarray) -> np.ndarray:
+    """Blocks (T, n, n) → their lower triangles (T, n(n+1)/2)."""
+    return A.reshape(len(A), -1)[:, packed_index(A.shape[1])]
+
+
+def solve_block_pentadiagonal(A: np.ndarray, b: np.ndarray, c: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Solve ``M x = rhs`` for the symmetric positive definite block-pentadiagonal ``M`` with
 
     - diagonal blocks ``A[t]`` (T, n, n),
     - blocks ``M[t, t+1] = diag(b[t])`` (T−1, n) and ``M[t, t+2] = diag(c[t])`` (T−2, n),
 
-    ``rhs`` (T, n) or (T, n, m). Block Cholesky ``M = L Lᵀ`` with lower bidiagonal-plus-one blocks; storage is
-    the inverse diagonal factors and the first sub-diagonal blocks (2·T·n² numbers, ``A``'s memory is reused
-    when ``overwrite``); the second sub-diagonal ``L[t+2, t] = diag(c[t]) L[t, t]⁻ᵀ`` is never stored. The
-    unknowns are first scaled to a unit diagonal (Jacobi) for conditioning.
+    ``rhs`` (T, n) or (T, n, m). See :func:`solve_packed`, which this calls with the lower triangles of A.
     """
-    A = np.asarray(A, dtype=float)
-    T, n, _ = A.shape
+    return solve_packed(pack_lower(np.asarray(A, dtype=float)), b, c, rhs, overwrite=True)
+
+
+def solve_packed(Ap: np.ndarray, b: np.ndarray, c: np.ndarray, rhs: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """:func:`solve_block_pentadiagonal` with the diagonal blocks given by their lower triangles
+    ``Ap`` (T, n(n+1)/2) (:func:`packed_index` order).
+
+    Block Cholesky ``M = L Lᵀ`` (blocks ``L[t,t]``, ``L[t,t−1]``, ``L[t,t−2]``) in one sweep with the forward
+    substitution, then the backward substitution. Time O(T n³), memory O(T n²): the inverse diagonal factors
+    ``L[t,t]⁻¹`` are packed over ``Ap`` (over a scaled copy unless ``overwrite``); ``L[t,t−2] = diag(c[t−2])
+    L[t−2,t−2]⁻ᵀ`` is never stored, and ``L[t,t−1]`` is kept for every frame when that takes at most
+    :data:`FACTOR_MEMORY` bytes, else every :data:`CHECKPOINT` frames and recomputed from there during the
+    backward sweep. The unknowns are first scaled to a unit diagonal (Jacobi) for conditioning.
+    """
+    b, c = np.asarray(b, dtype=float), np.asarray(c, dtype=float)
+    Ap = np.asarray(Ap, dtype=float) if overwrite else np.array(Ap, dtype=float)
+    T, n = len(Ap), int(round((np.sqrt(8 * Ap.shape[1] + 1) - 1) / 2))
     if T == 0:
         return np.zeros_like(rhs, dtype=float)
-    b = np.asarray(b, float).reshape(max(T - 1, 0), n)
-    c = np.asarray(c, float).reshape(max(T - 2, 0), n)
+    b, c = b.reshape(max(T - 1, 0), n), c.reshape(max(T - 2, 0), n)
     rhs = np.asarray(rhs, dtype=float)
     vec = rhs.ndim == 2
     r = rhs[..., None] if vec else rhs
-    d = 1.0 / np.sqrt(np.einsum("tii->ti", A))  # Jacobi scaling
-    if overwrite:
-        A *= d[:, :, None]
-        A *= d[:, None, :]
-    else:
-        A = A * d[:, :, None] * d[:, None, :]
+    rows, cols = np.tril_indices(n)
+    d = 1.0 / np.sqrt(Ap[:, rows == cols])  # Jacobi scaling
+    for i in range(0, T, CHUNK):  # in place, without a (T, n(n+1)/2) temporary
+        Ap[i : i + CHUNK] *= d[i : i + CHUNK, rows] * d[i : i + CHUNK, cols]
     b = b * d[:-1] * d[1:]
     c = c * d[:-2] * d[2:]
     r = r * d[:, :, None]
+    every = 1 if T * n * n * 8 <= FACTOR_MEMORY else CHECKPOINT
     with single_threaded_blas():
-        Linv, L1 = _factor(A, b, c)
-        x = _substitute(Linv, L1, c, r)
+        saved, y = _factor_forward(Ap, b, c, r, every)
+        x = _back_substitute(Ap, saved, b, c, y, every)
     x *= d[:, :, None]
     return x[..., 0] if vec else x
 
 
-def _factor(A, b, c):
-    """Block Cholesky in place: returns (Linv, L1) with Linv[t] = L[t,t]⁻¹ (in A's memory), L1[t] = L[t,t−1]."""
-    T, n, _ = A.shape
-    Linv, L1 = A, np.zeros_like(A)
-    L2 = None
+CHECKPOINT = 64  # frames between stored sub-diagonal factor blocks L[t, t−1] when they would not fit in:
+FACTOR_MEMORY = 128 * 2**20  # bytes allowed for storing every L[t, t−1] (saves recomputing them)
+
+
+def _sub_diagonal(t, L1_prev, Linv_1, Linv_2, b, c):
+    """``(L[t,t−1], L[t,t−2])`` from ``L[t−1,t−2]`` and ``Linv_k = L[t−k,t−k]⁻¹`` (t ≥ 1)."""
+    if t == 1:
+        return b[0][:, None] * Linv_1.T, None
+    L2 = c[t - 2][:, None] * Linv_2.T
+    W = L2 @ L1_prev.T
+    np.negative(W, out=W)
+    W.flat[:: W.shape[0] + 1] += b[t - 1]
+    return W @ Linv_1.T, L2
+
+
+def _factor_forward(Ap, b, c, r, every):
+    """Block Cholesky and forward substitution ``L y = r`` in one sweep over the frames; ``L[t,t]⁻¹`` is
+    packed over ``Ap[t]``. Returns ``(saved, y)`` with ``saved[j] = L[j·every, j·every − 1]``."""
+    T, n = len(Ap), r.shape[1]
+    idx = packed_index(n)
+    y = np.empty_like(r)
+    saved = np.zeros(((T + every - 1) // every, n, n))
+    S = np.empty((n, n))  # only its lower triangle is meaningful (all dpotrf reads)
+    L1 = Linv_1 = Linv_2 = None
     for t in range(T):
-        S = A[t]
-        if t >= 2:
-            L2 = c[t - 2][:, None] * Linv[t - 2].T  # L[t, t−2]
-            S = S - L2 @ L2.T
+        S.put(idx, Ap[t])
+        v = r[t]
         if t >= 1:
-            W = np.diag(b[t - 1])
-            if t >= 2:
-                W -= L2 @ L1[t - 1].T
-            L1[t] = W @ Linv[t - 1].T
-            S = S - L1[t] @ L1[t].T
+            L1, L2 = _sub_diagonal(t, L1, Linv_1, Linv_2, b, c)
+            if t % every == 0:
+                saved[t // every] = L1
+            S -= L1 @ L1.T
+            v = v - L1 @ y[t - 1]
+            if L2 is not None:
+                S -= L2 @ L2.T
+                v -= L2 @ y[t - 2]
         L, info = dpotrf(S, lower=1, clean=1)
         if info:
             raise np.linalg.LinAlgError(f"normal equations not positive definite at frame {t}")
-        Linv[t], info = dtrtri(L, lower=1)
-    return Linv, L1
+        Linv_2, Linv_1 = Linv_1, dtrtri(L, lower=1, overwrite_c=1)[0]
+        Ap[t] = np.take(Linv_1, idx)
+        np.matmul(Linv_1, v, out=y[t])
+    return saved, y
 
 
-def _substitute(Linv, L1, c, r):
-    """Forward then backward substitution with the factor of :func:`_factor`; r (T, n, m)."""
-    T = len(r)
-    y = np.empty_like(r)
-    for t in range(T):
-        v = r[t]
-        if t >= 1:
-            v = v - L1[t] @ y[t - 1]
-        if t >= 2:
-            v = v - c[t - 2][:, None] * (Linv[t - 2].T @ y[t - 2])
-        y[t] = Linv[t] @ v
-    x = y  # overwritten from the end; y[t] is read before x[t] is written
-    for t in range(T - 1, -1, -1):
-        v = y[t]
-        if t + 1 < T:
-            v = v - L1[t + 1].T @ x[t + 1]
-        if t + 2 < T:
-            v = v - Linv[t] @ (c[t][:, None] * x[t + 2])
-        x[t] = Linv[t].T @ v
+def _back_substitute(Ap, saved, b, c, y, every):
+    """Solve ``Lᵀ x = y`` from the last frame to the first, in blocks of ``every`` frames whose ``L[t,t−1]``
+    are recomputed from the block's saved one; overwrites and returns ``y``."""
+    T, n = len(y), y.shape[1]
+    idx = packed_index(n)
+    x = y  # x[t] is written after y[t] is last read
+    L1 = np.empty((every + 1, n, n))  # L[t, t−1] for t = t0 … t0 + every
+    Linv = np.zeros((every + 2, n, n))  # L[t,t]⁻¹ for t = t0 − 2 … t0 + every − 1 (upper parts stay 0)
+    for t0 in range((T - 1) // every * every, -1, -every):
+        t1 = min(t0 + every, T)
+        if t1 < T:
+            L1[t1 - t0] = L1[0]  # the later block's first one, still in place
+        L1[0] = saved[t0 // every]
+        for t in range(max(t0 - 1, 0) if t1 > t0 + 1 else t0, t1):  # the L[t,t]⁻¹ this block uses
+            Linv[t - t0 + 2].put(idx, Ap[t])
+        for t in range(t0 + 1, t1):
+            L1[t - t0] = _sub_diagonal(t, L1[t - t0 - 1], Linv[t - t0 + 1], Linv[t - t0], b, c)[0]
+        for t in range(t1 - 1, t0 - 1, -1):
+            v = y[t]
+            if t + 1 < T:
+                v = v - L1[t + 1 - t0].T @ x[t + 1]
+            if t + 2 < T:
+                v = v - Linv[t - t0 + 2] @ (c[t][:, None] * x[t + 2])
+            x[t] = Linv[t - t0 + 2].T @ v
     return x
 
 
-def solve_bordered(A, b, c, g, E=None, H_pp=None, g_p=None, overwrite=False):
+def solve_bordered(Ap, b, c, g, E=None, H_pp=None, g_p=None, overwrite=False):
     """Solve ``[[M, E], [Eᵀ, H_pp]] [x; y] = [g; g_p]`` with ``M`` block-pentadiagonal as in
-    :func:`solve_block_pentadiagonal` and a dense border of width k (E (T, n, k)) by the Schur complement
-    ``H_pp − Eᵀ M⁻¹ E``. Returns ``(x, y)``; ``y`` is empty without a border."""
+    :func:`solve_packed` (diagonal blocks packed in ``Ap``) and a dense border of width k (E (T, n, k)) by the
+    Schur complement ``H_pp − Eᵀ M⁻¹ E``. Returns ``(x, y)``; ``y`` is empty without a border."""
     if E is None or E.shape[-1] == 0:
-        return solve_block_pentadiagonal(A, b, c, g, overwrite), np.zeros(0)
+        return solve_packed(Ap, b, c, g, overwrite), np.zeros(0)
     k = E.shape[-1]
-    sol = solve_block_pentadiagonal(A, b, c, np.concatenate([g[:, :, None], E], axis=2), overwrite)
+    sol = solve_packed(Ap, b, c, np.concatenate([g[:, :, None], E], axis=2), overwrite)
     x0, Y = sol[:, :, 0], sol[:, :, 1:]  # M⁻¹g, M⁻¹E
     schur = H_pp - np.einsum("tnk,tnj->kj", E, Y)
     y = np.linalg.solve(schur, g_p - np.einsum("tnk,tn->k", E, x0))
@@ -391,17 +442,16 @@ class _Problem:
     per-landmark operation runs over contiguous rows and every sum over landmarks is a matrix product.
     """
 
-    def __init__(self, basis: LandmarkBasis, y: np.ndarray, valid: np.ndarray, settings: FitSettings, p_fixed):
-        self.basis, self.s = basis, settings
+    def __init__(self, basis: LandmarkBasis, y: np.ndarray, valid: np.ndarray, settings: FitSettings, p_fixed, pool=None, present=None):
+        self.basis, self.s, self.pool = basis, settings, pool
         self.valid = valid
         self.frames = np.flatnonzero(valid)
         # landmarks missing inside a valid frame (rare: the detector gives all or none) get weight 0
-        finite = np.isfinite(y[self.frames]).all(axis=2)
-        if finite.all():
+        present = _present(y) if present is None else present
+        if present[self.frames].all():
             self.y, self.mask = y, None  # (T, L, 3) as given; float32 is fine
         else:
-            self.mask = np.zeros(y.shape[:2], bool)
-            self.mask[self.frames] = finite
+            self.mask = present & valid[:, None]
             self.y = np.where(self.mask[..., None], y, 0).astype(y.dtype)
         self.free_p = p_fixed is None
         self.K_id, self.K = basis.id_basis.shape[0], basis.exp_basis.shape[0]
@@ -413,12 +463,15 @@ class _Problem:
         self.B3 = np.ascontiguousarray(B.transpose(1, 2, 0))  # (L, 3, Klin)
         self.Brow = self.B3.reshape(L, 3 * Kl)  # columns (a, k)
         self.Bal = np.ascontiguousarray(B.transpose(2, 1, 0)).reshape(3 * L, Kl)  # rows (a, l)
-        self.gram = np.einsum("l,lak,lbj->abkj", basis.weight, self.B3, self.B3).reshape(9, Kl * Kl)
+        gram = (self.Brow * basis.weight[:, None]).T @ self.Brow  # Σ_l a_l B_l[a,k] B_l[b,j], (3Kl, 3Kl)
+        self.gram = gram.reshape(3, Kl, 3, Kl).transpose(0, 2, 1, 3).reshape(9, Kl * Kl)
         # shapes: X = [q, 1] @ [exp basis; base] in the (a, l) layout
         self.Bexp = np.ascontiguousarray(basis.exp_basis.transpose(0, 2, 1)).reshape(self.K, 3 * L)
         self.D = np.array([1.0, 1.0, settings.z_weight])
         self.prior_id = settings.id_prior / basis.id_std**2
         self.prior_exp = settings.exp_prior / basis.exp_std**2
+        weight = basis.weight if self.mask is None else basis.weight * self.mask[self.frames]
+        self.n_observations = float(np.sum(weight) * (len(self.frames) if self.mask is None else 1))
 
     # --- shapes and residuals
 
@@ -452,12 +505,17 @@ class _Problem:
 
     # --- energy
 
+    def map_chunks(self, fn) -> list:
+        """``[fn(frames) for frames in chunks of the valid frames]``, on the thread pool when there is one."""
+        chunks = list(_chunks(self.frames))
+        return list(self.pool.map(fn, chunks)) if self.pool is not None and len(chunks) > 1 else [fn(f) for f in chunks]
+
     def data_energy(self, par: _Params) -> float:
-        total = 0.0
-        for frames in _chunks(self.frames):
+        def chunk_energy(frames):
             _, _, r, mask = self.residuals(par, frames)
-            total += self.robust(r, mask)[0].sum()
-        return total / self.s.sigma_px**2
+            return self.robust(r, mask)[0].sum()
+
+        return float(sum(self.map_chunks(chunk_energy))) / self.s.sigma_px**2
 
     def regular_energy(self, par: _Params, reg: _Regularisation) -> float:
         """Priors, smoothness and hold terms of the energy."""
@@ -479,11 +537,12 @@ class _Problem:
         (identity if free, expression) | ω | tx ty tz | s]."""
         X, R, r, mask = self.residuals(par, frames)
         w = self.robust(r, mask, robust)[1]
-        return self.normal_equations(X, R, par.cam[frames], r, w)
+        return self.normal_equations(X, R, par.cam[frames], r, w, mask)
 
-    def normal_equations(self, X, R, cam, r, w):
+    def normal_equations(self, X, R, cam, r, w, mask=None):
         """Gauss-Newton normal equations of Σ_l w_l ‖D^½ r_l‖² / σ² for frames with shapes X (t, 3, L),
-        rotations R (t, 3, 3), cameras cam (t, 7), residuals r (t, 3, L) and IRLS weights w (t, L).
+        rotations R (t, 3, 3), cameras cam (t, 7), residuals r (t, 3, L), IRLS weights w (t, L) and the
+        mask of present landmarks (None: all).
 
         A landmark's Jacobian is ``M Ĵ_l Rf`` with ``M = F R``, the model-frame part
         ``Ĵ_l = [B_l | [X_l]× | I | X_l]`` and per frame ``Rf = blockdiag(s I, −s Rᵀ J(ω), Mᵀ, 1)``; with
@@ -531,7 +590,7 @@ class _Problem:
         H_cc[:, 6, 6] = tr2
         H_cc -= beta * (G @ W @ np.swapaxes(G, 1, 2))
         H_ll = (P.reshape(t, 9) @ self.gram).reshape(t, Kl, Kl)
-        self._subtract_down_weighted(H_ll, m, w)
+        self._subtract_down_weighted(H_ll, m, w, mask)
         g_l = rho.reshape(t, 3 * L) @ self.Bal
         g_c = np.concatenate([np.einsum("cad,tad->tc", _EPS, Q[:, :, :3]), Q[:, :, 3], np.trace(Q[:, :, :3], axis1=1, axis2=2)[:, None]], 1)
         # back to the parameters through Rf
@@ -549,30 +608,48 @@ class _Problem:
         g = np.concatenate([s[:, None] * g_l, (g_c[:, None, :] @ Rf)[:, 0]], axis=1) * inv_var
         return H, g
 
-    def _subtract_down_weighted(self, H_ll, m, w):
+    def _subtract_down_weighted(self, H_ll, m, w, mask):
         """H_ll −= Σ_l u_l B_lᵀ P B_l, u_l = a_l − w_l: what the unit-weight Gram overcounts for landmarks
-        that are down-weighted (robust) or missing. Cost grows with their number, not with L."""
+        that are down-weighted (robust) or missing. Cost grows with their number, not with L.
+
+        While more than :data:`EXACT_IRLS_FRACTION` of the landmarks are down-weighted (typically once, right
+        after the first step, when the residuals are mostly the expression not fitted yet) the correction of
+        robust weights is skipped: the Hessian then bounds the IRLS Hessian from above, so the step is a
+        shorter but still descending majorise-minimise step. Missing landmarks are always removed exactly.
+        """
         t, Kl = len(w), self.Klin
         u = self.basis.weight - w  # ≥ 0
-        u[u < 1e-12 * self.basis.weight.max()] = 0.0
-        counts = np.count_nonzero(u, axis=1)
-        if counts.max(initial=0) == 0:
+        if np.count_nonzero(u > 1e-12 * self.basis.weight.max()) > EXACT_IRLS_FRACTION * u.size:
+            if mask is None:
+                return
+            u = self.basis.weight * ~mask
+        rows, cols = np.nonzero(u > 1e-12 * self.basis.weight.max())
+        if not len(rows):
             return
+        counts = np.bincount(rows, minlength=t)
+        # the down-weighted landmarks of each frame, padded with weight 0 to the largest count
+        pos = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        k = counts.max()
+        idx, uu = np.zeros((t, k), np.intp), np.zeros((t, k))
+        idx[rows, pos], uu[rows, pos] = cols, u[rows, cols]
         beta = 1.0 - self.s.z_weight
-        order = np.argsort(u == 0, axis=1, kind="stable")  # down-weighted landmarks first
-        step = max(1, int(2e6 // (counts.max() * 3 * Kl)))  # bound the temporaries to ~16 MB
+        step = max(1, int(2e6 // (k * 3 * Kl)))  # bound the temporaries to ~16 MB
         for i in range(0, t, step):
             sl = slice(i, i + step)
-            k = counts[sl].max()
-            if k == 0:
-                continue
-            idx = order[sl, :k]
-            Z = self.B3[idx] * np.sqrt(np.take_along_axis(u[sl], idx, axis=1))[..., None, None]  # (., k, 3, Kl)
+            Z = self.B3[idx[sl]] * np.sqrt(uu[sl])[..., None, None]  # (., k, 3, Kl)
             ms = m[sl, None, :, None]
             V = Z[:, :, 0] * ms[:, :, 0] + Z[:, :, 1] * ms[:, :, 1] + Z[:, :, 2] * ms[:, :, 2]  # (., k, Kl)
-            Z = Z.reshape(len(idx), 3 * k, Kl)
+            Z = Z.reshape(len(Z), 3 * k, Kl)
             H_ll[sl] -= np.swapaxes(Z, 1, 2) @ Z
             H_ll[sl] += beta * (np.swapaxes(V, 1, 2) @ V)
+
+
+def _present(y: np.ndarray) -> np.ndarray:
+    """(T, L) bool: the landmark has finite coordinates (computed in chunks: no (T, L, 3) temporary)."""
+    out = np.empty(y.shape[:2], bool)
+    for i in range(0, len(y), CHUNK):
+        out[i : i + CHUNK] = np.isfinite(y[i : i + CHUNK]).all(axis=2)
+    return out
 
 
 def _chunks(frames: np.ndarray, size: int = CHUNK):
@@ -596,8 +673,8 @@ def _initial_params(prob: _Problem) -> _Params:
         mask = np.isfinite(y).all(axis=2)
         w = basis.weight * mask
         y = np.where(mask[..., None], y, 0.0)
-        G = (w @ np.einsum("li,lj->lij", Xh, Xh).reshape(prob.L, 16)).reshape(-1, 4, 4)
-        rhs = np.einsum("tl,li,tlj->tij", w, Xh, y)  # (t, 4, 3)
+        G = (w @ (Xh[:, :, None] * Xh[:, None, :]).reshape(prob.L, 16)).reshape(-1, 4, 4)
+        rhs = Xh.T @ (w[..., None] * y)  # (t, 4, 3)
         Aff = np.linalg.solve(G, rhs)  # (t, 4, 3): [A | t]ᵀ for x, y, z
         A2 = np.swapaxes(Aff[:, :3, :2], 1, 2)  # (t, 2, 3)
         U, sv, Vt = np.linalg.svd(A2, full_matrices=False)
@@ -630,32 +707,61 @@ def _interpolate_missing(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- the fit
 
 
-def fit_segment(model: MorphableModel, landmarks: np.ndarray, valid: np.ndarray, settings: FitSettings | None = None, p=None) -> FitResult:
+def fit_segment(
+    model: MorphableModel, landmarks: np.ndarray, valid: np.ndarray, settings: FitSettings | None = None, p=None, threads: int = 1
+) -> FitResult:
     """Fit identity (unless ``p`` is given), expressions and cameras to a segment's landmarks.
 
     ``landmarks`` (T, 478, 3): x, y pixels, z relative depth (MediaPipe), NaN where missing; ``valid`` (T,)
-    bool. Frames without a face keep ``valid = False`` and get values bridged by the smoothness prior.
-    Raises :class:`FitError` when no frame is valid.
+    bool. Frames without a face keep ``valid = False``: between faces they are bridged by the smoothness
+    prior, before the first and after the last face they hold that frame's values. A segment without any face gives q = 0, NaN cameras and ``valid`` all False (:func:`tracks.merge_segments`
+    bridges it from its neighbours). ``threads`` > 1 assembles the normal equations on that many threads
+    (same result; the block solver itself is sequential).
     """
     settings = settings or FitSettings()
     landmarks = np.asarray(landmarks)
-    valid = np.asarray(valid, dtype=bool) & np.isfinite(landmarks).any(axis=(1, 2))
     if landmarks.ndim != 3 or landmarks.shape[2] != 3 or len(valid) != len(landmarks):
-        raise ValueError(f"landmarks must be (T, 478, 3) with valid (T,), got {landmarks.shape} and {valid.shape}")
+        raise ValueError(f"landmarks must be (T, 478, 3) with valid (T,), got {landmarks.shape} and {np.shape(valid)}")
+    present = _present(landmarks)
+    valid = np.asarray(valid, dtype=bool) & present.any(axis=1)
+    p_out = np.zeros(model.n_id) if p is None else np.asarray(p, float)
     if not valid.any():
-        raise FitError("no frame of the segment has a face")
+        T = len(valid)
+        return FitResult(p_out, np.zeros((T, model.n_exp)), np.full((T, N_CAMERA), np.nan), valid, np.full(T, np.nan), settings=settings)
+    # frames before the first and after the last face are not fitted: they hold the nearest fitted frame
+    first, last = np.flatnonzero(valid)[[0, -1]]
+    span = slice(first, last + 1)
     basis = LandmarkBasis.from_model(model)
-    y = landmarks[:, basis.index] if len(basis.index) != landmarks.shape[1] else landmarks
-    prob = _Problem(basis, y, valid, settings, p)
-    par = _initial_params(prob)
-    par, iterations, energy, converged = _levenberg_marquardt(prob, par)
-    camera = par.camera()
-    residual = np.full(len(valid), np.nan)
-    for frames in _chunks(prob.frames):
-        _, _, r, mask = prob.residuals(par, frames)
-        e2 = np.sqrt(r[:, 0] ** 2 + r[:, 1] ** 2)
-        residual[frames] = e2.mean(axis=1) if mask is None else (e2 * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
-    return FitResult(par.p, par.q, camera, valid, residual, iterations, energy, converged, settings)
+    y = landmarks[span, basis.index] if len(basis.index) != landmarks.shape[1] else landmarks[span]
+    with single_threaded_blas(), ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+        prob = _Problem(basis, y, valid[span], settings, p, pool, present[span][:, basis.index])
+        par = _initial_params(prob)
+        par, iterations, energy, converged = _levenberg_marquardt(prob, par)
+        residual = np.full(len(valid), np.nan)
+        for frames in _chunks(prob.frames):
+            _, _, r, mask = prob.residuals(par, frames)
+            e2 = np.sqrt(r[:, 0] ** 2 + r[:, 1] ** 2)
+            residual[first + frames] = e2.mean(axis=1) if mask is None else (e2 * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+    pad = ((first, len(valid) - 1 - last), (0, 0))
+    q, camera = np.pad(par.q, pad, mode="edge"), np.pad(par.camera(), pad, mode="edge")
+    return FitResult(par.p, q, camera, valid, residual, iterations, energy, converged, settings)
+
+
+def identity_frames(valid: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to ``count`` frames with a face, spread evenly over the video (for :func:`fit_identity`)."""
+    good = np.flatnonzero(np.asarray(valid, bool))
+    if len(good) <= count:
+        return good
+    return good[np.round(np.linspace(0, len(good) - 1, count)).astype(int)]
+
+
+def fit_identity(model: MorphableModel, landmarks: np.ndarray, settings: FitSettings | None = None, threads: int = 1) -> FitResult:
+    """Estimate the identity ``p`` from a sample of frames of a video (landmarks (N, 478, 3), all with a
+    face, e.g. picked by :func:`identity_frames`). The frames need not be consecutive: the temporal terms are
+    off. Every segment of the video is then fitted with this ``p`` fixed, so that they agree."""
+    settings = replace(settings or FitSettings(), lambda_q=0.0, lambda_c=0.0)
+    landmarks = np.asarray(landmarks)
+    return fit_segment(model, landmarks, np.ones(len(landmarks), bool), settings, p=None, threads=threads)
 
 
 @dataclass
@@ -690,16 +796,16 @@ def _regularisation(prob: _Problem, par: _Params) -> _Regularisation:
 
 def _levenberg_marquardt(prob: _Problem, par: _Params):
     """Damped Gauss-Newton with IRLS weights; returns (params, iterations, energy, converged)."""
-    T, K, Kp = len(prob.valid), prob.K, (prob.K_id if prob.free_p else 0)
     reg = _regularisation(prob, par)
     energy = prob.energy(par, reg)
     mu, iterations, converged = 1e-4, 0, False
     for iterations in range(1, prob.s.iterations + 1):
-        # IRLS starts from the least-squares step: at the start the residuals are mostly the expression
-        # not fitted yet, not outliers
-        system = _normal_system(prob, par, reg, robust="none" if iterations == 1 else None)
+        # IRLS starts after two least-squares steps: until then the residuals are mostly the expression and
+        # pose not fitted yet, not outliers
+        robust = "none" if iterations <= 2 else None
         for _ in range(10):  # Levenberg-Marquardt: damp until the energy goes down
-            dx, dp = _damped_step(system, mu)
+            # the solver factorises the system in place (no second T·n² copy): a rejected step rebuilds it
+            dx, dp = _damped_step(_normal_system(prob, par, reg, robust), mu)
             trial = par.step(dx, dp)
             e_trial = prob.energy(trial, reg)
             if e_trial <= energy:
@@ -710,7 +816,7 @@ def _levenberg_marquardt(prob: _Problem, par: _Params):
             break
         decrease = energy - e_trial
         par, energy, mu = trial, e_trial, max(mu / 10, 1e-9)
-        if decrease <= prob.s.tolerance * energy:
+        if decrease <= prob.s.tolerance * prob.n_observations:
             converged = True
             break
     return par, iterations, energy, converged
@@ -718,7 +824,7 @@ def _levenberg_marquardt(prob: _Problem, par: _Params):
 
 @dataclass
 class _System:
-    A: np.ndarray  # (T, n, n) diagonal blocks
+    A: np.ndarray  # (T, n(n+1)/2) diagonal blocks, packed lower triangles
     b: np.ndarray  # (T−1, n) diagonal of the (t, t+1) blocks
     c: np.ndarray  # (T−2, n) diagonal of the (t, t+2) blocks
     g: np.ndarray  # (T, n) gradient
@@ -731,32 +837,173 @@ def _normal_system(prob: _Problem, par: _Params, reg: _Regularisation, robust=No
     """All terms' normal equations at ``par``: data (per frame), priors, smoothness, hold."""
     T, K, Kp = len(prob.valid), prob.K, (prob.K_id if prob.free_p else 0)
     n = K + N_CAMERA
-    A, g = np.zeros((T, n, n)), np.zeros((T, n))
+    idx = packed_index(n)
+    A, g = np.zeros((T, len(idx))), np.zeros((T, n))  # diagonal blocks, packed lower triangles
     E = np.zeros((T, n, Kp)) if Kp else None
     H_pp, g_p = np.diag(prob.prior_id) if Kp else np.zeros((0, 0)), prob.prior_id * par.p if Kp else np.zeros(0)
-    for frames in _chunks(prob.frames):
+
+    def chunk(frames):  # rows of different chunks are disjoint: safe from several threads
         H, gd = prob.data_normal_equations(par, frames, robust)
-        A[frames] = H[:, Kp:, Kp:]
+        A[frames] = H[:, Kp:, Kp:].reshape(len(frames), -1)[:, idx]
         g[frames] = gd[:, Kp:]
         if Kp:
             E[frames] = H[:, Kp:, :Kp]
-            H_pp = H_pp + H[:, :Kp, :Kp].sum(axis=0)
-            g_p = g_p + gd[:, :Kp].sum(axis=0)
+        return H[:, :Kp, :Kp].sum(axis=0), gd[:, :Kp].sum(axis=0)
+
+    for H_pp_part, g_p_part in prob.map_chunks(chunk):
+        H_pp, g_p = H_pp + H_pp_part, g_p + g_p_part
     d0, d1, d2 = second_difference_coefficients(T)
     diag = d0[:, None] * reg.smooth + reg.ridge
     diag[:, :K] += prob.prior_exp
     diag[~prob.valid, K:] += reg.hold
-    A[:, np.arange(n), np.arange(n)] += diag
+    A[:, _diagonal_positions(n)] += diag
     g += reg.smooth * _second_difference_gradient(np.concatenate([par.q, par.cam], axis=1))
     g[:, :K] += prob.prior_exp * par.q
     g[~prob.valid, K:] += reg.hold * (par.cam[~prob.valid] - reg.hold_ref)
     return _System(A, d1[:, None] * reg.smooth, d2[:, None] * reg.smooth, g, E, H_pp, g_p)
 
 
+def _diagonal_positions(n: int) -> np.ndarray:
+    """Positions of the diagonal in a packed lower triangle."""
+    rows, cols = np.tril_indices(n)
+    return np.flatnonzero(rows == cols)
+
+
 def _damped_step(sy: _System, mu: float):
-    """Solve (H + μ diag H) δ = −g through the block structure; returns (δx (T, n), δp)."""
-    n = sy.A.shape[1]
-    A = sy.A.copy()
-    A[:, np.arange(n), np.arange(n)] *= 1 + mu
+    """Solve (H + μ diag H) δ = −g through the block structure, factorising ``sy.A`` in place; returns
+    (δx (T, n), δp)."""
+    sy.A[:, _diagonal_positions(sy.g.shape[1])] *= 1 + mu
     H_pp = sy.H_pp + mu * np.diag(np.diag(sy.H_pp))
-    return solve_bordered(A, sy.b, sy.c, -sy.g, sy.E, H_pp, -sy.g_p, overwrite=True)
+    return solve_bordered(sy.A, sy.b, sy.c, -sy.g, sy.E, H_pp, -sy.g_p, overwrite=True)
+
+
+# ------------------------------------------------------------------------------------------ HDF5 files
+
+_CAMERA_DOC = (
+    "rx, ry, rz (axis-angle rotation R, radians), tx, ty (pixels), tz (depth offset, pixels), scale (pixels per "
+    "model unit): image point (u, v, d) = scale·F·R·X + (tx, ty, tz), F = diag(1, −1, −1), scaled orthographic "
+    "(deep_puppets/camera.py)"
+)
+
+
+def _fit_datasets(frames_doc: str) -> dict:
+    return {
+        "frame_index": h5io.Dataset("int64", ("T",), f"absolute frame index in the video ({frames_doc})"),
+        "p": h5io.Dataset("float64", ("K_id",), "identity coefficients (prior standard deviations: the model's id_std)"),
+        "q": h5io.Dataset("float64", ("T", "K_exp"), "expression coefficients per frame"),
+        "camera": h5io.Dataset("float64", ("T", 7), _CAMERA_DOC),
+        "valid": h5io.Dataset("bool", ("T",), "the detector found a face; other frames are bridged by the smoothness prior"),
+        "residual": h5io.Dataset("float32", ("T",), "mean 2D distance of the projected model landmarks to the detections (pixels); NaN where not valid"),
+    }
+
+
+_FIT_ATTRS = {
+    "video": "video name (config key)",
+    "model": "morphable model name",
+    "model_hash": "MorphableModel.content_hash() of the model fitted",
+    "fit_settings": "JSON of the FitSettings that produced the fit",
+    "width": "frame width in pixels",
+    "height": "frame height in pixels",
+    "fps": "frames per second",
+}
+
+FIT_SEGMENT = h5io.register(
+    h5io.Layout(
+        name="fit_segment",
+        version=1,
+        doc=(
+            "Morphable-model fit of one video segment, overlap included: identity p (fixed per video), and per "
+            "frame expression q and scaled-orthographic camera. Frames without a face keep valid = false with "
+            "values bridged by the temporal prior (NaN cameras when the segment has no face at all)."
+        ),
+        datasets=_fit_datasets("segment frames, overlap included"),
+        attrs={
+            **_FIT_ATTRS,
+            "segment": "segment index",
+            "start": "first frame of the segment (overlap included)",
+            "stop": "one past the last frame",
+            "core_start": "first frame this segment owns",
+            "core_stop": "one past the last frame it owns",
+            "iterations": "Levenberg-Marquardt iterations run",
+            "energy": "final energy (units of sigma_px²)",
+            "converged": "the energy stopped decreasing by more than the tolerance",
+        },
+    )
+)
+
+FIT_IDENTITY = h5io.register(
+    h5io.Layout(
+        name="fit_identity",
+        version=1,
+        doc="Identity of the person in a video, estimated from a sample of its frames; every segment is fitted with it.",
+        datasets=_fit_datasets("the sampled frames"),
+        attrs={**_FIT_ATTRS, "iterations": "Levenberg-Marquardt iterations run", "energy": "final energy (units of sigma_px²)"},
+    )
+)
+
+
+def _fit_arrays(result: FitResult, frame_index) -> dict:
+    frame_index = np.asarray(frame_index, dtype=np.int64)
+    if frame_index.shape != (result.n_frames,):
+        raise ValueError(f"frame_index has shape {frame_index.shape}, the fit has {result.n_frames} frames")
+    return dict(frame_index=frame_index, p=result.p, q=result.q, camera=result.camera, valid=result.valid, residual=result.residual)
+
+
+def _model_attrs(model: MorphableModel, video: str, width: int, height: int, fps: float, settings: FitSettings) -> dict:
+    return dict(video=video, model=model.name, model_hash=model.content_hash(), fit_settings=settings.to_json(), width=int(width), height=int(height), fps=float(fps))
+
+
+def write_fit_segment(path, result: FitResult, *, frame_index, segment, model: MorphableModel, video: str, width: int, height: int, fps: float):
+    """Write a segment fit (``segment``: a :class:`deep_puppets.segments.Segment`)."""
+    attrs = _model_attrs(model, video, width, height, fps, result.settings)
+    attrs.update(
+        segment=segment.index,
+        start=segment.start,
+        stop=segment.stop,
+        core_start=segment.core_start,
+        core_stop=segment.core_stop,
+        iterations=int(result.iterations),
+        energy=float(result.energy),
+        converged=bool(result.converged),
+    )
+    return h5io.write(path, FIT_SEGMENT, _fit_arrays(result, frame_index), attrs)
+
+
+def write_fit_identity(path, result: FitResult, *, frame_index, model: MorphableModel, video: str, width: int, height: int, fps: float):
+    """Write the identity fit of a video (``frame_index``: the sampled frames)."""
+    attrs = _model_attrs(model, video, width, height, fps, result.settings)
+    attrs.update(iterations=int(result.iterations), energy=float(result.energy))
+    return h5io.write(path, FIT_IDENTITY, _fit_arrays(result, frame_index), attrs)
+
+
+def result_from_file(arrays: dict, attrs: dict) -> FitResult:
+    """The :class:`FitResult` of arrays and attributes read with one of the fit layouts."""
+    return FitResult(
+        p=arrays["p"],
+        q=arrays["q"],
+        camera=arrays["camera"],
+        valid=arrays["valid"],
+        residual=arrays["residual"].astype(float),
+        iterations=int(attrs.get("iterations", 0)),
+        energy=float(attrs.get("energy", np.nan)),
+        converged=bool(attrs.get("converged", False)),
+        settings=FitSettings(**json.loads(attrs["fit_settings"])),
+    )
+
+
+def read_fit_segment(path) -> tuple[FitResult, dict, np.ndarray]:
+    """(result, attributes, frame_index) of a segment fit file."""
+    arrays, attrs = h5io.read(path, FIT_SEGMENT)
+    return result_from_file(arrays, attrs), attrs, arrays["frame_index"]
+
+
+def read_fit_identity(path) -> tuple[FitResult, dict, np.ndarray]:
+    """(result, attributes, frame_index of the sampled frames) of an identity fit file."""
+    arrays, attrs = h5io.read(path, FIT_IDENTITY)
+    return result_from_file(arrays, attrs), attrs, arrays["frame_index"]
+
+
+def check_model(attrs: dict, model: MorphableModel, path="") -> None:
+    """Raise :class:`FitError` unless the file was fitted with this very model."""
+    if attrs.get("model_hash") != model.content_hash():
+        raise FitError(f"{path}: fitted with model {attrs.get('model')!r} ({str(attrs.get('model_hash'))[:12]}…), not {model.name!r} ({model.content_hash()[:12]}…)")

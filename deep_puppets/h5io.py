@@ -215,6 +215,8 @@ LANDMARKS = register(
             "segment": "segment index",
             "start": "first frame of the segment (overlap included)",
             "stop": "one past the last frame of the segment",
+            "core_start": "first frame this segment owns (the others belong to a neighbour)",
+            "core_stop": "one past the last frame this segment owns",
             "detector": "JSON of the detector settings",
         },
     )

@@ -17,8 +17,7 @@ log = logging.getLogger(__name__)
 def read_video_landmarks(files) -> dict:
     """Concatenate per-segment landmark files into one per-frame sequence over the whole video.
 
-    Overlapping frames appear in two segments; each frame is taken from the segment whose core owns it
-    (the first half of an overlap from the earlier segment). Returns arrays frame_index, landmarks, valid,
+    Overlapping frames appear in two segments; each frame is taken from the segment whose core owns it. Returns arrays frame_index, landmarks, valid,
     score, box and the attrs of the first file.
     """
     parts = []
@@ -37,14 +36,9 @@ def read_video_landmarks(files) -> dict:
         "box": np.full((n_frames, 4), np.nan, np.float32),
     }
     covered = np.zeros(n_frames, bool)
-    for k, (arrays, attrs) in enumerate(parts):
-        next_start = parts[k + 1][1]["start"] if k + 1 < len(parts) else n_frames
-        prev_stop = parts[k - 1][1]["stop"] if k > 0 else 0
-        # core: second half of the overlap with the previous segment .. first half of the next overlap
-        lo = attrs["start"] + (prev_stop - attrs["start"]) // 2 if k > 0 else attrs["start"]
-        hi = next_start + (attrs["stop"] - next_start) // 2 if k + 1 < len(parts) else attrs["stop"]
+    for arrays, attrs in parts:
         idx = arrays["frame_index"]
-        sel = (idx >= lo) & (idx < hi)
+        sel = (idx >= attrs["core_start"]) & (idx < attrs["core_stop"])
         for key in ("landmarks", "valid", "score", "box"):
             out[key][idx[sel]] = arrays[key][sel]
         covered[idx[sel]] = True

@@ -590,6 +590,8 @@ def run_segment(
         "segment": int(segment.index),
         "start": int(segment.start),
         "stop": int(segment.stop),
+        "core_start": int(segment.core_start),
+        "core_stop": int(segment.core_stop),
         "detector": detector_description(settings),
     }
     h5io.write(out_path, h5io.LANDMARKS, arrays, attrs)

@@ -31,10 +31,11 @@ The three images
 1. ``colour``: ``clip(albedo × (sh_basis(n) @ sh), 0, 1)`` evaluated per vertex of the refined mesh (in the
    vertex shader) and interpolated over its triangles, the model of :func:`deep_puppets.texture.shade`. The
    normals are the base mesh's area-weighted vertex normals carried to the refined vertices by ``S``
-   (renormalised), i.e. smooth normal interpolation over the base triangles. Any real order-2 spherical-harmonics basis works (its constants, order and signs are
-   read off the ``sh_basis`` function once, see :func:`quadratic_basis_matrix`); the default is
-   :func:`deep_puppets.texture.sh_basis` (Ramamoorthi–Hanrahan irradiance constants), so the images match
-   :func:`deep_puppets.texture.shade`. ``sh=None`` gives shading 1 (albedo only).
+   (renormalised), i.e. smooth normal interpolation over the base triangles. Any real order-2
+   spherical-harmonics basis works (its constants, order and signs are read off the ``sh_basis`` function
+   once, see :func:`quadratic_basis_matrix`); the default is :func:`deep_puppets.texture.sh_basis`
+   (Ramamoorthi–Hanrahan irradiance constants), so the images match :func:`deep_puppets.texture.shade`.
+   ``sh=None`` gives shading 1 (albedo only).
 2. ``correspondence``: each surface point coloured by its position on the model's mean shape,
    ``(mean - min) / (max - min)`` per axis → RGB, a fixed attribute: the same point of the face has the same
    colour in every frame and for every actor.
@@ -51,9 +52,9 @@ import os
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -174,7 +175,9 @@ MEDIAPIPE_EYES = EyeLayout(
 _SHIFT = 4  # sub-pixel bits of cv2.fillPoly
 
 
-_CIRCLE = np.stack([np.cos(np.linspace(0, 2 * np.pi, 48, endpoint=False)), np.sin(np.linspace(0, 2 * np.pi, 48, endpoint=False))], 1)
+_CIRCLE = np.stack(
+    [np.cos(np.linspace(0, 2 * np.pi, 48, endpoint=False)), np.sin(np.linspace(0, 2 * np.pi, 48, endpoint=False))], 1
+)
 
 
 def iris_ellipse(centre: np.ndarray, rim: np.ndarray) -> np.ndarray:
@@ -290,10 +293,19 @@ class RenderError(RuntimeError):
     """The OpenGL context could not be created or used."""
 
 
-def create_context():
-    """A headless ModernGL context on EGL, or :class:`RenderError` saying what to install."""
+LLVMPIPE_THREADS = 1  # measured: 1 rasteriser thread beats 2 on 2 cores once the HDF5 compression threads run
+
+
+def create_context(llvmpipe_threads: int | None = LLVMPIPE_THREADS):
+    """A headless ModernGL context on EGL, or :class:`RenderError` saying what to install.
+
+    ``llvmpipe_threads`` sets Mesa's ``LP_NUM_THREADS`` (rasteriser threads of the CPU driver) unless the
+    environment already does; Mesa reads it once per process, at the first context. GPUs ignore it.
+    """
     import moderngl
 
+    if llvmpipe_threads is not None:
+        os.environ.setdefault("LP_NUM_THREADS", str(int(llvmpipe_threads)))
     try:
         return moderngl.create_standalone_context(backend="egl")
     except Exception as e:  # glcontext raises plain Exceptions
@@ -321,7 +333,9 @@ class Renderer:
 
     ``triangles`` (F, 3) counter-clockwise from the front; ``mean`` (N, 3) the model's mean shape (for the
     correspondence colours); ``albedo`` (N, 3) in [0, 1] (default grey, see :meth:`set_albedo`);
-    ``subdivisions`` Loop levels applied to every frame; ``samples`` MSAA samples (0: off, deterministic).
+    ``subdivisions`` Loop levels applied to every frame (1 suits MediaPipe-sized meshes at 256², 2 at 512²
+    and more; 0 for dense meshes); ``samples`` MSAA samples (0: off, deterministic). Several renderers may
+    live in one process: each makes its own context current while it draws.
     """
 
     def __init__(
@@ -330,7 +344,7 @@ class Renderer:
         mean: np.ndarray,
         *,
         size: tuple[int, int] = (256, 256),
-        subdivisions: int = 2,
+        subdivisions: int = 1,
         nearer_z: str = "smaller",
         albedo: np.ndarray | None = None,
         sh_basis: Callable = texture.sh_basis,
@@ -404,7 +418,8 @@ class Renderer:
         if albedo.shape != (self.n_vertices, 3):
             raise ValueError(f"albedo must be ({self.n_vertices}, 3), got {albedo.shape}")
         static = np.concatenate([self.S @ albedo, self._corr], axis=1).astype(np.float32)
-        self._static.write(static.tobytes())
+        with self._ctx:  # make this renderer's context current (several may live in one process)
+            self._static.write(static.tobytes())
 
     # -- per frame -------------------------------------------------------------------------------------
     def surface(self, vertices: np.ndarray) -> np.ndarray:
@@ -433,7 +448,9 @@ class Renderer:
             raise ValueError(f"sh must be (9, 3) or (9,), got {sh.shape}")
         return self._sh_matrix @ sh
 
-    def render(self, vertices: np.ndarray, box, sh: np.ndarray | None = None, eye_points: np.ndarray | None = None) -> Frame:
+    def render(
+        self, vertices: np.ndarray, box, sh: np.ndarray | None = None, eye_points: np.ndarray | None = None
+    ) -> Frame:
         """Render one frame.
 
         ``vertices`` (N, 3) screen space (see module doc), ``box`` crop (x0, y0, x1, y1) in frame pixels,
@@ -450,10 +467,17 @@ class Renderer:
             out.valid = False
             return out
         geometry = self.geometry(vertices)
+        with self._ctx:  # make this renderer's context current (several may live in one process)
+            self._draw(geometry, box, self.lighting(sh), out)
+        draw_gaze(eye_points, box, self.size, self.eye_layout, self.iris_colour, self.eye_colour, out=out.gaze)
+        return out
+
+    def _draw(self, geometry: np.ndarray, box: np.ndarray, lighting: np.ndarray, out: Frame) -> None:
+        """Upload the frame's vertices and uniforms, draw both attachments, read them back into ``out``."""
         self._dynamic.write(geometry.tobytes())
         self._prog["box"].value = tuple(box)
         self._prog["zmap"].value = depth_map(geometry[:, 2], self.nearer_z)
-        self._prog["light"].write(self.lighting(sh).astype(np.float32).tobytes())
+        self._prog["light"].write(lighting.astype(np.float32).tobytes())
         self._fbo.use()
         self._fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self._vao.render()
@@ -461,8 +485,6 @@ class Renderer:
             self._ctx.copy_framebuffer(self._resolve, self._fbo)
         self._resolve.read_into(out.colour, components=3, attachment=0)
         self._resolve.read_into(out.correspondence, components=3, attachment=1)
-        draw_gaze(eye_points, box, self.size, self.eye_layout, self.iris_colour, self.eye_colour, out=out.gaze)
-        return out
 
     # -- lifetime --------------------------------------------------------------------------------------
     def settings(self) -> dict:
@@ -536,10 +558,18 @@ CONDITIONING = h5io.register(
             "box": h5io.Dataset("float32", ("T", 4), "crop box x0, y0, x1, y1 in frame pixels mapped onto the image"),
             "colour": h5io.Dataset("uint8", ("T", "H", "W", 3), "albedo × SH shading", chunk_per="T", compress=True),
             "correspondence": h5io.Dataset(
-                "uint8", ("T", "H", "W", 3), "mean-shape position (normalised x, y, z) as RGB", chunk_per="T", compress=True
+                "uint8",
+                ("T", "H", "W", 3),
+                "mean-shape position (normalised x, y, z) as RGB",
+                chunk_per="T",
+                compress=True,
             ),
             "gaze": h5io.Dataset(
-                "uint8", ("T", "H", "W", 3), "eye openings and irises on black (colours in attr settings)", chunk_per="T", compress=True
+                "uint8",
+                ("T", "H", "W", 3),
+                "eye openings and irises on black (colours in attr settings)",
+                chunk_per="T",
+                compress=True,
             ),
         },
         attrs={
@@ -575,7 +605,16 @@ class ConditioningWriter:
     * ``"lzf"``: h5py's bundled LZF filter, compressed in the calling thread (h5py readers only).
     """
 
-    def __init__(self, path, n_frames: int, size: tuple[int, int], attrs: dict, compression: str = "gzip", level: int = 1, threads: int = 2):
+    def __init__(
+        self,
+        path,
+        n_frames: int,
+        size: tuple[int, int],
+        attrs: dict,
+        compression: str = "gzip",
+        level: int = 1,
+        threads: int = 2,
+    ):
         import h5py
 
         missing = set(CONDITIONING.attrs) - set(attrs)
@@ -588,21 +627,33 @@ class ConditioningWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         self.n_frames, self._next = n_frames, 0
         self._level, self._pending, self._pool = level, deque(), None
-        w, h = size
-        f = self._file = h5py.File(self._tmp, "w")
-        f.attrs["layout"] = CONDITIONING.name
-        f.attrs["layout_version"] = CONDITIONING.version
-        for k, v in attrs.items():
-            f.attrs[k] = h5io._attr_value(v)
-        kw = {"compression": "lzf"} if compression == "lzf" else {"compression": "gzip", "compression_opts": level}
-        chunks = (1, h, w, 3) if n_frames else None
-        self._images = {s: f.create_dataset(s, (n_frames, h, w, 3), np.uint8, chunks=chunks, **kw) for s in STREAMS}
+        self._file = h5py.File(self._tmp, "w")
+        try:
+            self._images = self._create(self._file, attrs, compression, level, n_frames, size)
+        except BaseException:
+            self.abort()
+            raise
         if compression == "gzip" and n_frames:
             self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="conditioning-zlib")
             self._max_pending = 2 * max(1, threads)
         self._frame_index = np.zeros(n_frames, np.int64)
         self._valid = np.zeros(n_frames, bool)
         self._box = np.full((n_frames, 4), np.nan, np.float32)
+
+    @staticmethod
+    def _create(f, attrs: dict, compression: str, level: int, n_frames: int, size: tuple[int, int]) -> dict:
+        """Write the attributes and create the image datasets (one frame per chunk); returns the datasets."""
+        f.attrs["layout"] = CONDITIONING.name
+        f.attrs["layout_version"] = CONDITIONING.version
+        for k, v in attrs.items():
+            f.attrs[k] = h5io._attr_value(v)
+        w, h = size
+        kw = {}
+        if n_frames:  # (HDF5 cannot chunk an empty fixed-size dataset)
+            kw = {"chunks": (1, h, w, 3), "compression": compression}
+            if compression == "gzip":
+                kw["compression_opts"] = level
+        return {s: f.create_dataset(s, (n_frames, h, w, 3), np.uint8, **kw) for s in STREAMS}
 
     def append(self, frame: Frame, frame_index: int, box) -> None:
         """Add the next frame (its arrays must not change afterwards: they may be compressed later)."""
@@ -686,7 +737,11 @@ def write_conditioning(
     if frame_index.shape != (t,):
         raise ValueError(f"frame_index has shape {frame_index.shape}, expected ({t},)")
     box_of = _per_frame(boxes, t, "boxes", 1)
-    attrs = {"renderer": renderer.gl_renderer, "settings": json.dumps(renderer.settings(), sort_keys=True), "source": source}
+    attrs = {
+        "renderer": renderer.gl_renderer,
+        "settings": json.dumps(renderer.settings(), sort_keys=True),
+        "source": source,
+    }
     with ConditioningWriter(path, t, renderer.size, attrs, compression=compression) as out:
         for i, frame in enumerate(render_sequence(renderer, vertices, boxes, sh, eye_points)):
             out.append(frame, frame_index[i], box_of(i))

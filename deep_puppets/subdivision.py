@@ -5,7 +5,8 @@ Loop subdivision is linear in the vertex positions: the refined vertices are ``S
 each frame then costs one sparse product instead of a mesh rebuild. The same ``S`` carries any per-vertex
 attribute (albedo, correspondence colours) onto the refined mesh.
 
-Rules (Loop 1987, with the usual boundary rules, as in ``trimesh.remesh.subdivide_loop``):
+Rules (Loop 1987 with the usual boundary rules; identical to ``trimesh.remesh.subdivide_loop`` on closed
+meshes, while trimesh also averages boundary neighbours joined by interior edges):
 
 * new vertex on an interior edge ``ab`` with opposite vertices ``c, d``: ``3/8 (a + b) + 1/8 (c + d)``;
   on a boundary edge: ``(a + b) / 2``;
@@ -75,9 +76,7 @@ def loop_step(faces: np.ndarray, n_vertices: int) -> tuple[sp.csr_matrix, np.nda
         cols.append(u)
         vals.append(w)
 
-    S = sp.coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n + e, n)
-    ).tocsr()
+    S = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n + e, n)).tocsr()
     S.eliminate_zeros()
 
     m01, m12, m20 = (n + edge_of[:, k] for k in range(3))

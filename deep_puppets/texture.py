@@ -49,6 +49,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.sparse.csgraph import connected_components
 
+from . import h5io
 from .h5io import Dataset
 
 # --- conventions -----------------------------------------------------------------------------------------
@@ -600,3 +601,22 @@ def bake_uv_texture(albedo, triangles, uv, triangles_uv, size: int = 512) -> np.
         _, (ri, ci) = distance_transform_edt(~covered, return_indices=True)
         tex = tex[ri, ci]
     return tex.astype(np.float32)
+
+
+TEXTURE = h5io.register(
+    h5io.Layout(
+        name="texture",
+        version=1,
+        doc=(
+            "Per-vertex albedo and spherical-harmonics lighting of the person in one video, estimated from the "
+            "first frames with a face (deep_puppets/texture.py, estimate_albedo_and_lighting)."
+        ),
+        datasets=TRACK_DATASETS,
+        attrs={
+            "video": "video name",
+            "model_hash": "content hash of the model whose vertices the albedo belongs to",
+            "frames": "JSON list of the frames used",
+            "stats": "JSON of the estimate's statistics (reproduction error, fraction of vertices seen, ...)",
+        },
+    )
+)

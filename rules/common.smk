@@ -21,6 +21,8 @@ except ConfigError as e:
 
 RESULTS = config["results"]
 VIDEOS = sorted(config["videos"])
+PAIRS = {dp_config.pair_id(p): p for p in config["pairs"]}
+TARGETS = sorted({p["target"] for p in config["pairs"]})
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
@@ -29,6 +31,7 @@ wildcard_constraints:
     video=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     seg=r"\d\d\d+",
     demo="|".join(dp_config.DEMO_VIDEOS),
+    pair=r"[A-Za-z0-9_-]+__[A-Za-z0-9_-]+__(pose|expr)",
 
 
 def video_path(wildcards):
@@ -50,3 +53,39 @@ def landmark_segment_files(wildcards):
         f"{RESULTS}/videos/{wildcards.video}/landmarks/seg{s.index:03d}.h5"
         for s in segment_plan(wildcards)
     ]
+
+
+def model_path(video):
+    """The model a video is fitted with: its own person model, or the configured model file."""
+    if config["model"]["type"] == "person":
+        return f"{RESULTS}/videos/{video}/model.h5"
+    return config["model"]["path"]
+
+
+def model_file(wildcards):
+    return model_path(wildcards.video)
+
+
+def fit_segment_files(wildcards):
+    return [
+        f"{RESULTS}/videos/{wildcards.video}/fit/seg{s.index:03d}.h5"
+        for s in segment_plan(wildcards)
+    ]
+
+
+def pair_model_file(role):
+    """Input function: the model file of a pair's source or target video."""
+
+    def f(wildcards):
+        return model_path(PAIRS[wildcards.pair][role])
+
+    return f
+
+
+def pair_file(role, name):
+    """Input function: ``results/videos/{video}/{name}`` of a pair's source or target."""
+
+    def f(wildcards):
+        return f"{RESULTS}/videos/{PAIRS[wildcards.pair][role]}/{name}"
+
+    return f

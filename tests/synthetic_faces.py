@@ -14,6 +14,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from deep_puppets.camera import project
+from deep_puppets.fitting import LandmarkBasis
 from deep_puppets.models.base import N_LANDMARKS, MorphableModel
 
 IOD_CM = 6.3  # inter-ocular distance used to express errors for the synthetic model and ICT (centimetres)
@@ -127,29 +128,35 @@ def smooth_noise(rng, T: int, k: int, period: float) -> np.ndarray:
     return out / np.sqrt(2 / 3)
 
 
-def synthetic_sequence(
-    model: MorphableModel,
-    T: int,
-    noise_px: float = 2.0,
-    seed: int = 1,
-    face_px: float = 220.0,
-    period: float = 25.0,
-    exp_amplitude: float = 1.0,
-    p=None,
-) -> Sequence:
-    """Draw a sequence: smooth head motion (±25° yaw, ±12° pitch, ±8° roll), drifting translation, face
-    ``face_px`` pixels high, smooth expressions of ``exp_amplitude`` prior standard deviations, identity
-    from the prior (unless given); landmarks get Gaussian noise of ``noise_px`` in x, y and z."""
+def synthetic_motion(model: MorphableModel, T: int, seed: int = 1, face_px: float = 220.0, period: float = 25.0, exp_amplitude: float = 1.0, p=None):
+    """Ground truth (p, q (T, K_exp), camera (T, 7)): smooth head motion (±25° yaw, ±12° pitch, ±8° roll),
+    drifting translation, a face ``face_px`` pixels high, smooth expressions of ``exp_amplitude`` prior
+    standard deviations, identity from the prior (unless given)."""
     rng = np.random.default_rng(seed)
     if p is None:
         p = rng.normal(size=model.n_id) * model.id_std
     q = exp_amplitude * smooth_noise(rng, T, model.n_exp, period) * model.exp_std
-    height = np.ptp(model.mean[:, 1])
     cam = np.zeros((T, 7))
     cam[:, :3] = smooth_noise(rng, T, 3, 2 * period) * np.radians([12, 25, 8]) / 2
     cam[:, 3:5] = np.array([320.0, 240.0]) + 20 * smooth_noise(rng, T, 2, 3 * period)
-    cam[:, 5] = 0.0
-    cam[:, 6] = face_px / height * (1 + 0.05 * smooth_noise(rng, T, 1, 3 * period)[:, 0])
-    points = model.landmark_points(model.shape(p, q))
-    lm = project(points, cam) + rng.normal(scale=noise_px, size=(T, N_LANDMARKS, 3))
-    return Sequence(p, q, cam, lm.astype(np.float32), np.ones(T, bool))
+    cam[:, 6] = face_px / np.ptp(model.mean[:, 1]) * (1 + 0.05 * smooth_noise(rng, T, 1, 3 * period)[:, 0])
+    return p, q, cam
+
+
+def draw_landmarks(model: MorphableModel, p, q, camera, noise_px: float, seed: int = 2, chunk: int = 1000) -> np.ndarray:
+    """Detector-like landmarks (T, 478, 3) float32: the model's landmark points through the camera plus
+    Gaussian noise of ``noise_px`` in x, y and z (computed in chunks: no mesh per frame is formed)."""
+    rng = np.random.default_rng(seed)
+    basis = LandmarkBasis.from_model(model, all_landmarks=True)
+    out = np.empty((len(q), N_LANDMARKS, 3), np.float32)
+    for i in range(0, len(q), chunk):
+        sl = slice(i, i + chunk)
+        lm = project(basis.points(p, q[sl]), camera[sl])
+        out[sl] = lm + rng.normal(scale=noise_px, size=lm.shape)
+    return out
+
+
+def synthetic_sequence(model: MorphableModel, T: int, noise_px: float = 2.0, seed: int = 1, p=None, **motion) -> Sequence:
+    """A ground-truth sequence (see :func:`synthetic_motion` for ``motion``) and its noisy landmarks."""
+    p, q, cam = synthetic_motion(model, T, seed=seed, p=p, **motion)
+    return Sequence(p, q, cam, draw_landmarks(model, p, q, cam, noise_px, seed=seed + 1000), np.ones(T, bool))

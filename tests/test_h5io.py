@@ -20,7 +20,7 @@ def landmark_arrays(t=5):
     }
 
 
-ATTRS = dict(video="v", video_path="v.mp4", fps=25.0, width=64, height=48, n_frames=5, segment=0, start=0, stop=5, detector={"a": 1})
+ATTRS = dict(video="v", video_path="v.mp4", fps=25.0, width=64, height=48, n_frames=5, segment=0, start=0, stop=5, core_start=0, core_stop=5, detector={"a": 1})
 
 
 def test_roundtrip_and_dtypes(tmp_path):

@@ -13,7 +13,15 @@ import pytest
 import trimesh
 
 from deep_puppets import h5io, render, texture
-from deep_puppets.render import CONDITIONING, MEDIAPIPE_EYES, RenderError, Renderer, draw_gaze, render_sequence, write_conditioning
+from deep_puppets.render import (
+    CONDITIONING,
+    MEDIAPIPE_EYES,
+    RenderError,
+    Renderer,
+    draw_gaze,
+    render_sequence,
+    write_conditioning,
+)
 from deep_puppets.subdivision import loop_subdivision, vertex_normal_operator, vertex_normals
 
 
@@ -64,7 +72,10 @@ def bilinear(img, xy):
     fx, fy = (xy[:, 0] - x0)[:, None], (xy[:, 1] - y0)[:, None]
     im = img.astype(np.float64)
     return (
-        im[y0, x0] * (1 - fx) * (1 - fy) + im[y0, x0 + 1] * fx * (1 - fy) + im[y0 + 1, x0] * (1 - fx) * fy + im[y0 + 1, x0 + 1] * fx * fy
+        im[y0, x0] * (1 - fx) * (1 - fy)
+        + im[y0, x0 + 1] * fx * (1 - fy)
+        + im[y0 + 1, x0] * (1 - fx) * fy
+        + im[y0 + 1, x0 + 1] * fx * fy
     )
 
 
@@ -100,7 +111,8 @@ def test_silhouette_matches_cpu_rasterisation(subdivisions):
 
 
 def test_full_frame_box_and_crop_agree():
-    """The same face through the full frame and through a crop: the crop is a resampled window."""
+    """The same face through the full frame and through a crop: the crop is a resampled window. Two
+    renderers (two GL contexts) used in turn do not disturb each other."""
     v, f = blob(2)
     screen = to_screen(v, np.eye(3), 40.0, [100.0, 80.0, 0.0])
     full = make_renderer(f, v, size=(200, 160), subdivisions=0)
@@ -108,6 +120,7 @@ def test_full_frame_box_and_crop_agree():
     crop = make_renderer(f, v, size=(100, 80), subdivisions=0)
     b = crop.render(screen, (50.0, 40.0, 150.0, 120.0)).colour
     assert np.array_equal(a[40:120, 50:150] > 0, b > 0)
+    assert np.array_equal(full.render(screen, render.full_frame_box(200, 160)).colour, a)  # contexts interleave
     full.close()
     crop.close()
 
@@ -179,7 +192,12 @@ def flat_quads(normals, centres, half=9.0):
         e1 = np.cross(n, [0.0, 1.0, 0.0] if abs(n[1]) < 0.9 else [1.0, 0.0, 0.0])
         e1 /= np.linalg.norm(e1)
         e2 = np.cross(n, e1)  # e1 × e2 = n
-        corners = [c - half * e1 - half * e2, c + half * e1 - half * e2, c + half * e1 + half * e2, c - half * e1 + half * e2]
+        corners = [
+            c - half * e1 - half * e2,
+            c + half * e1 - half * e2,
+            c + half * e1 + half * e2,
+            c - half * e1 + half * e2,
+        ]
         verts += corners
         tris += [[4 * k, 4 * k + 1, 4 * k + 2], [4 * k, 4 * k + 2, 4 * k + 3]]
     return np.array(verts), np.array(tris)
@@ -228,7 +246,9 @@ def test_sh_basis_is_read_off_any_quadratic_basis():
 # ------------------------------------------------------------------------------------------ gaze
 
 
-def eye_points(centres=((80.0, 100.0), (170.0, 100.0)), half_width=22.0, half_height=9.0, iris_radius=8.0, gaze=(0.0, 0.0)):
+def eye_points(
+    centres=((80.0, 100.0), (170.0, 100.0)), half_width=22.0, half_height=9.0, iris_radius=8.0, gaze=(0.0, 0.0)
+):
     """478 landmark points with MediaPipe eye contours (ellipses) and irises; the rest far away."""
     p = np.full((478, 3), -1000.0)
     for c, lids, ic, rim in zip(centres, MEDIAPIPE_EYES.eyelids, MEDIAPIPE_EYES.iris_centre, MEDIAPIPE_EYES.iris_rim):
@@ -275,7 +295,18 @@ def test_sequence_is_deterministic_and_hdf5_reads_back(tmp_path):
     paths = []
     for run in range(2):  # two renderers (two contexts), as two jobs would
         r = make_renderer(f, mean, size=(96, 96), subdivisions=1)
-        paths.append(write_conditioning(tmp_path / f"c{run}.h5", r, verts, boxes, frame_index=np.arange(10, 16), sh=sh, eye_points=eyes, source="test"))
+        paths.append(
+            write_conditioning(
+                tmp_path / f"c{run}.h5",
+                r,
+                verts,
+                boxes,
+                frame_index=np.arange(10, 16),
+                sh=sh,
+                eye_points=eyes,
+                source="test",
+            )
+        )
         if run == 0:
             frames = list(render_sequence(r, verts, boxes, sh, eyes))
         r.close()
@@ -297,13 +328,18 @@ def test_writer_is_atomic_and_lzf_reads_back(tmp_path):
     mean, f, verts, boxes, sh, eyes = sequence(3)  # frame 2 invalid
     r = make_renderer(f, mean, size=(32, 32), subdivisions=0)
     with pytest.raises(RuntimeError, match="boom"):
-        with render.ConditioningWriter(tmp_path / "x.h5", 3, (32, 32), {"renderer": "r", "settings": "{}", "source": ""}) as w:
+        with render.ConditioningWriter(
+            tmp_path / "x.h5", 3, (32, 32), {"renderer": "r", "settings": "{}", "source": ""}
+        ) as w:
             w.append(r.render(verts[0], boxes[0]), 0, boxes[0])
             raise RuntimeError("boom")
     assert not list(tmp_path.iterdir())
     p = write_conditioning(tmp_path / "y.h5", r, verts, boxes, compression="lzf")
     arrays, _ = h5io.read(p, CONDITIONING)
     assert np.array_equal(arrays["colour"][0], r.render(verts[0], boxes[0]).colour)
+    assert arrays["valid"].tolist() == [True, True, False]
+    empty, _ = h5io.read(write_conditioning(tmp_path / "z.h5", r, verts[:0], boxes[:0]), CONDITIONING)
+    assert empty["gaze"].shape == (0, 32, 32, 3)
     r.close()
 
 

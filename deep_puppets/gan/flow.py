@@ -31,9 +31,12 @@ FLOW = h5io.register(
             "training size; flow[0] = 0. Written and read by deep_puppets/gan/flow.py."
         ),
         datasets={
-            "flow": Dataset("float16", ("T", "H", "W", 2), "backward flow (dx, dy) in pixels from frame t to frame t-1", chunk_per="T", compress=True),
-            "frames": Dataset("uint8", ("T", "H", "W", 3), "real RGB frames cropped by `box` and resized to the training size", chunk_per="T", compress=True),
-            "box": Dataset("float32", ("T", 4), "crop box x0, y0, x1, y1 in frame pixels (the whole frame when the conditioning is not cropped)"),
+            "flow": Dataset("float16", ("T", "H", "W", 2), "backward flow (dx, dy) in pixels from frame t to frame t-1",
+                            chunk_per="T", compress=True),
+            "frames": Dataset("uint8", ("T", "H", "W", 3), "real RGB frames cropped by `box` and resized to the training size",
+                              chunk_per="T", compress=True),
+            "box": Dataset("float32", ("T", 4),
+                           "crop box x0, y0, x1, y1 in frame pixels (the whole frame when the conditioning is not cropped)"),
         },
         attrs={
             "video_path": "path of the target video",
@@ -67,7 +70,8 @@ def backward_flow(current: np.ndarray, previous: np.ndarray, preset: str = "medi
     return engine.calc(_grey(current), _grey(previous), None)
 
 
-def compute_flow(frames: Iterable[np.ndarray], size: tuple[int, int], preset: str = "medium", boxes=None) -> tuple[np.ndarray, np.ndarray]:
+def compute_flow(frames: Iterable[np.ndarray], size: tuple[int, int], preset: str = "medium",
+                 boxes=None) -> tuple[np.ndarray, np.ndarray]:
     """Crop (by ``boxes`` (T, 4), or not) and resize RGB frames to ``size = (H, W)``; compute the backward flow
     of each frame to its predecessor.
 
@@ -123,7 +127,8 @@ def open_flow_file(path, size: tuple[int, int] | None = None, boxes=None):
 
     _, attrs = h5io.read(path, FLOW, load=False)
     if size is not None and (int(attrs["height"]), int(attrs["width"])) != tuple(size):
-        raise InputError(path, f"flow computed at {attrs['height']}x{attrs['width']}, training size is {size[0]}x{size[1]}: recompute it")
+        raise InputError(path, f"flow computed at {attrs['height']}x{attrs['width']}, "
+                               f"training size is {size[0]}x{size[1]}: recompute it")
     f = h5py.File(path, "r")
     if boxes is not None:
         want = fill_boxes(boxes)

@@ -59,7 +59,8 @@ def feature_matching_loss(real: list[list[torch.Tensor]], fake: list[list[torch.
 def flow_grid(flow: torch.Tensor) -> torch.Tensor:
     """Sampling grid for :func:`torch.nn.functional.grid_sample` from a flow ``(B, 2, H, W)`` in pixels."""
     b, _, h, w = flow.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype), torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
+    kw = dict(device=flow.device, dtype=flow.dtype)
+    ys, xs = torch.meshgrid(torch.arange(h, **kw), torch.arange(w, **kw), indexing="ij")
     x = xs + flow[:, 0]
     y = ys + flow[:, 1]
     # align_corners=True: -1 and 1 are the centres of the first and last pixels

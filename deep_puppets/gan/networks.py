@@ -70,7 +70,8 @@ class UNetGenerator(nn.Module):
     Input ``(B, in_ch, H, W)`` in [0, 1] with H and W divisible by ``2**depth``; output ``(B, 3, H, W)`` in [0, 1].
     """
 
-    def __init__(self, in_ch: int, out_ch: int = 3, base: int = 64, depth: int = 6, max_ch: int = 512, norm: str = "instance", out: str = "sigmoid"):
+    def __init__(self, in_ch: int, out_ch: int = 3, base: int = 64, depth: int = 6, max_ch: int = 512,
+                 norm: str = "instance", out: str = "sigmoid"):
         super().__init__()
         if out not in ("sigmoid", "tanh"):
             raise ValueError(f"unknown output {out!r} (sigmoid, tanh)")
@@ -90,7 +91,8 @@ class UNetGenerator(nn.Module):
             skip = chs[i - 1] if i > 0 else 0
             out_c = chs[i - 1] if i > 0 else base
             in_c = prev
-            self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_c, out_c, 3, 1, 1), _norm(norm, out_c), nn.ReLU(inplace=True)))
+            self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_c, out_c, 3, 1, 1),
+                                         _norm(norm, out_c), nn.ReLU(inplace=True)))
             prev = out_c + skip
         self.head = nn.Conv2d(prev, out_ch, 3, 1, 1)
 

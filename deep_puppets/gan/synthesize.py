@@ -55,8 +55,9 @@ def generate(G: torch.nn.Module, conditioning: Mapping[str, object], frames: Seq
         G.train(was_training)
 
 
-def synthesize_video(generator_path, conditioning: Mapping[str, object], out_path, fps: float, frames: Sequence[int] | None = None,
-                     out_size: tuple[int, int] | None = None, device: str = "auto") -> int:
+def synthesize_video(generator_path, conditioning: Mapping[str, object], out_path, fps: float,
+                     frames: Sequence[int] | None = None, out_size: tuple[int, int] | None = None,
+                     device: str = "auto") -> int:
     """Generate frames (all by default) with the generator file and write them as an H.264 mp4.
 
     ``out_size = (height, width)`` resizes the output (e.g. back to the video's size). Returns the frame count.
@@ -72,7 +73,8 @@ def synthesize_video(generator_path, conditioning: Mapping[str, object], out_pat
     return write_mp4(out_path, out, fps)
 
 
-def synthesize_from_files(generator_path, conditioning_path, out_path, fps: float, out_size=None, device: str = "auto") -> int:
+def synthesize_from_files(generator_path, conditioning_path, out_path, fps: float, out_size=None,
+                          device: str = "auto") -> int:
     """:func:`synthesize_video` on a conditioning HDF5 file (datasets named like the generator's streams)."""
     import h5py
 
@@ -84,6 +86,36 @@ def synthesize_from_files(generator_path, conditioning_path, out_path, fps: floa
         if missing:
             raise InputError(conditioning_path, f"lacks conditioning stream(s) {missing}")
         return synthesize_video(generator_path, {n: f[n] for n in s.streams}, out_path, fps, out_size=out_size, device=device)
+
+
+def held_out_comparison(generator_path, conditioning: Mapping[str, object], frames, features=None, valid=None,
+                        device: str = "auto") -> dict:
+    """The generator and the baselines on the target's held-out frames (the split of the generator's settings).
+
+    ``conditioning``: the target's own conditioning streams; ``frames``: its real frames at the training size
+    (e.g. a flow file's ``frames``); ``features``: (T, D) fitted expression and pose parameters per frame for
+    the nearest-neighbour baseline (None: no such baseline); ``valid``: (T,) frames with a conditioning render.
+    Returns ``frames`` (held-out indices), ``valid`` (theirs), ``gan``, ``nearest`` (+ ``nearest_index``),
+    ``mean`` (one frame) as uint8 images at the training size, and ``e_col``: per-frame E_col of each method.
+    """
+    from .baselines import mean_frame, nearest_neighbours, photometric_error
+    from .data import split_frames
+
+    dev = resolve_device(device)
+    G, s = load_generator(generator_path, dev)
+    train_idx, held = split_frames(len(frames), s.held_out_fraction)
+    real = np.stack([resize(np.asarray(frames[int(t)]), s.size) for t in held])
+    out = {"frames": held, "valid": np.ones(len(held), bool) if valid is None else np.asarray(valid, bool)[held]}
+    out["gan"] = np.stack(list(generate(G, conditioning, held, s, dev)))
+    out["mean"] = mean_frame(frames, train_idx, s.size)
+    e_col = {"gan": photometric_error(out["gan"], real),
+             "mean": photometric_error(np.broadcast_to(out["mean"], real.shape), real)}
+    if features is not None:
+        out["nearest_index"] = nearest_neighbours(features, train_idx, held)
+        out["nearest"] = np.stack([resize(np.asarray(frames[int(t)]), s.size) for t in out["nearest_index"]])
+        e_col["nearest"] = photometric_error(out["nearest"], real)
+    out["real"], out["e_col"] = real, e_col
+    return out
 
 
 def side_by_side(streams: Sequence[Iterable[np.ndarray]], height: int | None = None) -> Iterator[np.ndarray]:

@@ -53,9 +53,11 @@ CHECKPOINT_FORMAT = "deep_puppets.gan.checkpoint/1"
 class TrainSettings:
     """Settings of the GAN stage (config section ``gan``); :meth:`from_config` fills the defaults.
 
-    The defaults train the demo (96 frames, 64 training frames) at 128² in a few minutes on 2 CPU cores. On a GPU
-    use e.g. ``size: 256`` (or 512), ``gen_base: 64``, ``gen_depth: 7``, ``gen_max_ch: 512``, ``d_base: 64``,
-    ``di_num_D: 3``, ``batch_size: 4``, ``iterations: 20000`` or more.
+    The defaults are sized for CPUs: they train the demo (96 frames, 64 of them for training) at 128² in about
+    5–8 minutes on 2 cores (≈ 1.2–2 iterations/s; see benchmarks/gan.py). Real videos on a CPU want
+    ``iterations: 3000`` or more. On a GPU use e.g. ``size: 256`` (or 512 with ``di_layers: 4``), ``gen_base: 64``,
+    ``gen_depth: 7``, ``gen_max_ch: 512``, ``d_base: 64``, ``d_max_ch: 512``, ``di_num_D: 3``, ``batch_size: 4``,
+    ``iterations: 20000`` or more (mixed precision is automatic there).
     """
 
     # data
@@ -93,7 +95,7 @@ class TrainSettings:
     beta1: float = 0.5
     beta2: float = 0.999
     batch_size: int = 1
-    iterations: int = 1500
+    iterations: int = 600
     seed: int = 0
     # run
     checkpoint_every: int = 250
@@ -109,7 +111,9 @@ class TrainSettings:
     RUN_KEYS = ("iterations", "checkpoint_every", "keep_checkpoints", "log_every", "eval_frames", "device", "amp", "threads")
 
     def __post_init__(self):
-        self.size = (int(self.size), int(self.size)) if isinstance(self.size, (int, np.integer)) else tuple(int(s) for s in self.size)
+        if isinstance(self.size, (int, np.integer)):
+            self.size = (int(self.size), int(self.size))
+        self.size = tuple(int(s) for s in self.size)
         self.streams = tuple(self.streams)
         check = {
             "size": len(self.size) == 2 and all(s % 2**self.gen_depth == 0 and s > 0 for s in self.size),
@@ -166,6 +170,14 @@ class TrainSettings:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def fingerprint(self) -> str:
+        """Short hash of every setting a resumed run may not change (all but :attr:`RUN_KEYS`): a run directory
+        named by it never meets checkpoints of other settings."""
+        import hashlib
+
+        d = {k: v for k, v in self.to_dict().items() if k not in self.RUN_KEYS}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
     @property
     def in_channels(self) -> int:
         """Generator input channels: 3 per stream per window frame, + 3 per fed-back frame."""
@@ -209,7 +221,8 @@ def build_image_discriminator(s: TrainSettings) -> MultiscaleDiscriminator:
 
 
 def build_video_discriminator(s: TrainSettings) -> MultiscaleDiscriminator:
-    return MultiscaleDiscriminator(3 * s.clip_len + 2 * max(s.clip_len - 1, 0), s.d_base, s.dv_layers, s.dv_num_D, s.d_max_ch, s.d_norm)
+    in_ch = 3 * s.clip_len + 2 * max(s.clip_len - 1, 0)  # K frames + the K-1 flows between them
+    return MultiscaleDiscriminator(in_ch, s.d_base, s.dv_layers, s.dv_num_D, s.d_max_ch, s.d_norm)
 
 
 def flow_feature(flow: torch.Tensor) -> torch.Tensor:
@@ -244,7 +257,7 @@ class Trainer:
         self.D_V = build_video_discriminator(settings).to(self.device)
         betas = (settings.beta1, settings.beta2)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=settings.lr_g, betas=betas)
-        self.opt_D = torch.optim.Adam(list(self.D_I.parameters()) + list(self.D_V.parameters()), lr=settings.lr_d, betas=betas)
+        self.opt_D = torch.optim.Adam([*self.D_I.parameters(), *self.D_V.parameters()], lr=settings.lr_d, betas=betas)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.iteration = 0  # iterations completed
 
@@ -261,77 +274,80 @@ class Trainer:
         for i in range(k):
             x = cond[:, i]
             if self.s.prev_frames:
-                prev = [fakes[i - j].detach() if i - j >= 0 else x.new_zeros(b, 3, h, w) for j in range(self.s.prev_frames, 0, -1)]
+                prev = [fakes[i - j].detach() if i - j >= 0 else x.new_zeros(b, 3, h, w)
+                        for j in range(self.s.prev_frames, 0, -1)]
                 x = torch.cat([x, *prev], 1)
             fakes.append(self.G(x))
         return torch.stack(fakes, 1)
 
+    def _image_input(self, cur: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """D_I input: current conditioning ⊕ frame, clip frames flattened into the batch."""
+        return torch.cat([cur, frames.flatten(0, 1)], 1)
+
+    @staticmethod
+    def _video_input(frames: torch.Tensor, fv: torch.Tensor) -> torch.Tensor:
+        """D_V input: the K frames of each clip ⊕ the real flows between them."""
+        return torch.cat([frames.flatten(1, 2), fv], 1)
+
+    def _generator_losses(self, cur, real, flow, fake, fv) -> dict[str, torch.Tensor]:
+        s, k = self.s, real.shape[1]
+        zero = torch.zeros((), device=self.device)
+        pi_fake = self.D_I(self._image_input(cur, fake))
+        with torch.no_grad():
+            pi_real = self.D_I(self._image_input(cur, real))
+        parts = {"g_gan_image": L.generator_gan_loss(pi_fake, s.gan_mode), "g_gan_video": zero,
+                 "g_fm": L.feature_matching_loss(pi_real, pi_fake), "g_l1": L.l1_loss(fake, real), "g_warp": zero}
+        if s.use_video_d:
+            pv_fake = self.D_V(self._video_input(fake, fv))
+            with torch.no_grad():
+                pv_real = self.D_V(self._video_input(real, fv))
+            parts["g_gan_video"] = L.generator_gan_loss(pv_fake, s.gan_mode)
+            parts["g_fm"] = parts["g_fm"] + L.feature_matching_loss(pv_real, pv_fake)
+        if s.lambda_warp > 0 and k >= 2:
+            warp = [L.temporal_warp_loss(fake[:, i - 1], fake[:, i], flow[:, i],
+                                         L.warp_mask(real[:, i - 1], real[:, i], flow[:, i], s.warp_mask_threshold))
+                    for i in range(1, k)]
+            parts["g_warp"] = sum(warp) / len(warp)
+        parts["loss_g"] = (s.lambda_gan_image * parts["g_gan_image"] + s.lambda_gan_video * parts["g_gan_video"]
+                           + s.lambda_fm * parts["g_fm"] + s.lambda_l1 * parts["g_l1"] + s.lambda_warp * parts["g_warp"])
+        return parts
+
+    def _discriminator_losses(self, cur, real, fake, fv) -> dict[str, torch.Tensor]:
+        """Real and generated inputs go through each discriminator as one batch."""
+        s, (b, k) = self.s, real.shape[:2]
+        pi = self.D_I(torch.cat([self._image_input(cur, real), self._image_input(cur, fake)], 0))
+        parts = {"d_image": L.discriminator_loss(*_split(pi, b * k), s.gan_mode),
+                 "d_video": torch.zeros((), device=self.device)}
+        if s.use_video_d:
+            pv = self.D_V(torch.cat([self._video_input(real, fv), self._video_input(fake, fv)], 0))
+            parts["d_video"] = L.discriminator_loss(*_split(pv, b), s.gan_mode)
+        return parts
+
     def step(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """One G update and one D update on ``batch`` (from :meth:`ClipDataset.batch`); returns the losses."""
-        s = self.s
+        """One G update, then one D_I + D_V update, on ``batch`` (from :meth:`ClipDataset.batch`); returns the
+        losses (see :data:`LOSS_COLUMNS`)."""
         cond, real, flow = (self._tensor(batch[k]).float() for k in ("cond", "real", "flow"))
-        b, k = real.shape[:2]
-        n_cur = 3 * len(s.streams)
-        cur = cond[:, :, -n_cur:].flatten(0, 1)  # current frame's conditioning of every clip frame
-        real_flat = real.flatten(0, 1)
-        use_v = s.use_video_d
-        out: dict[str, float] = {}
+        cur = cond[:, :, -3 * len(self.s.streams):].flatten(0, 1)  # each clip frame's current conditioning
+        fv = flow_feature(flow[:, 1:].flatten(1, 2))  # the K-1 flows inside each clip
         D = [self.D_I, self.D_V]
 
-        # ---- generator
         _set_requires_grad(D, False)
         with self._autocast():
             fake = self.generate_clip(cond)
-            fake_flat = fake.flatten(0, 1)
-            pi_fake = self.D_I(torch.cat([cur, fake_flat], 1))
-            with torch.no_grad():
-                pi_real = self.D_I(torch.cat([cur, real_flat], 1))
-            g_gan_i = L.generator_gan_loss(pi_fake, s.gan_mode)
-            g_fm = L.feature_matching_loss(pi_real, pi_fake)
-            g_l1 = L.l1_loss(fake, real)
-            if use_v:
-                fv = flow_feature(flow[:, 1:].flatten(1, 2))
-                pv_fake = self.D_V(torch.cat([fake.flatten(1, 2), fv], 1))
-                with torch.no_grad():
-                    pv_real = self.D_V(torch.cat([real.flatten(1, 2), fv], 1))
-                g_gan_v = L.generator_gan_loss(pv_fake, s.gan_mode)
-                g_fm = g_fm + L.feature_matching_loss(pv_real, pv_fake)
-            else:
-                g_gan_v = torch.zeros((), device=self.device)
-            g_warp = torch.zeros((), device=self.device)
-            if s.lambda_warp > 0 and k >= 2:
-                for i in range(1, k):
-                    mask = L.warp_mask(real[:, i - 1], real[:, i], flow[:, i], s.warp_mask_threshold)
-                    g_warp = g_warp + L.temporal_warp_loss(fake[:, i - 1], fake[:, i], flow[:, i], mask)
-                g_warp = g_warp / (k - 1)
-            loss_g = s.lambda_gan_image * g_gan_i + s.lambda_gan_video * g_gan_v + s.lambda_fm * g_fm + s.lambda_l1 * g_l1 + s.lambda_warp * g_warp
+            g = self._generator_losses(cur, real, flow, fake, fv)
         self.opt_G.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
+        self.scaler.scale(g["loss_g"]).backward()
         self.scaler.step(self.opt_G)
 
-        # ---- discriminators (real and generated inputs in one batch)
         _set_requires_grad(D, True)
-        fake = fake.detach()
-        fake_flat = fake_flat.detach()
         with self._autocast():
-            pi = self.D_I(torch.cat([torch.cat([cur, real_flat], 1), torch.cat([cur, fake_flat], 1)], 0))
-            d_i = L.discriminator_loss(*_split(pi, b * k), s.gan_mode)
-            loss_d = d_i
-            if use_v:
-                pv = self.D_V(torch.cat([torch.cat([real.flatten(1, 2), fv], 1), torch.cat([fake.flatten(1, 2), fv], 1)], 0))
-                d_v = L.discriminator_loss(*_split(pv, b), s.gan_mode)
-                loss_d = loss_d + d_v
-            else:
-                d_v = torch.zeros((), device=self.device)
+            d = self._discriminator_losses(cur, real, fake.detach(), fv)
         self.opt_D.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_d).backward()
+        self.scaler.scale(d["d_image"] + d["d_video"]).backward()
         self.scaler.step(self.opt_D)
         self.scaler.update()
         self.iteration += 1
-        for name, v in (("loss_g", loss_g), ("g_gan_image", g_gan_i), ("g_gan_video", g_gan_v), ("g_fm", g_fm), ("g_l1", g_l1),
-                        ("g_warp", g_warp), ("d_image", d_i), ("d_video", d_v)):
-            out[name] = float(v.detach())
-        return out
+        return {k: float(v.detach()) for k, v in {**g, **d}.items()}
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -382,8 +398,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: Mapping) -> None:
     gauss = state["python_gauss"]
-    random.setstate((state["python_version"], tuple(int(x) for x in state["python"].tolist()), None if math.isnan(gauss) else gauss))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], state["numpy_has_gauss"], state["numpy_cached"]))
+    random.setstate((state["python_version"], tuple(int(x) for x in state["python"].tolist()),
+                     None if math.isnan(gauss) else gauss))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -690,7 +708,8 @@ def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSetti
     return TrainResult(trainer.iteration, start, done, time.perf_counter() - progress.t0, losses)
 
 
-def train_from_files(conditioning_path, flow_path, settings: TrainSettings, out_dir, final_path, *, stop_after=None) -> TrainResult:
+def train_from_files(conditioning_path, flow_path, settings: TrainSettings, out_dir, final_path,
+                     *, stop_after=None) -> TrainResult:
     """:func:`train` on a conditioning HDF5 file (datasets named like ``settings.streams``, (T, H, W, 3) uint8;
     ``valid`` (T,) and ``box`` (T, 4) used when present) and a ``flow`` file (:mod:`.flow`, which holds the real
     frames already cropped by those boxes and resized to the training size)."""

@@ -1,0 +1,214 @@
+"""One function per workflow job: read the job's inputs, call the library, write its outputs.
+
+The scripts in ``workflow_scripts/`` are one call into this module; everything here is plain Python that
+tests can call without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import h5io
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+
+def load_video_model(model_cfg: dict, model_file):
+    """The morphable model a video is fitted with: its own person model, or the configured model file."""
+    if model_cfg["type"] == "person":
+        from .models.person import load_model
+
+        return load_model(model_file)
+    from .models.registry import load_model
+
+    spec = {"type": model_cfg["type"], "path": model_file, "allow_pickle": model_cfg["allow_pickle"], **model_cfg["options"]}
+    return load_model(spec)
+
+
+def build_person_model(landmark_files, out, n_components: int, video: str):
+    from .landmark_sets import read_video_landmarks
+    from .models.person import build_person_model as build, save_model
+
+    seq = read_video_landmarks(landmark_files)
+    try:
+        model = build(seq["landmarks"], seq["valid"], n_components, name=f"person:{video}")
+    except ValueError as e:
+        raise InputError(landmark_files[0], f"cannot build a person model for {video}: {e}") from None
+    save_model(out, model, {"video": video})
+    log.info("%s: person model with %d expression components", video, model.n_exp)
+    return model
+
+
+# --------------------------------------------------------------------------------------------- fitting
+
+
+def fit_settings(fit_cfg: dict):
+    from .fitting import FitSettings
+
+    return FitSettings.from_config({k: v for k, v in fit_cfg.items() if k != "identity_frames"})
+
+
+def fit_identity(model_cfg, model_file, landmark_files, out, fit_cfg: dict, video: str, threads: int = 1):
+    from .fitting import fit_identity as fit, identity_frames, write_fit_identity
+    from .landmark_sets import read_video_landmarks
+
+    model = load_video_model(model_cfg, model_file)
+    seq = read_video_landmarks(landmark_files)
+    frames = identity_frames(seq["valid"], fit_cfg["identity_frames"])
+    if not len(frames):
+        raise InputError(seq["attrs"]["video_path"], "no frame with a face: cannot estimate the identity")
+    result = fit(model, seq["landmarks"][frames], fit_settings(fit_cfg), threads=threads)
+    a = seq["attrs"]
+    write_fit_identity(out, result, frame_index=frames, model=model, video=video, width=a["width"], height=a["height"], fps=a["fps"])
+    log.info("%s: identity from %d frames, mean residual %.2f px", video, len(frames), np.nanmean(result.residual))
+
+
+def fit_segment(model_cfg, model_file, identity_file, landmark_file, out, fit_cfg: dict, threads: int = 1):
+    from .fitting import check_model, fit_segment as fit, read_fit_identity, write_fit_segment
+    from .segments import Segment
+
+    model = load_video_model(model_cfg, model_file)
+    identity, id_attrs, _ = read_fit_identity(identity_file)
+    check_model(id_attrs, model, identity_file)
+    arrays, a = h5io.read(landmark_file, h5io.LANDMARKS)
+    result = fit(model, arrays["landmarks"], arrays["valid"], fit_settings(fit_cfg), p=identity.p, threads=threads)
+    seg = _segment_from_attrs(a)
+    write_fit_segment(out, result, frame_index=arrays["frame_index"], segment=seg, model=model, video=a["video"], width=a["width"], height=a["height"], fps=a["fps"])
+    log.info("%s segment %d: %d frames, %d iterations, median residual %.2f px", a["video"], seg.index, result.n_frames, result.iterations, np.nanmedian(result.residual))
+    return result
+
+
+def _segment_from_attrs(a: dict):
+    from .segments import Segment
+
+    return Segment(int(a["segment"]), int(a["start"]), int(a["stop"]), int(a["core_start"]), int(a["core_stop"]))
+
+
+def merge_track(fit_files, out):
+    from .tracks import merge_segment_files, write_track
+
+    track, attrs = merge_segment_files(list(fit_files))
+    write_track(out, track, attrs)
+    log.info("%s: track of %d frames (%d with a face) from %d segments", attrs["video"], track.n_frames, track.valid.sum(), len(fit_files))
+
+
+# ------------------------------------------------------------------------------------- texture, renders
+
+
+class ScreenVertices:
+    """Per-frame mesh vertices in image coordinates, computed lazily (dense models need not fit in memory)."""
+
+    def __init__(self, model, p, q, camera):
+        self.model, self.p, self.q, self.camera = model, np.asarray(p), np.asarray(q), np.asarray(camera)
+        self.identity = model.shape(self.p)
+
+    def __len__(self):
+        return len(self.q)
+
+    def __getitem__(self, t):
+        from .camera import project
+
+        v = self.identity + np.tensordot(self.q[t], self.model.exp_basis, axes=(0, 0)) if self.model.n_exp else self.identity
+        return project(v, self.camera[t])
+
+
+def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, out, n_frames: int, smooth: float):
+    from .fitting import check_model
+    from .ingest import read_probe
+    from .texture import TEXTURE, estimate_albedo_and_lighting, vertex_normals, visible_vertices
+    from .tracks import read_track
+    from .video import iter_frames
+
+    model = load_video_model(model_cfg, model_file)
+    track, attrs = read_track(track_file)
+    check_model(attrs, model, track_file)
+    good = np.flatnonzero(track.valid)[:n_frames]
+    if not len(good):
+        raise InputError(video_path, "no frame with a face: cannot estimate the texture")
+    info = read_probe(probe_json)
+    wanted = set(good.tolist())
+    frames = [f for i, f in enumerate(iter_frames(video_path, 0, int(good[-1]) + 1, info)) if i in wanted]
+    screen = ScreenVertices(model, track.p, track.q, track.camera)
+    verts = np.stack([screen[t] for t in good])
+    normals = vertex_normals(verts, model.triangles)
+    visible = visible_vertices(verts, normals, model.triangles, (info.height, info.width))
+    albedo, sh, stats = estimate_albedo_and_lighting(frames, verts[..., :2], normals, visible, triangles=model.triangles, n_frames=len(good), smooth=smooth)
+    h5io.write(
+        out,
+        TEXTURE,
+        {"albedo": albedo, "sh": sh},
+        {"video": attrs["video"], "model_hash": model.content_hash(), "frames": json.dumps(good.tolist()), "stats": json.dumps(stats, default=float)},
+    )
+    log.info("%s: albedo + SH lighting from %d frames: %s", attrs["video"], len(good), stats)
+
+
+def frame_box(width: int, height: int) -> np.ndarray:
+    """The square box of the video frame every conditioning image and training frame shows: the whole frame,
+    centred, padded to a square (black outside the frame) so that no aspect ratio is distorted."""
+    side = max(width, height)
+    x0, y0 = (width - side) / 2, (height - side) / 2
+    return np.array([x0, y0, x0 + side, y0 + side], float)
+
+
+def render_conditioning(model_cfg, model_file, params_file, texture_file, out, previews: dict, render_cfg: dict, kind: str):
+    """Conditioning frames of a target's own track (``kind='track'``) or of a transfer (``kind='transfer'``)."""
+    from .fitting import check_model
+    from .render import Renderer, write_conditioning, write_previews
+
+    model = load_video_model(model_cfg, model_file)
+    if kind == "track":
+        from .tracks import read_track
+
+        fit, attrs = read_track(params_file)
+        check_model(attrs, model, params_file)
+        width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
+    else:
+        from .transfer import read_transfer
+
+        result, attrs = read_transfer(params_file)
+        if attrs["target_model_hash"] != model.content_hash():
+            raise InputError(params_file, "was transferred onto a different model than the target's")
+        fit = result.to_fit()
+        width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
+    tex, tex_attrs = h5io.read(texture_file, h5io.LAYOUTS["texture"])
+    if tex_attrs["model_hash"] != model.content_hash():
+        raise InputError(texture_file, "belongs to a different model than the one rendered")
+    screen = ScreenVertices(model, fit.p, fit.q, fit.camera)
+    size = int(render_cfg["size"])
+    box = frame_box(width, height)
+
+    class EyePoints:
+        def __len__(self):
+            return len(screen)
+
+        def __getitem__(self, t):
+            return model.landmark_points(screen[t])
+
+    subdivisions = render_cfg["subdivisions"] if model.n_vertices < 5000 else 0
+    with Renderer.from_model(model, albedo=tex["albedo"], size=(size, size), subdivisions=subdivisions) as r:
+        write_conditioning(out, r, screen, box, sh=tex["sh"], eye_points=EyePoints(), source=str(params_file))
+    write_previews(out, previews, fps)
+    log.info("rendered %d frames at %d² (%s)", len(screen), size, kind)
+
+
+def transfer_pair(model_cfg, source_model_file, target_model_file, source_track, target_track, out, mode: str, transfer_cfg: dict):
+    from .transfer import TransferSettings, transfer_files
+
+    result = transfer_files(
+        source_track,
+        target_track,
+        load_video_model(model_cfg, source_model_file),
+        load_video_model(model_cfg, target_model_file),
+        out,
+        mode=mode,
+        settings=TransferSettings.from_config(transfer_cfg),
+    )
+    log.info("transfer (%s): %d frames, stats %s", mode, len(result.q), result.stats)

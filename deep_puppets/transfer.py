@@ -1,0 +1,561 @@
+"""Conditioning-input synthesis, step 1: carry a source actor's head pose and expression onto a target actor.
+
+One job per configured pair ``source → target``. Inputs: the two merged tracks (:mod:`deep_puppets.tracks`)
+and the two morphable models they were fitted with. Output (layout ``transfer``): the *target's* parameters
+for every frame of the *source* (identity ``p`` of the target, expression ``q`` in the target's model, camera),
+ready to be rendered with the target's model (:meth:`TransferResult.to_fit`).
+
+Modes
+-----
+``pose+expression``
+    head pose and expression follow the source.
+``expression``
+    the target keeps its own head motion frame by frame (the report's expression-only trial) and takes only
+    the expression. Output frame ``i`` takes its camera from target frame :func:`ping_pong` ``(i)``: the
+    target's frames played forward, then backward, then forward again (0, 1, …, n−1, n−2, …, 1, 0, 1, …)
+    when the target is shorter than the source (no jump at the turn-around; frame i itself when it is not
+    shorter). ``target_pose_frame`` records the frame used (−1 in ``pose+expression`` mode).
+
+Relative transfer
+-----------------
+Each actor has a reference taken from its own track (valid frames only):
+
+* pose (:func:`reference_pose`): the rotation median (geodesic L1 median on SO(3), Weiszfeld iterations
+  started at the chordal L2 mean; ``rotation_reference='mean'`` keeps the chordal mean), and the medians of
+  translation, depth offset and scale;
+* expression (:func:`reference_expression`), per coefficient, ``expression_reference='auto'``:
+  ``zero`` where q = 0 is the neutral face by construction (person models: PCA about the actor's neutral);
+  a low ``percentile`` (10th) for one-sided activations (ICT's ARKit blendshapes, ≥ 0 in [0, 1]: the 10th
+  percentile is the actor's resting level, robust to a few fitting undershoots); the ``median`` for signed
+  coefficients (ICT gaze: where the actor usually looks; BFM's PCA expressions).
+
+The target gets ``target_ref ⊕ (source(t) ⊖ source_ref)``:
+
+*Rotation.* The camera maps a model point as ``scale · F · R · X + t`` (:mod:`deep_puppets.camera`): ``R``
+takes the head's own frame (x toward the subject's left, y up along the neck, z out of the face; every model
+shares these axes) to the y-up camera frame, and the constant flip ``F`` sits left of it, outside any
+composition. A head turn of θ about the head's own vertical axis, from the reference pose, is
+``R(t) = R_ref · Ry(θ)``: the motion is the head-frame ("body-frame") rotation ``Δ(t) = R_ref⁻¹ · R(t)``,
+and it is applied to the target in *its* head frame::
+
+    R_out(t) = R_tref · R_sref⁻¹ · R_s(t)          (Δ_target = R_tref⁻¹ R_out = Δ_source)
+
+so the angle *and the axis* (in head coordinates) of the target's motion about its reference equal the
+source's. The world-frame alternative ``R_s(t) R_sref⁻¹ R_tref`` would turn the target about the source's
+camera-frame axes, i.e. about a tilted axis whenever the two reference poses differ (a target filmed from
+below, or with a rolled head). Both agree when the references are equal.
+
+*Translation* (``tx, ty`` pixels and the depth offset ``tz``)::
+
+    t_out(t) = t_tref + k · (t_s(t) − t_sref),     k = (scale_tref · size_t) / (scale_sref · size_s)
+
+``k`` is the ratio of the two faces' sizes in pixels (``size``: RMS radius of the neutral face at the
+correspondence points, model units; :func:`face_size`), so the target moves as many face-widths as the
+source. *Scale*: ``scale_out(t) = scale_tref · scale_s(t) / scale_sref`` (the source's relative approach to the
+camera; ``scale_motion=False`` holds the target's reference scale). The target's scale level (its camera
+and image size) is kept either way.
+
+Expression
+----------
+* Shared basis (same model content hash, or the same provider with the same non-empty named components,
+  e.g. ICT's face and full regions): relative coefficient copy ``q_out = q_tref + (q_s(t) − q_sref)``.
+  ICT's appended gazeYaw/gazePitch go through like any other coefficient.
+* Different bases (the default: two person-specific models): the source's expression is moved as a vertex
+  displacement in the shared canonical frame, ``d_s(t) = Σ_j (q_s(t) − q_sref)_j exp_basis_s[j]``, scaled by
+  ``size_t / size_s``, and projected onto the target's basis with its prior (ridge least squares weighted by
+  the target's ``exp_std``, so rarely-used components are damped and the result stays within the range of
+  expressions the target showed)::
+
+      δ = argmin_δ Σ_P w_P ‖B_t δ − (size_t/size_s) d_s‖² + ridge · Σ_k (δ_k / exp_std_t[k])²
+      q_out = q_tref + δ
+
+  i.e. ``q_out = q_tref + M (q_s − q_sref)`` with one matrix ``M`` (:func:`expression_transfer_matrix`).
+  Points P: all vertices when both models share the topology (person models: 478 vertices = the 478
+  landmarks, iris points included, so gaze and blinks are part of the displacement); otherwise the 478
+  detector landmarks placed on both meshes (``lm_weight`` > 0 in both).
+* Clamp (``clamp_margin``, both cases): each output coefficient is clipped to the range the target showed
+  in its own valid frames, widened by ``clamp_margin · exp_std`` on each side (``None``: no clamp). The
+  report saw flicker where the target had to show expressions it never made.
+
+Stats (attribute ``stats``): the fraction of clamped coefficients, and for the displacement path the relative
+part of the source's displacement the target basis cannot represent (median and 95th percentile over frames
+that move), a measure of how far the source leaves the target's expression range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from . import h5io
+from .camera import project_rotation, rotation_log, rotation_matrix
+from .errors import ConfigError, DeepPuppetsError
+from .fitting import FitResult
+from .models.base import MorphableModel
+from .models.facemesh import N_MESH_VERTICES
+from .models.ict import GAZE_NAMES
+
+MODES = ("pose+expression", "expression")
+EXPRESSION_REFERENCES = ("auto", "zero", "median", "percentile")
+ROTATION_REFERENCES = ("median", "mean")
+ONE_SIDED_PROVIDERS = ("ict",)  # providers whose named components are activations ≥ 0 (gaze excepted)
+ZERO_NEUTRAL_PROVIDERS = ("person",)  # providers whose q = 0 is the actor's neutral by construction
+
+
+class TransferError(DeepPuppetsError):
+    """The pair cannot be transferred (no valid frame, models that do not match their tracks, ...)."""
+
+
+# --------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class TransferSettings:
+    """Settings of the transfer (config section ``transfer``); see the module docstring."""
+
+    ridge: float = 1e-2  # weight of the target prior Σ(δ/exp_std)² against the squared displacement error
+    clamp_margin: float | None = 0.5  # clip q to the target's range ± margin·exp_std; None = no clamp
+    expression_reference: str = "auto"  # auto | zero | median | percentile (per coefficient, see docstring)
+    expression_percentile: float = 10.0  # percentile used by 'percentile' (and 'auto' for activations)
+    rotation_reference: str = "median"  # median (geodesic L1) | mean (chordal L2)
+    scale_motion: bool = True  # the source's relative scale changes (approach/retreat) reach the target
+
+    def __post_init__(self):
+        if not self.ridge >= 0:
+            raise ConfigError(f"transfer.ridge must be >= 0, got {self.ridge!r}")
+        if self.clamp_margin is not None and not self.clamp_margin >= 0:
+            raise ConfigError(f"transfer.clamp_margin must be >= 0 or null, got {self.clamp_margin!r}")
+        if self.expression_reference not in EXPRESSION_REFERENCES:
+            raise ConfigError(f"transfer.expression_reference must be one of {list(EXPRESSION_REFERENCES)}, got {self.expression_reference!r}")
+        if not 0 <= self.expression_percentile <= 100:
+            raise ConfigError(f"transfer.expression_percentile must be in [0, 100], got {self.expression_percentile!r}")
+        if self.rotation_reference not in ROTATION_REFERENCES:
+            raise ConfigError(f"transfer.rotation_reference must be one of {list(ROTATION_REFERENCES)}, got {self.rotation_reference!r}")
+        if not isinstance(self.scale_motion, bool):
+            raise ConfigError(f"transfer.scale_motion must be true or false, got {self.scale_motion!r}")
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> TransferSettings:
+        """Settings from the ``transfer`` config section; missing keys take the defaults."""
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(f"transfer: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**cfg)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------ references
+def usable_frames(camera: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(T,) bool: frames flagged valid with a finite camera."""
+    return np.asarray(valid, bool) & np.isfinite(np.asarray(camera, float)).all(axis=1)
+
+
+def mean_rotation(R: np.ndarray) -> np.ndarray:
+    """Chordal L2 mean of rotation matrices (M, 3, 3): the rotation nearest to their arithmetic mean."""
+    return project_rotation(np.mean(R, axis=0))
+
+
+def median_rotation(R: np.ndarray, iterations: int = 50, tol: float = 1e-12) -> np.ndarray:
+    """Geodesic L1 median of rotations (M, 3, 3) (Weiszfeld in the tangent space, from the chordal mean)."""
+    med = mean_rotation(R)
+    for _ in range(iterations):
+        v = rotation_log(np.swapaxes(med, -1, -2) @ R)  # (M, 3): each rotation seen from the estimate
+        w = 1.0 / np.maximum(np.linalg.norm(v, axis=1), 1e-9)
+        step = (w[:, None] * v).sum(axis=0) / w.sum()
+        med = med @ rotation_matrix(step)
+        if np.linalg.norm(step) < tol:
+            break
+    return med
+
+
+def reference_pose(camera: np.ndarray, valid: np.ndarray, rotation: str = "median") -> np.ndarray:
+    """An actor's reference camera (7,) from its track's cameras (T, 7) over valid frames: rotation median
+    (``rotation='median'``, geodesic) or chordal mean (``'mean'``); medians of tx, ty, tz and scale."""
+    camera = np.asarray(camera, float)
+    use = usable_frames(camera, valid)
+    if not use.any():
+        raise TransferError("the track has no valid frame with a finite camera: no reference pose")
+    R = rotation_matrix(camera[use, :3])
+    Rref = median_rotation(R) if rotation == "median" else mean_rotation(R)
+    return np.r_[rotation_log(Rref), np.median(camera[use, 3:], axis=0)]
+
+
+def expression_reference_kinds(model: MorphableModel, kind: str = "auto") -> tuple[str, ...]:
+    """Per expression coefficient: 'zero', 'median' or 'percentile' (``kind='auto'``: see the docstring)."""
+    if kind != "auto":
+        return (kind,) * model.n_exp
+    provider = model.extra.get("provider")
+    if provider in ZERO_NEUTRAL_PROVIDERS:
+        return ("zero",) * model.n_exp
+    names = tuple(model.exp_names) if len(model.exp_names) == model.n_exp else ("",) * model.n_exp
+    one_sided = provider in ONE_SIDED_PROVIDERS
+    return tuple("percentile" if one_sided and n and n not in GAZE_NAMES else "median" for n in names)
+
+
+def reference_expression(q: np.ndarray, valid: np.ndarray, kinds, percentile: float = 10.0) -> np.ndarray:
+    """An actor's reference expression (K,) from its track's q (T, K) over ``valid`` frames, per coefficient
+    by ``kinds`` (from :func:`expression_reference_kinds`)."""
+    q = np.asarray(q, float)
+    use = np.asarray(valid, bool) & np.isfinite(q).all(axis=1)
+    kinds = np.asarray(kinds, dtype=object)
+    ref = np.zeros(q.shape[1])
+    if not (kinds != "zero").any():
+        return ref
+    if not use.any():
+        raise TransferError("the track has no valid frame with a finite expression: no reference expression")
+    med, pct = kinds == "median", kinds == "percentile"
+    ref[med] = np.median(q[use][:, med], axis=0)
+    ref[pct] = np.percentile(q[use][:, pct], percentile, axis=0)
+    return ref
+
+
+# ------------------------------------------------------------------------------------------------ pose
+def ping_pong(n_out: int, n_target: int) -> np.ndarray:
+    """Target frame for each of ``n_out`` output frames: 0, 1, …, n−1, n−2, …, 1, 0, 1, … (frame i itself
+    while i < n_target)."""
+    if n_target < 1:
+        raise TransferError("the target track has no frames")
+    i = np.arange(n_out)
+    if n_target == 1:
+        return np.zeros(n_out, dtype=np.int64)
+    k = i % (2 * n_target - 2)
+    return np.where(k < n_target, k, 2 * n_target - 2 - k).astype(np.int64)
+
+
+def transfer_rotations(r_source: np.ndarray, r_source_ref: np.ndarray, r_target_ref: np.ndarray) -> np.ndarray:
+    """Axis-angle (T, 3) of ``R_tref · R_sref⁻¹ · R_s(t)``: the source's head-frame motion about its reference,
+    applied to the target about its own."""
+    Rs = rotation_matrix(r_source)
+    delta = np.swapaxes(rotation_matrix(r_source_ref), -1, -2) @ Rs
+    return rotation_log(rotation_matrix(r_target_ref) @ delta)
+
+
+def transfer_cameras(camera: np.ndarray, source_ref: np.ndarray, target_ref: np.ndarray, size_ratio: float, scale_motion: bool = True) -> np.ndarray:
+    """Target cameras (T, 7) following source cameras (T, 7) relative to the two references (7,).
+
+    ``size_ratio`` = size_t / size_s of the neutral faces in model units; translations scale by the ratio of
+    the faces in pixels, ``k = scale_tref · size_t / (scale_sref · size_s)``.
+    """
+    camera = np.asarray(camera, float)
+    out = np.empty_like(camera)
+    out[:, :3] = transfer_rotations(camera[:, :3], source_ref[:3], target_ref[:3])
+    k = target_ref[6] * size_ratio / source_ref[6]
+    out[:, 3:6] = target_ref[3:6] + k * (camera[:, 3:6] - source_ref[3:6])
+    out[:, 6] = target_ref[6] * camera[:, 6] / source_ref[6] if scale_motion else target_ref[6]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ expression
+@dataclass(frozen=True)
+class Correspondence:
+    """Where two models' shapes are compared: all vertices (one topology) or the 478 detector landmarks."""
+
+    on_landmarks: bool
+    weight: np.ndarray  # (P,) weight of each point (0 = unused)
+
+    def take(self, model: MorphableModel, fields: np.ndarray) -> np.ndarray:
+        """Per-vertex fields (..., N, 3) (a shape or basis) at the points (..., P, 3)."""
+        return model.landmark_points(fields) if self.on_landmarks else np.asarray(fields)
+
+
+def same_topology(a: MorphableModel, b: MorphableModel) -> bool:
+    return a.n_vertices == b.n_vertices and a.triangles.shape == b.triangles.shape and np.array_equal(a.triangles, b.triangles)
+
+
+def correspondence(src: MorphableModel, dst: MorphableModel) -> Correspondence:
+    """All vertices when the models share a topology; else the landmarks both place (weight = the smaller)."""
+    if same_topology(src, dst):
+        return Correspondence(False, np.ones(src.n_vertices))
+    ws = np.ones(src.lm_tri.shape) if src.lm_weight is None else np.asarray(src.lm_weight, float)
+    wd = np.ones(dst.lm_tri.shape) if dst.lm_weight is None else np.asarray(dst.lm_weight, float)
+    w = np.minimum(ws, wd)
+    if np.count_nonzero(w[:N_MESH_VERTICES] > 0) < 3:
+        raise TransferError(f"models {src.name!r} and {dst.name!r} have different meshes and share no detector landmarks to compare them on")
+    return Correspondence(True, w)
+
+
+def face_size(model: MorphableModel, p: np.ndarray, corr: Correspondence) -> float:
+    """RMS distance of the neutral face's points to their centroid (model units), over the used points of
+    ``corr`` (mesh landmarks only when comparing landmarks: iris placement varies between providers)."""
+    pts = corr.take(model, model.shape(p))
+    use = corr.weight > 0
+    if corr.on_landmarks:
+        use[N_MESH_VERTICES:] = False
+    pts = pts[use]
+    return float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
+def shared_expression_basis(src: MorphableModel, dst: MorphableModel) -> bool:
+    """Coefficients mean the same in both models: same content hash, or the same provider with the same
+    non-empty component names (e.g. ICT's face and full regions)."""
+    if src.content_hash() == dst.content_hash():
+        return True
+    named = len(src.exp_names) == src.n_exp > 0 and tuple(src.exp_names) == tuple(dst.exp_names)
+    provider = src.extra.get("provider")
+    return named and provider is not None and provider == dst.extra.get("provider")
+
+
+def expression_transfer_matrix(src: MorphableModel, dst: MorphableModel, corr: Correspondence, ridge: float, size_ratio: float = 1.0) -> np.ndarray:
+    """``M`` (K_dst, K_src): ``δ_dst = M δ_src`` matches the displacement of ``δ_src`` scaled by
+    ``size_ratio`` in the weighted least-squares sense, with the ridge ``ridge · Σ (δ_dst / exp_std)²``.
+
+    For two person models (one topology, unit weights) this is ``size_ratio ·
+    models.person.transfer_matrix(src, dst, ridge)``.
+    """
+    A, b = _weighted_displacements(src, dst, corr, size_ratio)
+    reg = ridge * np.diag(1.0 / np.maximum(dst.exp_std, 1e-12) ** 2)
+    return np.linalg.solve(A.T @ A + reg, A.T @ b)
+
+
+def _weighted_displacements(src, dst, corr, size_ratio):
+    """(A (3P, K_dst), b (3P, K_src)): both bases at the points, rows weighted by sqrt(weight)."""
+    sw = np.repeat(np.sqrt(corr.weight), 3)[:, None]
+    A = corr.take(dst, dst.exp_basis).reshape(dst.n_exp, -1).T * sw
+    b = corr.take(src, src.exp_basis).reshape(src.n_exp, -1).T * (sw * size_ratio)
+    return A, b
+
+
+def projection_residual(src, dst, corr, M, size_ratio, delta_src) -> np.ndarray:
+    """(T,) relative norm of the scaled source displacement the target cannot show, ‖A M δ − b δ‖ / ‖b δ‖
+    (NaN where the source does not move), computed through K×K Gram matrices (no T×3P array)."""
+    A, b = _weighted_displacements(src, dst, corr, size_ratio)
+    E = A @ M - b
+    num = np.einsum("ti,ij,tj->t", delta_src, E.T @ E, delta_src)
+    den = np.einsum("ti,ij,tj->t", delta_src, b.T @ b, delta_src)
+    big = den > 1e-12 * max(float(den.max(initial=0.0)), 1e-300)
+    return np.where(big, np.sqrt(np.maximum(num, 0) / np.where(big, den, 1.0)), np.nan)
+
+
+def expression_bounds(q: np.ndarray, valid: np.ndarray, exp_std: np.ndarray, margin: float | None):
+    """(lo, hi) (K,) each: the range of ``q`` (T, K) over valid frames ± ``margin · exp_std``; None when
+    ``margin`` is None or there is no valid frame."""
+    if margin is None:
+        return None
+    q = np.asarray(q, float)
+    use = np.asarray(valid, bool) & np.isfinite(q).all(axis=1)
+    if not use.any():
+        return None
+    return q[use].min(axis=0) - margin * exp_std, q[use].max(axis=0) + margin * exp_std
+
+
+def transfer_expressions(q_source: np.ndarray, q_source_ref: np.ndarray, q_target_ref: np.ndarray, M: np.ndarray | None) -> np.ndarray:
+    """``q_tref + M (q_s − q_sref)`` (T, K_t); ``M=None``: identity (the shared-basis copy)."""
+    delta = np.asarray(q_source, float) - q_source_ref
+    return q_target_ref + (delta if M is None else delta @ M.T)
+
+
+# ------------------------------------------------------------------------------------------- transfer
+@dataclass
+class TransferResult:
+    """The target's parameters for every source frame, and how they were obtained."""
+
+    p: np.ndarray  # (K_id,) target identity
+    q: np.ndarray  # (T, K_exp) target expression
+    camera: np.ndarray  # (T, 7) target camera
+    valid: np.ndarray  # (T,) source frame valid (and, in expression mode, the target pose frame valid)
+    source_frame: np.ndarray  # (T,) int64 source frame of each output frame
+    target_pose_frame: np.ndarray  # (T,) int64 target frame whose pose was kept (expression mode), else −1
+    mode: str
+    source_reference: np.ndarray  # (7,) reference camera of the source track
+    target_reference: np.ndarray  # (7,) reference camera of the target track
+    source_expression_reference: np.ndarray  # (K_src,)
+    target_expression_reference: np.ndarray  # (K_exp,)
+    expression_transfer: str  # "shared_basis" or "displacement"
+    source_model_hash: str
+    target_model_hash: str
+    settings: TransferSettings = field(default_factory=TransferSettings)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.valid)
+
+    def to_fit(self) -> FitResult:
+        """The result as a :class:`FitResult` of the target's model (residual NaN), e.g. for rendering."""
+        return FitResult(p=self.p, q=self.q, camera=self.camera, valid=self.valid, residual=np.full(self.n_frames, np.nan))
+
+
+def _check_track(fit: FitResult, model: MorphableModel, role: str) -> None:
+    if fit.q.ndim != 2 or fit.q.shape[1] != model.n_exp:
+        raise TransferError(f"{role} track has {fit.q.shape[-1]} expression coefficients, its model {model.name!r} has {model.n_exp}")
+    if fit.p.shape != (model.n_id,):
+        raise TransferError(f"{role} track has {fit.p.shape[0]} identity coefficients, its model {model.name!r} has {model.n_id}")
+    if fit.camera.shape != (fit.n_frames, 7) or fit.q.shape[0] != fit.n_frames:
+        raise TransferError(f"{role} track arrays disagree on the number of frames")
+
+
+def _references(fit: FitResult, model: MorphableModel, settings: TransferSettings, role: str):
+    """(reference camera (7,), reference expression (K,)) of one actor's track."""
+    try:
+        cam = reference_pose(fit.camera, fit.valid, settings.rotation_reference)
+        kinds = expression_reference_kinds(model, settings.expression_reference)
+        return cam, reference_expression(fit.q, fit.valid, kinds, settings.expression_percentile)
+    except TransferError as e:
+        raise TransferError(f"{role}: {e}") from None
+
+
+def transfer(
+    source: FitResult,
+    target: FitResult,
+    source_model: MorphableModel,
+    target_model: MorphableModel,
+    mode: str = "pose+expression",
+    settings: TransferSettings | None = None,
+) -> TransferResult:
+    """Re-animate the target with the source's motion; one output frame per source frame (module docstring)."""
+    settings = settings or TransferSettings()
+    if mode not in MODES:
+        raise ConfigError(f"transfer mode must be one of {list(MODES)}, got {mode!r}")
+    _check_track(source, source_model, "source")
+    _check_track(target, target_model, "target")
+    T = source.n_frames
+
+    s_ref, qs_ref = _references(source, source_model, settings, "source")
+    t_ref, qt_ref = _references(target, target_model, settings, "target")
+
+    corr = correspondence(source_model, target_model)
+    size_ratio = face_size(target_model, target.p, corr) / face_size(source_model, source.p, corr)
+    stats: dict = {"n_frames": T, "size_ratio": size_ratio}
+
+    shared = shared_expression_basis(source_model, target_model)
+    if shared:
+        M = None
+    else:
+        M = expression_transfer_matrix(source_model, target_model, corr, settings.ridge, size_ratio)
+        res = projection_residual(source_model, target_model, corr, M, size_ratio, source.q[np.asarray(source.valid, bool)] - qs_ref)
+        res = res[np.isfinite(res)]
+        stats["unrepresented_median"] = float(np.median(res)) if len(res) else 0.0
+        stats["unrepresented_p95"] = float(np.percentile(res, 95)) if len(res) else 0.0
+    bounds = expression_bounds(target.q, target.valid, target_model.exp_std, settings.clamp_margin)
+    q_free = transfer_expressions(source.q, qs_ref, qt_ref, M)
+    q = q_free if bounds is None else np.clip(q_free, bounds[0], bounds[1])
+    stats["clamped_fraction"] = float(np.mean(q != q_free)) if q.size else 0.0
+
+    if mode == "expression":
+        pose_frame = ping_pong(T, target.n_frames)
+        camera = np.array(target.camera[pose_frame], float)
+        valid = np.asarray(source.valid, bool) & np.asarray(target.valid, bool)[pose_frame]
+    else:
+        pose_frame = np.full(T, -1, dtype=np.int64)
+        camera = transfer_cameras(source.camera, s_ref, t_ref, size_ratio, settings.scale_motion)
+        valid = np.asarray(source.valid, bool).copy()
+    stats["n_valid"] = int(valid.sum())
+
+    return TransferResult(
+        p=np.array(target.p, float),
+        q=q,
+        camera=camera,
+        valid=valid,
+        source_frame=np.arange(T, dtype=np.int64),
+        target_pose_frame=pose_frame,
+        mode=mode,
+        source_reference=s_ref,
+        target_reference=t_ref,
+        source_expression_reference=qs_ref,
+        target_expression_reference=qt_ref,
+        expression_transfer="shared_basis" if shared else "displacement",
+        source_model_hash=source_model.content_hash(),
+        target_model_hash=target_model.content_hash(),
+        settings=settings,
+        stats=stats,
+    )
+
+
+# -------------------------------------------------------------------------------------------- storage
+TRANSFER = h5io.register(
+    h5io.Layout(
+        name="transfer",
+        version=1,
+        doc=(
+            "Target parameters re-animated by a source (deep_puppets/transfer.py): one row per source frame; render "
+            "with the target's model. Pose and expression relative to each actor's reference (median pose, "
+            "neutral expression); in expression mode the camera is the target's own (target_pose_frame)."
+        ),
+        datasets={
+            "p": h5io.Dataset("float64", ("K_id",), "target identity coefficients"),
+            "q": h5io.Dataset("float64", ("T", "K_exp"), "target expression coefficients per output frame"),
+            "camera": h5io.Dataset("float64", ("T", 7), "target camera rx, ry, rz (axis-angle), tx, ty, tz, scale (camera.CAMERA_FIELDS)"),
+            "valid": h5io.Dataset("bool", ("T",), "source frame valid (and, in expression mode, the target pose frame valid)"),
+            "source_frame": h5io.Dataset("int64", ("T",), "source frame each output frame came from"),
+            "target_pose_frame": h5io.Dataset("int64", ("T",), "target frame whose pose was kept (expression mode: ping-pong), -1 otherwise"),
+            "source_reference": h5io.Dataset("float64", (7,), "reference camera of the source track (rotation median, medians)"),
+            "target_reference": h5io.Dataset("float64", (7,), "reference camera of the target track"),
+            "source_expression_reference": h5io.Dataset("float64", ("K_src",), "reference (neutral) expression of the source"),
+            "target_expression_reference": h5io.Dataset("float64", ("K_exp",), "reference (neutral) expression of the target"),
+        },
+        attrs={
+            "source": "source video name",
+            "target": "target video name",
+            "mode": "pose+expression or expression",
+            "source_model_hash": "content_hash() of the source's model",
+            "target_model_hash": "content_hash() of the target's model (render with it)",
+            "expression_transfer": "shared_basis (relative coefficient copy) or displacement (ridge projection)",
+            "settings": "JSON of the TransferSettings",
+            "stats": "JSON: size_ratio, clamped_fraction, unrepresented_median/p95 (displacement), n_frames, n_valid",
+            "width": "target frame width in pixels",
+            "height": "target frame height in pixels",
+            "fps": "frames per second of the output (the source's)",
+        },
+    )
+)
+
+_ARRAYS = ("p", "q", "camera", "valid", "source_frame", "target_pose_frame", "source_reference", "target_reference",
+           "source_expression_reference", "target_expression_reference")  # fmt: skip
+
+
+def write_transfer(path, result: TransferResult, *, source: str, target: str, width: int, height: int, fps: float):
+    """Write a transfer result (layout ``transfer``, atomic)."""
+    attrs = dict(
+        source=source,
+        target=target,
+        mode=result.mode,
+        source_model_hash=result.source_model_hash,
+        target_model_hash=result.target_model_hash,
+        expression_transfer=result.expression_transfer,
+        settings=result.settings.to_json(),
+        stats=json.dumps(result.stats, sort_keys=True),
+        width=int(width),
+        height=int(height),
+        fps=float(fps),
+    )
+    return h5io.write(path, TRANSFER, {k: getattr(result, k) for k in _ARRAYS}, attrs)
+
+
+def read_transfer(path) -> tuple[TransferResult, dict]:
+    """(result, attributes) of a transfer file."""
+    arrays, attrs = h5io.read(path, TRANSFER)
+    result = TransferResult(
+        **{k: arrays[k] for k in _ARRAYS},
+        mode=str(attrs["mode"]),
+        expression_transfer=str(attrs["expression_transfer"]),
+        source_model_hash=str(attrs["source_model_hash"]),
+        target_model_hash=str(attrs["target_model_hash"]),
+        settings=TransferSettings(**json.loads(attrs["settings"])),
+        stats=json.loads(attrs["stats"]),
+    )
+    return result, attrs
+
+
+def transfer_files(source_track, target_track, source_model: MorphableModel, target_model: MorphableModel, out, *,
+                   mode: str = "pose+expression", settings: TransferSettings | None = None) -> TransferResult:  # fmt: skip
+    """One pair job: read both tracks, check each was fitted with the model given, transfer, write ``out``.
+
+    Names, frame size and fps come from the tracks' attributes (target width/height, source fps).
+    """
+    from .tracks import read_track  # the track layout lives with the merge
+
+    src, src_attrs = read_track(source_track)
+    tgt, tgt_attrs = read_track(target_track)
+    for path, attrs, model in ((source_track, src_attrs, source_model), (target_track, tgt_attrs, target_model)):
+        if attrs["model_hash"] != model.content_hash():
+            raise TransferError(
+                f"{path}: fitted with model {attrs['model']!r} ({attrs['model_hash'][:12]}), not the model given ({model.name!r}, {model.content_hash()[:12]})"
+            )
+    result = transfer(src, tgt, source_model, target_model, mode, settings)
+    write_transfer(out, result, source=str(src_attrs["video"]), target=str(tgt_attrs["video"]),
+                   width=int(tgt_attrs["width"]), height=int(tgt_attrs["height"]), fps=float(src_attrs["fps"]))  # fmt: skip
+    return result
