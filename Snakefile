@@ -14,6 +14,7 @@ include: "rules/landmarks.smk"
 include: "rules/fit.smk"
 include: "rules/transfer.smk"
 include: "rules/render.smk"
+include: "rules/diagnostics.smk"
 
 
 rule all:
@@ -23,6 +24,9 @@ rule all:
             f"{RESULTS}/videos/{{video}}/landmarks/summary.json", video=VIDEOS
         ),
         tracks=expand(f"{RESULTS}/videos/{{video}}/track.h5", video=VIDEOS),
+        diagnostics=expand(
+            f"{RESULTS}/videos/{{video}}/diagnostics/tracking.json", video=VIDEOS
+        ),
         target_renders=expand(
             f"{RESULTS}/videos/{{video}}/conditioning.h5", video=TARGETS
         ),

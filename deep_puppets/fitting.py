@@ -1,37 +1,42 @@
 """Monocular face reconstruction: fit a morphable model to the detector landmarks of a video segment.
 
 Unknowns: identity ``p`` (shared by all frames; fixed when given), and per frame the expression ``q_t`` and the
-camera ``c_t`` (see :mod:`deep_puppets.camera` for the scaled-orthographic camera and :func:`camera.project`).
-All frames of a segment are fitted at once, minimising
+camera ``c_t`` (scaled orthographic, see :mod:`deep_puppets.camera`). All frames of a segment are fitted at
+once, minimising
 
-    E = Σ_t valid Σ_l a_l ρ(e_tl) / σ²                                  (landmark reprojection, robust)
-      + w_id ‖p / id_std‖² + w_exp Σ_t ‖q_t / exp_std‖²                 (Gaussian priors of the model)
-      + λ_q Σ_t ‖Δ²q_t‖²_Sq + λ_c Σ_t ‖Δ²c_t‖²_Sc                      (second differences in time)
-      + hold Σ_t invalid ‖c_t − c⁰_t‖²_Sc                               (keeps faceless stretches put)
+    E = Σ_t Σ_l a_l ρ(e_tl) / σ²                                 (landmarks of frames with a face, robust)
+      + id_prior ‖p / id_std‖² + exp_prior Σ_t ‖q_t / exp_std‖²   (Gaussian priors of the model)
+      + Σ_t ‖Δ²q_t‖²_Sq + Σ_t ‖Δ²c_t‖²_Sc                         (second differences in time, S = λ U)
+      + hold Σ_t faceless ‖c_t − c⁰_t‖²_Uc                        (keeps faceless stretches put)
 
-with ``e_tl² = (u − x)² + (v − y)² + z_weight·(d − z)²`` the distance of the projected model landmark ``l`` to the
-detection (``d``/``z`` depth, defined up to the per-frame offset ``tz``), ``a_l`` the model's landmark weight,
-``ρ`` Huber (or Geman-McClure) with scale ``robust_px``, ``σ = sigma_px`` the landmark noise, and
-``Δ²x_t = x_{t−1} − 2x_t + x_{t+1}``.
+with ``e_tl² = (u − x)² + (v − y)² + z_weight·(d − z)²`` the distance of the projected model landmark ``l``
+to the detection (``d``, ``z`` depths, aligned by the per-frame offset ``tz``), ``a_l`` the model's landmark
+weight, ``ρ(e) = e²`` up to ``robust_px`` then Huber (or Geman-McClure), ``σ = sigma_px`` the landmark noise
+and ``Δ²x_t = x_{t−1} − 2x_t + x_{t+1}``; camera rotations enter ``Δ²`` as axis-angle ``ω_t`` relative to the
+segment's mean rotation ``R₀`` (``R_t = exp([ω_t]×) R₀``), so they are differenced where they are smooth.
 
-*Scale-free smoothing weights.* ``S_q``, ``S_c`` are the diagonal of the data term's Hessian for one frame of
-the mean face at a frontal pose and the segment's median scale: ``‖Δ²x‖²_S`` is then "summed squared landmark
-acceleration in units of σ²", and λ has the meaning of a Whittaker smoother's parameter on each landmark
-track, independent of image size, face size, model units and σ: λ (2 − 2 cos ω)² = 1 at the cut-off angular
-frequency ω (radians per frame); λ = 1 cuts at ~1/6 cycle per frame (5 Hz at 30 fps), λ = 10 at ~1/11
-(2.7 Hz), λ = 100 at ~1/20 (1.5 Hz).
+*Scale-free smoothing.* ``U`` is the diagonal of the data term's Hessian for one frame of the mean face,
+frontal, at the segment's median scale: ``‖Δ²x‖²_U`` is summed squared landmark acceleration in units of
+σ², and λ (``lambda_q``, ``lambda_c``) acts like a Whittaker smoother's parameter on every landmark track,
+whatever the image size, face size, model units or σ: the cut-off ω (radians per frame) has
+λ (2 − 2 cos ω)² = 1; λ = 1 cuts at ~1/6 cycle per frame (5 Hz at 30 fps), λ = 10 at ~1/11 (2.7 Hz),
+λ = 100 at ~1/20 (1.5 Hz).
 
-*Solver.* Levenberg-Marquardt on the Gauss-Newton normal equations with IRLS weights. Per-frame unknowns
-``x_t = (q_t, ω_t, t_t, s_t)`` are coupled only by the second differences, so the normal matrix is
-block-pentadiagonal with *diagonal* off-diagonal blocks: :func:`solve_block_pentadiagonal` factors it with a
-block Cholesky in O(T n³) time and O(T n²) memory, never a matrix over all frames. A free identity is the
-border of that system and is eliminated by its Schur complement. Rotations are ``R_t = exp([ω_t]×) R₀`` around
-the segment's mean rotation ``R₀``, so ω is a smooth, unambiguous vector to difference; the stored camera holds
-the absolute axis-angle of ``R_t``.
+*Faceless frames* (``valid`` false) have no data term: between faces the temporal terms bridge them (plus
+the weak ``hold`` towards the interpolated start values, which keeps them determined when λ = 0); before
+the first and after the last face of a segment they are not fitted and hold that frame's values.
 
-*Cost.* The data Hessian needs ``Σ_l w_l B_lᵀ P_t B_l`` (B = expression basis at the landmarks, P_t the
-projection of frame t); it is assembled from nine precomputed basis Gram matrices with unit weights, minus a
-correction over the few landmarks whose robust weight is below one, so its cost does not grow with L·K².
+*Solver.* Levenberg-Marquardt on the Gauss-Newton normal equations, starting from a closed-form per-frame
+similarity fit. The first two steps are least squares (the residuals are then mostly the unfitted
+expression, not outliers); then IRLS weights of ``ρ``. Per-frame unknowns ``x_t = (q_t, ω_t, tx, ty, tz, s)``
+are coupled only by the second differences, so the normal matrix is block-pentadiagonal with *diagonal*
+off-diagonal blocks: :func:`solve_packed` factors it by block Cholesky in O(T n³) time and O(T n²) memory,
+never forming a matrix over all frames. A free identity is the border of that system, eliminated by its
+Schur complement.
+
+*Cost.* Per frame the data Hessian reduces to weighted moments of the landmark positions and one product
+with the basis; the expression block ``Σ_l w_l B_lᵀ P_t B_l`` comes from nine precomputed Gram matrices of the
+basis, corrected only for the landmarks the robust weights push below one.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class FitError(DeepPuppetsError):
 class FitSettings:
     """Weights and stopping rules of the fit; every length is in pixels of the video frame."""
 
-    lambda_q: float = 1.0  # expression smoothing (Whittaker λ per landmark track; 0 = off)
+    lambda_q: float = 1.0  # expression smoothing (Whittaker λ per landmark track, see the module doc; 0 = off)
     lambda_c: float = 10.0  # camera smoothing (same units)
     iterations: int = 15  # most Levenberg-Marquardt iterations
     tolerance: float = 1e-3  # stop when an iteration lowers the energy by less than this per landmark (σ² units)
@@ -82,9 +87,13 @@ class FitSettings:
     z_weight: float = 0.1  # weight of the detector depth (relative to x, y) in the landmark distance
     id_prior: float = 1.0  # weight of the identity prior ‖p/id_std‖²
     exp_prior: float = 1.0  # weight of the expression prior ‖q/exp_std‖²
-    hold: float = 1e-3  # faceless frames: weight (relative to λ_c = 1) pulling the camera to its start value
+    hold: float = 1e-3  # faceless frames between faces: pull of the camera to its start value (× U, one frame's data)
 
     def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("float", "int") and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
+                raise ConfigError(f"fit.{f.name} must be a number, got {v!r}")
         for name in ("lambda_q", "lambda_c", "tolerance", "z_weight", "id_prior", "exp_prior", "hold"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"fit.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -148,11 +157,6 @@ class FitResult:
     @property
     def n_frames(self) -> int:
         return len(self.valid)
-
-
-def model_landmarks(model: MorphableModel, p, q) -> np.ndarray:
-    """The 478 detector landmarks on the model (model frame): (T, 478, 3) for q (T, K_exp)."""
-    return model.landmark_points(model.shape(p, q))
 
 
 def projected_landmarks(model: MorphableModel, result: FitResult) -> np.ndarray:
@@ -669,11 +673,11 @@ def _initial_params(prob: _Problem) -> _Params:
     cam = np.zeros((T, N_CAMERA))
     Rs = np.zeros((T, 3, 3))
     for frames in _chunks(prob.frames):
-        y = np.asarray(prob.y[frames], dtype=float)
-        mask = np.isfinite(y).all(axis=2)
-        w = basis.weight * mask
-        y = np.where(mask[..., None], y, 0.0)
+        y = np.asarray(prob.y[frames], dtype=float)  # missing landmarks are 0 there, with weight 0
+        w = basis.weight if prob.mask is None else basis.weight * prob.mask[frames]
+        w = np.broadcast_to(w, y.shape[:2])
         G = (w @ (Xh[:, :, None] * Xh[:, None, :]).reshape(prob.L, 16)).reshape(-1, 4, 4)
+        G += 1e-9 * np.trace(G, axis1=1, axis2=2)[:, None, None] * np.eye(4)
         rhs = Xh.T @ (w[..., None] * y)  # (t, 4, 3)
         Aff = np.linalg.solve(G, rhs)  # (t, 4, 3): [A | t]ᵀ for x, y, z
         A2 = np.swapaxes(Aff[:, :3, :2], 1, 2)  # (t, 2, 3)

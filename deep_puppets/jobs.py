@@ -212,3 +212,54 @@ def transfer_pair(model_cfg, source_model_file, target_model_file, source_track,
         settings=TransferSettings.from_config(transfer_cfg),
     )
     log.info("transfer (%s): %d frames, stats %s", mode, len(result.q), result.stats)
+
+
+# ------------------------------------------------------------------------------------------ diagnostics
+
+
+def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landmark_files, video_path, probe_json, outs: dict, fit_cfg: dict, window: int):
+    """Landmark error and jitter of the fitted track, the camera with and without smoothing over the first
+    ``window`` frames (refitted with λ_q = λ_c = 0), and an overlay video of the fitted mesh."""
+    from dataclasses import replace
+
+    from . import diagnostics as dg
+    from .fitting import fit_segment as fit, projected_landmarks, read_fit_identity
+    from .ingest import read_probe
+    from .landmark_sets import read_video_landmarks
+    from .tracks import read_track
+    from .video import iter_frames, write_mp4
+
+    model = load_video_model(model_cfg, model_file)
+    track, attrs = read_track(track_file)
+    seq = read_video_landmarks(landmark_files)
+    det, valid = seq["landmarks"], seq["valid"]
+    fitted = projected_landmarks(model, track)
+    nme = dg.landmark_nme(fitted, det, valid)
+    j_raw, j_fit = dg.jitter(det, valid), dg.jitter(fitted, valid)
+
+    # the same frames fitted without temporal smoothing, for the comparison
+    n = min(window, len(valid))
+    identity, _, _ = read_fit_identity(identity_file)
+    settings = replace(fit_settings(fit_cfg), lambda_q=0.0, lambda_c=0.0)
+    raw = fit(model, det[:n], valid[:n], settings, p=identity.p)
+    raw_points = projected_landmarks(model, raw)
+    j_unsmoothed = np.full(len(valid), np.nan)
+    j_unsmoothed[:n] = dg.jitter(raw_points, valid[:n])
+    fps, video = float(attrs["fps"]), attrs["video"]
+    dg.camera_smoothing_figure(raw.camera, track.camera[:n], fps, outs["camera_png"], f"{video}: camera over the first {n} frames, without and with smoothing")
+    summary = dg.summary(nme, j_raw, j_fit, j_unsmoothed, valid)
+    summary["window_frames"] = n
+    summary["jitter_ratio_unsmoothed"] = float(np.nanmean(j_unsmoothed[:n]) / np.nanmean(j_raw[:n]))
+    dg.tracking_figure(nme, j_raw, j_fit, j_unsmoothed, fps, outs["tracking_png"], f"{video}: fitted model vs detector (NME mean {100 * summary['nme_mean']:.2f}%, jitter ratio {summary['jitter_ratio']:.2f})")
+    info = read_probe(probe_json)
+    if model.n_vertices < 5000:  # MediaPipe-sized meshes: the whole fitted mesh
+        screen = ScreenVertices(model, track.p, track.q, track.camera)
+        points2d, edges = np.stack([screen[t][:, :2] for t in range(len(screen))]), dg.mesh_edges(model.triangles)
+    else:  # dense models: the fitted landmark points, joined like the MediaPipe mesh
+        from .models.facemesh import triangles as mediapipe_triangles
+
+        points2d, edges = fitted[..., :2], dg.mesh_edges(mediapipe_triangles())
+    write_mp4(outs["overlay_mp4"], dg.overlay_frames(iter_frames(video_path, 0, None, info), points2d, det, valid, edges), fps)
+    dg.write_json(outs["json"], summary)
+    log.info("%s diagnostics: %s", video, summary)
+    return summary

@@ -41,7 +41,7 @@ import torch
 from ..errors import ConfigError, InputError
 from . import losses as L
 from .data import ClipDataset, batch_items, split_frames
-from .networks import MultiscaleDiscriminator, UNetGenerator, receptive_fields
+from .networks import MultiscaleDiscriminator, UNetGenerator, count_parameters, receptive_fields
 
 log = logging.getLogger("deep_puppets.gan")
 
@@ -674,7 +674,7 @@ def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSetti
     log.info("GAN on %s%s: %d frames, %d for training (%d usable, %d clips of %d), last %d held out; size %dx%d; "
              "G %d params; D_I patches %s px, D_V patches %s px", trainer.device, " (mixed precision)" if trainer.amp else "",
              len(frames), len(train_idx), len(usable), len(dataset), s.clip_len, len(held_idx), s.size[0], s.size[1],
-             sum(p.numel() for p in trainer.G.parameters()), rf_i, rf_v)
+             count_parameters(trainer.G), rf_i, rf_v)
     if max(rf_i) < 0.75 * max(s.size):
         log.warning("D_I's largest patch (%d px) covers less than 3/4 of the frame (%d px): the report saw heads "
                     "detach from bodies with too small patches; raise gan.di_num_D or gan.di_layers", max(rf_i), max(s.size))
