@@ -15,6 +15,8 @@ include: "rules/fit.smk"
 include: "rules/transfer.smk"
 include: "rules/render.smk"
 include: "rules/diagnostics.smk"
+include: "rules/gan.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
@@ -31,3 +33,7 @@ rule all:
             f"{RESULTS}/videos/{{video}}/conditioning.h5", video=TARGETS
         ),
         pair_renders=expand(f"{RESULTS}/pairs/{{pair}}/conditioning.h5", pair=PAIRS),
+        reenactments=expand(f"{RESULTS}/pairs/{{pair}}/reenactment.mp4", pair=PAIRS),
+        evaluations=expand(
+            f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS
+        ),

@@ -6,14 +6,14 @@ child, from ``os.wait4``) is the fit's alone. Models:
 
 - ``person``: a stand-in for the default person-specific model, MediaPipe topology size (478 vertices, no
   identity components, 20 expression components);
-- ``ict``: the ICT FaceKit model (26,719 vertices, 100 identity / 53 expression components) with a
-  stand-in detector correspondence, when ``../shared/models/ict-facekit-light`` is present.
+- ``ict``: the ICT FaceKit model as :func:`deep_puppets.models.ict.load_ict` gives it (face region, 100
+  identity / 55 expression components incl. gaze), when ``../shared/models/ict-facekit-light`` is present.
 
 Identity is fixed (the workflow's per-segment setting). Prints a table, then as its LAST line one JSON
 object with every figure. Targets: ≥ 1,000 frames/s on 2 cores, < 1 GiB peak RSS at 18,000 frames, both
 growing linearly. The machine's load average is reported: other jobs on the same cores slow the wall clock.
 
-    .venv/bin/python benchmarks/fit_scaling.py [--sizes 1000 4000 18000] [--models person ict] [--threads 2]
+    .venv/bin/python benchmarks/fit_scaling.py [--sizes 1000 4000 18000] [--models person ict] [--threads 2] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ def child(model_name: str, frames: int, threads: int) -> dict:
     import numpy as np
 
     from deep_puppets.fitting import FitSettings, fit_segment
-    from tests.synthetic_faces import draw_landmarks, load_ict_for_tests, synthetic_model, synthetic_motion
+    from deep_puppets.models.ict import load_ict
+    from tests.synthetic_faces import draw_landmarks, synthetic_model, synthetic_motion
 
     if model_name == "person":
         model = synthetic_model(n_vertices=478, k_id=0, k_exp=20, seed=0, name="person-like")
     else:
-        model = load_ict_for_tests(ICT_PATH)
+        model = load_ict(ICT_PATH)
     p, q, cam = synthetic_motion(model, frames, seed=1)
     landmarks = draw_landmarks(model, p, q, cam, noise_px=2.0)
     valid = np.ones(frames, bool)
@@ -89,6 +90,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 18000], help="frames per fit")
     ap.add_argument("--models", nargs="+", default=["person", "ict"], choices=["person", "ict"])
     ap.add_argument("--threads", type=int, default=2, help="threads assembling the normal equations")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per size; the fastest is reported (noisy shared machines)")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "FRAMES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -104,7 +106,10 @@ def main() -> None:
     print("-" * len(header))
     for model in models:
         for n in args.sizes:
-            r = run_child(model, n, args.threads)
+            tries = [run_child(model, n, args.threads) for _ in range(max(args.repeat, 1))]
+            r = min(tries, key=lambda x: x["wall_s"])
+            r["wall_s_all"] = [x["wall_s"] for x in tries]
+            r["peak_rss_mib"] = max(x["peak_rss_mib"] for x in tries)
             runs.append(r)
             print(f"{r['model']:8} {r['frames']:>7} {r['fps']:>8.0f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['iterations']:>5} {r['mean_residual_px']:>8.2f} {r['peak_rss_mib']:>12.0f}")
     summary = {}
@@ -115,6 +120,10 @@ def main() -> None:
             summary[model] = dict(
                 time_per_frame_ratio=round((b["wall_s"] / b["frames"]) / (a["wall_s"] / a["frames"]), 2),
                 rss_growth_mib_per_1000_frames=round((b["peak_rss_mib"] - a["peak_rss_mib"]) / (b["frames"] - a["frames"]) * 1000, 1),
+            )
+        if rs:
+            summary.setdefault(model, {}).update(
+                min_fps=min(r["fps"] for r in rs), fps_target_met=min(r["fps"] for r in rs) >= 1000, rss_target_met=rs[-1]["peak_rss_mib"] < 1024
             )
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; threads={args.threads}" + (f"; skipped (absent): {skipped}" if skipped else ""))
     print(json.dumps({"benchmark": "fit_scaling", "threads": args.threads, "cpu_count": os.cpu_count(), "load_average": [round(x, 2) for x in load], "skipped": skipped, "runs": runs, "scaling": summary}))

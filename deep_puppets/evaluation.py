@@ -69,3 +69,88 @@ def summarize(values) -> dict:
     if not len(v):
         return {"mean": float("nan"), "median": float("nan"), "p95": float("nan"), "max": float("nan"), "n": 0}
     return {"mean": float(v.mean()), "median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "max": float(v.max()), "n": int(len(v))}
+
+
+def label(img: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``img`` with ``text`` written in its top-left corner (white on a dark band)."""
+    import cv2
+
+    img = np.ascontiguousarray(img.copy())
+    scale = max(0.3, img.shape[0] / 400)
+    h = int(22 * scale) + 4
+    img[:h] = (img[:h] * 0.35).astype(img.dtype)
+    cv2.putText(img, text, (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def legend_bar(width: int, vmax: float = HEAT_MAX) -> np.ndarray:
+    """A horizontal colour bar with its scale written on it, for the heat-map videos."""
+    ramp = np.tile(np.linspace(0, vmax, width)[None, :], (14, 1))
+    bar = heat_map(ramp, vmax)
+    band = np.zeros((16, width, 3), np.uint8)
+    out = label(np.vstack([bar, band]), "")
+    import cv2
+
+    s = max(0.3, width / 700)
+    cv2.putText(out, "0", (2, 28), cv2.FONT_HERSHEY_SIMPLEX, s, (255, 255, 255), 1, cv2.LINE_AA)
+    txt = f"{vmax:g} (RGB L2)"
+    cv2.putText(out, txt, (width - int(len(txt) * 9 * s) - 2, 28), cv2.FONT_HERSHEY_SIMPLEX, s, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def metrics_table(methods: dict, real: np.ndarray, frames: np.ndarray, mask: np.ndarray | None):
+    """Long table (one row per frame, method and region) of E_col, PSNR and SSIM. ``methods`` maps a name to
+    synthesized frames (T, H, W, 3) aligned with ``real``; ``mask`` (T, H, W) is the face region."""
+    import pandas as pd
+
+    rows = []
+    for name, synth in methods.items():
+        synth = np.broadcast_to(synth, real.shape)
+        whole = e_col(synth, real)
+        p_whole = psnr(synth, real)
+        face = e_col(synth, real, mask) if mask is not None else None
+        p_face = psnr(synth, real, mask) if mask is not None else None
+        for i, t in enumerate(frames):
+            rows.append({"frame": int(t), "method": name, "region": "frame", "e_col": float(whole[i]), "psnr": float(p_whole[i]), "ssim": ssim(synth[i], real[i])})
+            if mask is not None:
+                rows.append({"frame": int(t), "method": name, "region": "face", "e_col": float(face[i]), "psnr": float(p_face[i]), "ssim": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def summary_table(df) -> dict:
+    """{method: {region: {metric: summarize(...)}}} of a :func:`metrics_table`."""
+    out: dict = {}
+    for (method, region), g in df.groupby(["method", "region"]):
+        out.setdefault(method, {})[region] = {m: summarize(g[m]) for m in ("e_col", "psnr", "ssim") if g[m].notna().any()}
+    return out
+
+
+def e_col_plot(df, out_png, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for method, g in df[df.region == "frame"].groupby("method"):
+        ax.plot(g.frame, g.e_col, lw=1.2, label=f"{method} (mean {g.e_col.mean():.4f})")
+    ax.set_xlabel("frame (held out from training)")
+    ax.set_ylabel("E_col (mean RGB L2, colours in [0,1])")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def comparison_frames(real: np.ndarray, synth: np.ndarray, frames, vmax: float = HEAT_MAX):
+    """original | synthesized | heat map, with the frame's E_col written on it, plus the colour scale."""
+    errs = error_map(synth, real)
+    bar = None
+    for i, t in enumerate(frames):
+        heat = heat_map(errs[i], vmax)
+        row = np.hstack([label(real[i], f"real #{int(t)}"), label(synth[i], f"E_col {errs[i].mean():.4f}"), label(heat, "error")])
+        if bar is None:
+            bar = legend_bar(row.shape[1], vmax)
+        yield np.vstack([row, bar])

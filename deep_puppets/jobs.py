@@ -263,3 +263,105 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
     dg.write_json(outs["json"], summary)
     log.info("%s diagnostics: %s", video, summary)
     return summary
+
+
+# ---------------------------------------------------------------------------------- rendering-to-video
+
+
+def gan_settings(gan_cfg: dict, render_cfg: dict):
+    """Training settings: the ``gan`` section at the frame size of the conditioning renders."""
+    from .gan.train import TrainSettings
+
+    return TrainSettings.from_config({**gan_cfg, "size": int(render_cfg["size"])})
+
+
+def gan_flow(video_path, conditioning_file, out, gan_cfg: dict, render_cfg: dict):
+    import h5py
+
+    from .gan.flow import write_flow_file
+
+    settings = gan_settings(gan_cfg, render_cfg)
+    with h5py.File(conditioning_file, "r") as f:
+        boxes = f["box"][()]
+    write_flow_file(video_path, out, settings.size, preset=settings.flow_preset, boxes=boxes)
+    log.info("optical flow of %s at %s cached in %s", video_path, settings.size, out)
+
+
+def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: dict, render_cfg: dict, threads: int):
+    """Train (or resume) the generator of one target. Checkpoints live in ``train-<fingerprint>/`` beside the
+    generator, so a killed run resumes there and changed network settings start afresh."""
+    import shutil
+
+    from .gan.train import train_from_files
+
+    settings = gan_settings(gan_cfg, render_cfg)
+    if not settings.threads:
+        from dataclasses import replace
+
+        settings = replace(settings, threads=threads)
+    run_dir = Path(generator_out).parent / f"train-{settings.fingerprint()}"
+    train_from_files(conditioning_file, flow_file, settings, run_dir, generator_out)
+    shutil.copyfile(run_dir / "losses.png", losses_png)
+
+
+def gan_synthesize(generator, conditioning_file, source_video, source_probe, out_mp4, side_mp4):
+    """Run G over a pair's conditioning frames: the re-enactment video and source | conditioning | output."""
+    import h5py
+
+    from .gan.data import crop_resize
+    from .gan.synthesize import synthesize_from_files, write_side_by_side
+    from .ingest import read_probe
+    from .render import iter_stream
+    from .video import iter_frames
+
+    info = read_probe(source_probe)
+    synthesize_from_files(generator, conditioning_file, out_mp4, info.fps)
+    with h5py.File(conditioning_file, "r") as f:
+        size = f["colour"].shape[1:3]
+    box = frame_box(info.width, info.height)
+    source = (crop_resize(fr, box, size) for fr in iter_frames(source_video, 0, None, info))
+    from .video import iter_frames as frames_of
+
+    write_side_by_side(side_mp4, [source, iter_stream(conditioning_file, "colour"), frames_of(out_mp4)], info.fps)
+    log.info("re-enactment written to %s", out_mp4)
+
+
+# --------------------------------------------------------------------------------------------- reports
+
+
+def evaluate_target(generator, conditioning_file, flow_file, track_file, outs: dict, fps_hint: float | None = None):
+    """Self-reenactment on the target's held-out frames: the GAN against nearest-neighbour retrieval and the
+    mean training frame — per-frame CSV, summary JSON, E_col plot, heat-map video and side-by-side video."""
+    import h5py
+
+    from . import evaluation as ev
+    from .diagnostics import write_json
+    from .gan.synthesize import held_out_comparison
+    from .tracks import read_track
+    from .video import write_mp4
+
+    track, attrs = read_track(track_file)
+    features = np.hstack([track.q, track.camera])
+    with h5py.File(conditioning_file, "r") as fc, h5py.File(flow_file, "r") as ff:
+        streams = {k: fc[k] for k in ("colour", "correspondence", "gaze")}
+        valid = fc["valid"][()]
+        res = held_out_comparison(generator, streams, ff["frames"], features=features, valid=valid)
+        held = res["frames"]
+        mask = np.stack([fc["colour"][int(t)].max(axis=-1) > 0 for t in held])
+    real = res["real"]
+    if mask.shape[1:] != real.shape[1:3]:
+        import cv2
+
+        mask = np.stack([cv2.resize(m.astype(np.uint8), real.shape[2:0:-1], interpolation=cv2.INTER_NEAREST) > 0 for m in mask])
+    methods = {"gan": res["gan"], "nearest": res["nearest"], "mean": np.broadcast_to(res["mean"], real.shape)}
+    df = ev.metrics_table(methods, real, held, mask)
+    df.to_csv(outs["csv"], index=False)
+    summary = {"video": attrs["video"], "held_out_frames": [int(held[0]), int(held[-1]) + 1], "n_frames": len(held), "methods": ev.summary_table(df), "heat_scale_max": ev.HEAT_MAX}
+    write_json(outs["json"], summary)
+    fps = float(attrs["fps"])
+    ev.e_col_plot(df, outs["plot"], f"{attrs['video']}: self-reenactment on {len(held)} held-out frames")
+    write_mp4(outs["heat_mp4"], (ev.heat_map(e) for e in ev.error_map(res["gan"], real)), fps)
+    write_mp4(outs["side_mp4"], ev.comparison_frames(real, res["gan"], held), fps)
+    means = {m: summary["methods"][m]["frame"]["e_col"]["mean"] for m in methods}
+    log.info("%s held-out E_col: %s", attrs["video"], means)
+    return summary

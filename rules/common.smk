@@ -89,3 +89,12 @@ def pair_file(role, name):
         return f"{RESULTS}/videos/{PAIRS[wildcards.pair][role]}/{name}"
 
     return f
+
+
+def pair_video(role):
+    """Input function: the input video of a pair's source or target."""
+
+    def f(wildcards):
+        return config["videos"][PAIRS[wildcards.pair][role]]
+
+    return f

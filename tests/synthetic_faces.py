@@ -8,7 +8,6 @@ through the fit's own camera model with Gaussian pixel noise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.spatial import Delaunay
@@ -78,28 +77,6 @@ def synthetic_model(n_vertices: int = 478, k_id: int = 10, k_exp: int = 20, seed
         triangles=triangles,
         lm_tri=lm_tri.astype(np.int64),
         lm_bary=lm_bary,
-        unit="cm",
-    )
-
-
-def load_ict_for_tests(path: Path, seed: int = 0) -> MorphableModel:
-    """The ICT model with a stand-in detector correspondence (random points on the narrow face area), for
-    fitting tests until :mod:`deep_puppets.models.ict` provides the real one."""
-    z = np.load(path)
-    neutral = z["neutral"].astype(float)
-    tris = z["triangles"].astype(np.int32)
-    face_tris = np.flatnonzero((tris < 6706).all(axis=1))
-    rng = np.random.default_rng(seed)
-    return MorphableModel(
-        name="ict-test",
-        mean=neutral,
-        id_basis=z["identity_deltas"].astype(float),
-        id_std=np.ones(z["identity_deltas"].shape[0]),
-        exp_basis=z["expression_deltas"].astype(float),
-        exp_std=np.full(z["expression_deltas"].shape[0], 0.3),
-        triangles=tris,
-        lm_tri=face_tris[rng.integers(0, len(face_tris), N_LANDMARKS)].astype(np.int64),
-        lm_bary=rng.dirichlet(np.ones(3), N_LANDMARKS),
         unit="cm",
     )
 

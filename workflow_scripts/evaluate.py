@@ -1,0 +1,17 @@
+from deep_puppets import jobs
+from deep_puppets.workflow import run_script
+
+OUTS = ("csv", "json", "plot", "heat_mp4", "side_mp4")
+
+
+def main(sm):
+    jobs.evaluate_target(
+        sm.input.generator,
+        sm.input.conditioning,
+        sm.input.flow,
+        sm.input.track,
+        {k: getattr(sm.output, k) for k in OUTS},
+    )
+
+
+run_script(snakemake, main)
