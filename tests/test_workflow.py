@@ -12,7 +12,14 @@ from deep_puppets import h5io
 from .conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TINY = {"demo": {"n_frames": 24, "size": 160}, "segments": {"length": 16, "overlap": 4}}
+# The whole DAG at toy sizes: 40-frame clips, 2 segments each, 64² renders, a 20-iteration GAN.
+TINY = {
+    "demo": {"n_frames": 40, "size": 160},
+    "segments": {"length": 24, "overlap": 6},
+    "render": {"size": 64},
+    "gan": {"iterations": 20, "checkpoint_every": 10, "log_every": 5, "gen_depth": 4, "di_num_D": 1},
+}
+PAIR = "demo_source__demo_target__pose"
 
 
 def snakemake(workdir, *args, config=TINY, timeout=900):
@@ -48,20 +55,50 @@ def test_demo_produces_landmark_files(demo_run):
     res = demo_run / "results"
     for video in ("demo_source", "demo_target"):
         probe = json.loads((res / "videos" / video / "probe.json").read_text())
-        assert probe["n_frames"] == 24 and (probe["width"], probe["height"]) == (160, 160)
+        assert probe["n_frames"] == 40 and (probe["width"], probe["height"]) == (160, 160)
         segs = sorted((res / "videos" / video / "landmarks").glob("seg*.h5"))
-        assert len(segs) == 2  # 24 frames, length 16, overlap 4
+        assert len(segs) == 2  # 40 frames, length 24, overlap 6
         frames = set()
         for s in segs:
             arrays, attrs = h5io.read(s, h5io.LANDMARKS)
             frames |= set(arrays["frame_index"].tolist())
-            assert attrs["video"] == video and attrs["n_frames"] == 24
-        assert frames == set(range(24))
+            assert attrs["video"] == video and attrs["n_frames"] == 40
+        assert frames == set(range(40))
         summary = json.loads((res / "videos" / video / "landmarks" / "summary.json").read_text())
         assert summary["valid_fraction"] >= 0.95
     for rule in ("demo_clip", "probe", "landmarks", "landmarks_summary"):
         assert list((res / "benchmarks" / rule).rglob("*.tsv")), rule
         assert list((res / "logs" / rule).rglob("*.log")), rule
+
+
+def test_demo_runs_end_to_end(demo_run):
+    res = demo_run / "results"
+    target, pair = res / "videos" / "demo_target", res / "pairs" / PAIR
+    for f in ["track.h5", "texture.h5", "conditioning.h5", "gan/generator.pt", "gan/losses.png", "evaluation/summary.json",
+              "evaluation/e_col.png", "evaluation/heat_map.mp4", "evaluation/side_by_side.mp4", "diagnostics/tracking.json",
+              "diagnostics/camera_smoothing.png", "diagnostics/overlay.mp4"]:
+        assert (target / f).stat().st_size > 0, f
+    for f in ["transfer.h5", "conditioning.h5", "reenactment.mp4", "side_by_side.mp4"]:
+        assert (pair / f).stat().st_size > 0, f
+    from deep_puppets.video import probe
+
+    out = probe(pair / "reenactment.mp4")
+    assert out.n_frames == 40 and (out.width, out.height) == (64, 64) and out.codec == "h264"
+    summary = json.loads((target / "evaluation" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"gan", "nearest", "mean"}
+    assert summary["held_out_frames"] == [27, 40]  # the last third of 40 frames, never trained on
+    tracking = json.loads((target / "diagnostics" / "tracking.json").read_text())
+    assert tracking["nme_mean"] < 0.05 and tracking["jitter_ratio"] < 1
+
+
+def test_html_report(demo_run):
+    r = snakemake(demo_run, "--report", "report.zip")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    import zipfile
+
+    names = zipfile.ZipFile(demo_run / "report.zip").namelist()
+    for want in ("reenactment.mp4", "e_col.png", "heat_map.mp4", "camera_smoothing.png", "losses.png"):
+        assert any(n.endswith(want) for n in names), want
 
 
 def test_second_run_schedules_nothing(demo_run):
