@@ -82,3 +82,29 @@ def test_snakemake_stops_before_any_job_with_the_key(tmp_path):
     assert r.returncode != 0
     assert "config error: 'pairs[0].source': unknown video 'ghost'" in r.stdout + r.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "section,factory",
+    [
+        ("landmarks", "deep_puppets.landmarks:LandmarkSettings"),
+        ("fit", "deep_puppets.fitting:FitSettings"),
+        ("transfer", "deep_puppets.transfer:TransferSettings"),
+        ("gan", "deep_puppets.gan.train:TrainSettings"),
+    ],
+)
+def test_schema_defaults_are_the_code_defaults(section, factory):
+    """The schema's defaults (what users read) and the settings classes' defaults (what runs) agree."""
+    import dataclasses
+    import importlib
+
+    module, name = factory.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    defaults = dp_config.prepare({})[section]
+    code = {f.name: f.default for f in dataclasses.fields(cls)}
+    for key, value in defaults.items():
+        if key in code:
+            want = list(code[key]) if isinstance(code[key], tuple) else code[key]
+            assert value == pytest.approx(want) if isinstance(want, float) else value == want, f"{section}.{key}"
+    settings = cls.from_config({k: v for k, v in defaults.items() if k in code})
+    assert settings is not None

@@ -18,22 +18,18 @@ from typing import Sequence
 
 import numpy as np
 
+from ..evaluation import e_col, error_map
 from .data import resize
 
 
-def _float(img) -> np.ndarray:
-    img = np.asarray(img)
-    return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-
-
 def photometric_error_map(synth, real) -> np.ndarray:
-    """Per-pixel RGB L2 distance ``(…, H, W)``; uint8 inputs are scaled to [0, 1], float inputs taken as [0, 1]."""
-    return np.linalg.norm(_float(synth) - _float(real), axis=-1)
+    """Per-pixel RGB L2 distance ``(…, H, W)`` (:func:`deep_puppets.evaluation.error_map`)."""
+    return error_map(synth, real)
 
 
 def photometric_error(synth, real) -> np.ndarray | float:
     """E_col of one frame ``(H, W, 3)`` (a float) or per frame of ``(T, H, W, 3)`` (a ``(T,)`` array)."""
-    e = photometric_error_map(synth, real).mean(axis=(-2, -1))
+    e = e_col(synth, real)
     return float(e) if np.ndim(e) == 0 else e
 
 

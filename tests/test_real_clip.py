@@ -1,0 +1,52 @@
+"""The reconstruction on a real talking-head clip (../shared; skipped where it is absent): the fitted model
+follows the detector (landmark NME ≤ 3% of the inter-ocular distance) and jitters less than it (ratio ≤ 0.6)."""
+
+import numpy as np
+import pytest
+
+from deep_puppets import diagnostics as dg
+from deep_puppets.fitting import FitSettings, fit_identity, fit_segment, identity_frames, projected_landmarks
+from deep_puppets.landmarks import LandmarkSettings, detect_frames
+from deep_puppets.models.person import build_person_model
+from deep_puppets.video import iter_frames
+
+N = 300
+
+
+@pytest.fixture(scope="module")
+def d6_landmarks():
+    from .conftest import shared_file
+
+    path = shared_file("data/videos/LivePortrait__d6.mp4")
+    return detect_frames(iter_frames(path, 0, N), LandmarkSettings())
+
+
+@pytest.fixture(scope="module")
+def d6_fit(d6_landmarks):
+    lm, valid = d6_landmarks["landmarks"], d6_landmarks["valid"]
+    model = build_person_model(lm, valid, 20)
+    ident = fit_identity(model, lm[identity_frames(valid, 60)])
+    return model, fit_segment(model, lm, valid, FitSettings(), p=ident.p), ident
+
+
+def test_fit_follows_the_detector(d6_landmarks, d6_fit):
+    model, fit, _ = d6_fit
+    nme = dg.landmark_nme(projected_landmarks(model, fit), d6_landmarks["landmarks"], d6_landmarks["valid"])
+    assert np.nanmean(nme) <= 0.03
+
+
+def test_fit_jitters_less_than_the_detector(d6_landmarks, d6_fit):
+    model, fit, _ = d6_fit
+    valid = d6_landmarks["valid"]
+    ratio = np.nanmean(dg.jitter(projected_landmarks(model, fit), valid)) / np.nanmean(dg.jitter(d6_landmarks["landmarks"], valid))
+    assert ratio <= 0.6
+
+
+def test_smoothing_lowers_jitter_on_the_real_clip(d6_landmarks, d6_fit):
+    from dataclasses import replace
+
+    model, fit, ident = d6_fit
+    lm, valid = d6_landmarks["landmarks"], d6_landmarks["valid"]
+    raw = fit_segment(model, lm, valid, replace(FitSettings(), lambda_q=0.0, lambda_c=0.0), p=ident.p)
+    d2 = lambda c: np.nanmean(np.linalg.norm(c[:-2] - 2 * c[1:-1] + c[2:], axis=1))  # noqa: E731
+    assert d2(fit.camera) < 0.5 * d2(raw.camera)
