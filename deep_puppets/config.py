@@ -119,3 +119,16 @@ def pair_id(pair: dict) -> str:
     """Folder name of a pair: ``{source}__{target}__{mode}`` with mode ``pose`` (pose+expression) or ``expr``."""
     mode = {"pose+expression": "pose", "expression": "expr"}[pair["mode"]]
     return f"{pair['source']}__{pair['target']}__{mode}"
+
+
+def settings_from_section(cls, section: str, values: dict | None):
+    """``cls(**values)`` for a settings dataclass read from config section ``section``; missing keys take the
+    class defaults and unknown keys are a :class:`ConfigError` naming them."""
+    from dataclasses import fields
+
+    values = dict(values or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)

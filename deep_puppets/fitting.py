@@ -108,12 +108,9 @@ class FitSettings:
     @classmethod
     def from_config(cls, cfg: dict | None) -> FitSettings:
         """Settings from the ``fit`` section of the config; missing keys take the defaults above."""
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"fit: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**cfg)
+        from .config import settings_from_section
+
+        return settings_from_section(cls, "fit", cfg)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

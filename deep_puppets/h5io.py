@@ -124,16 +124,21 @@ def _decode_attr(v):
     return v
 
 
-def read(path, layout: Layout, load: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file of ``layout``; returns ``(arrays, attrs)``. Raises :class:`InputError` on mismatch."""
+def open_file(path) -> h5py.File:
+    """Open a user or workflow HDF5 file for reading; :class:`InputError` naming it when it cannot be."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as e:
         raise InputError(path, f"not a readable HDF5 file ({e})") from None
-    with f:
+
+
+def read(path, layout: Layout, load: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file of ``layout``; returns ``(arrays, attrs)``. Raises :class:`InputError` on mismatch."""
+    path = Path(path)
+    with open_file(path) as f:
         got = _decode_attr(f.attrs.get("layout"))
         if got != layout.name:
             raise InputError(path, f"is a '{got}' file, expected layout '{layout.name}'")

@@ -137,12 +137,9 @@ class TransferSettings:
     @classmethod
     def from_config(cls, cfg: dict | None) -> TransferSettings:
         """Settings from the ``transfer`` config section; missing keys take the defaults."""
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"transfer: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**cfg)
+        from .config import settings_from_section
+
+        return settings_from_section(cls, "transfer", cfg)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -147,7 +147,7 @@ def test_settings_from_config():
     s = TransferSettings.from_config({"ridge": 0.1, "clamp_margin": None, "expression_reference": "median"})
     assert s.ridge == 0.1 and s.clamp_margin is None and s.expression_reference == "median"
     assert TransferSettings(**json.loads(s.to_json())) == s
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown key"):
         TransferSettings.from_config({"ridg": 1})
     for bad in ({"ridge": -1}, {"clamp_margin": -0.1}, {"expression_reference": "low"}, {"rotation_reference": "x"},
                 {"expression_percentile": 101}, {"scale_motion": "yes"}):  # fmt: skip

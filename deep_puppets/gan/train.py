@@ -155,12 +155,9 @@ class TrainSettings:
     @classmethod
     def from_config(cls, section: Mapping | None) -> "TrainSettings":
         """Settings from the config's ``gan`` section (missing keys take the defaults; unknown keys are errors)."""
-        section = dict(section or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(f"gan: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**section)
+        from ..config import settings_from_section
+
+        return settings_from_section(cls, "gan", section)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import h5io
 from ..errors import InputError
 from . import facemesh
 from .base import N_LANDMARKS, MorphableModel
@@ -329,13 +330,7 @@ def load_bfm2017(
     import h5py
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise InputError(path, f"not a readable HDF5 file ({e})") from None
-    with f:
+    with h5io.open_file(path) as f:
         mean, id_basis, id_std = _h5_model(path, f, "shape", None)
         n = len(mean)
         expr = _h5_model(path, f, "expression", 3 * n, required=False)
