@@ -541,3 +541,50 @@ def test_registry_refuses_pickle_unless_opted_in(tmp_path):
     assert e.value.path == str(tmp_path / "model.pkl")
     with pytest.raises(InputError, match="no loader"):
         load_model({"type": "ict", "path": "model.pkl", "allow_pickle": True}, base_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- loaded models also fit
+def _fit_and_score(model):
+    """Fit a noisy synthetic sequence drawn from ``model``; return (landmark error px, rotation error °)."""
+    from deep_puppets.fitting import FitSettings, fit_segment, projected_landmarks
+
+    from .synthetic_faces import synthetic_sequence
+
+    seq = synthetic_sequence(model, 40, noise_px=1.0, seed=3)
+    fit = fit_segment(model, seq.landmarks, seq.valid, FitSettings(), p=seq.p)
+    truth = synthetic_sequence(model, 40, noise_px=0.0, seed=3).landmarks
+    used = model.lm_weight > 0 if model.lm_weight is not None else slice(None)
+    err = np.linalg.norm(projected_landmarks(model, fit)[:, used, :2] - truth[:, used, :2], axis=-1).mean()
+    from deep_puppets.camera import rotation_matrix
+
+    R = rotation_matrix(fit.camera[:, :3]).transpose(0, 2, 1) @ rotation_matrix(seq.camera[:, :3])
+    angle = np.degrees(np.arccos(np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    return err, angle.max()
+
+
+def test_synthetic_bfm2017_file_loads_and_fits(tmp_path):
+    rng = np.random.default_rng(1)
+    _write_bfm2017(tmp_path / "bfm.h5", CANON[:468] * 10, facemesh.triangles(), rng, k_id=3, k_exp=2)
+    (tmp_path / "lm68.json").write_text(json.dumps(facemesh.IBUG68_TO_MEDIAPIPE.tolist()))
+    model = load_model({"type": "bfm2017", "path": str(tmp_path / "bfm.h5"), "landmarks_path": str(tmp_path / "lm68.json")})
+    err, angle = _fit_and_score(model)
+    assert err < 1.0 and angle < 1.0
+
+
+def test_synthetic_bfm2009_with_exp_pca_loads_and_fits(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 468
+    mean_um = (CANON[:n] * 1e4).reshape(-1, 1)
+    pcs = np.linalg.qr(rng.normal(size=(3 * n, 3)))[0]
+    scipy.io.savemat(tmp_path / "01_MorphableModel.mat", {"shapeMU": mean_um, "shapePC": pcs, "shapeEV": np.array([[3e3], [2e3], [1e3]]), "tl": facemesh.triangles() + 1})
+    comps = np.linalg.qr(rng.normal(size=(3 * n, 2)))[0].T * 1e3
+    _write_exp_pca_bin(tmp_path / "Exp_Pca.bin", np.zeros(3 * n), comps)
+    (tmp_path / "index.txt").write_text("\n".join(str(i + 1) for i in range(n)))
+    (tmp_path / "lm.json").write_text(json.dumps(list(range(468)) + [None] * 10))
+    model = load_model(
+        {"type": "bfm2009", "path": str(tmp_path / "01_MorphableModel.mat"), "exp_path": str(tmp_path / "Exp_Pca.bin"),
+         "exp_index_path": str(tmp_path / "index.txt"), "landmarks_path": str(tmp_path / "lm.json")}
+    )
+    assert model.n_exp == 2 and model.n_id == 3
+    err, angle = _fit_and_score(model)
+    assert err < 1.0 and angle < 1.0
