@@ -84,18 +84,21 @@ def label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def legend_bar(width: int, vmax: float = HEAT_MAX) -> np.ndarray:
-    """A horizontal colour bar with its scale written on it, for the heat-map videos."""
-    ramp = np.tile(np.linspace(0, vmax, width)[None, :], (14, 1))
-    bar = heat_map(ramp, vmax)
-    band = np.zeros((16, width, 3), np.uint8)
-    out = label(np.vstack([bar, band]), "")
+    """A colour bar of the heat maps' fixed scale (0 at the left, ``vmax`` at the right), labelled, for videos."""
     import cv2
 
-    s = max(0.3, width / 700)
-    cv2.putText(out, "0", (2, 28), cv2.FONT_HERSHEY_SIMPLEX, s, (255, 255, 255), 1, cv2.LINE_AA)
-    txt = f"{vmax:g} (RGB L2)"
-    cv2.putText(out, txt, (width - int(len(txt) * 9 * s) - 2, 28), cv2.FONT_HERSHEY_SIMPLEX, s, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    bar = heat_map(np.tile(np.linspace(0, vmax, width)[None, :], (10, 1)), vmax)
+    band = np.zeros((14, width, 3), np.uint8)
+    font, s = cv2.FONT_HERSHEY_SIMPLEX, 0.35
+    right = f"{vmax:g}"
+    (tw, _), _ = cv2.getTextSize(right, font, s, 1)
+    cv2.putText(band, "0", (1, 11), font, s, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(band, right, (width - tw - 1, 11), font, s, (255, 255, 255), 1, cv2.LINE_AA)
+    mid = "RGB L2 error"
+    (mw, _), _ = cv2.getTextSize(mid, font, s, 1)
+    if mw + 2 * tw + 16 < width:
+        cv2.putText(band, mid, ((width - mw) // 2, 11), font, s, (200, 200, 200), 1, cv2.LINE_AA)
+    return np.vstack([bar, band])
 
 
 def metrics_table(methods: dict, real: np.ndarray, frames: np.ndarray, mask: np.ndarray | None):

@@ -360,7 +360,8 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, outs: d
     write_json(outs["json"], summary)
     fps = float(attrs["fps"])
     ev.e_col_plot(df, outs["plot"], f"{attrs['video']}: self-reenactment on {len(held)} held-out frames")
-    write_mp4(outs["heat_mp4"], (ev.heat_map(e) for e in ev.error_map(res["gan"], real)), fps)
+    bar = ev.legend_bar(real.shape[2])
+    write_mp4(outs["heat_mp4"], (np.vstack([ev.heat_map(e), bar]) for e in ev.error_map(res["gan"], real)), fps)
     write_mp4(outs["side_mp4"], ev.comparison_frames(real, res["gan"], held), fps)
     means = {m: summary["methods"][m]["frame"]["e_col"]["mean"] for m in methods}
     log.info("%s held-out E_col: %s", attrs["video"], means)
