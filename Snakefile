@@ -19,6 +19,12 @@ include: "rules/gan.smk"
 include: "rules/evaluate.smk"
 
 
+# Cheap bookkeeping jobs run on the submitting machine, not as cluster jobs.
+localrules:
+    landmarks_summary,
+    track,
+
+
 rule all:
     default_target: True
     input:

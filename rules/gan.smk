@@ -19,7 +19,7 @@ rule gan_flow:
         mem_mb=4000,
         runtime=30,
     params:
-        gan=config["gan"],
+        gan={"flow_preset": config["gan"]["flow_preset"]},
         render=config["render"],
     script:
         "../workflow_scripts/gan_flow.py"

@@ -28,3 +28,80 @@ def real_clip():
 @pytest.fixture
 def ict_model_path():
     return shared_file("models/ict-facekit-light/ict_facekit_light_packed.npz")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Whole-workflow helpers shared by tests/test_rerun.py, tests/test_faults.py and tests/test_slurm.py.
+
+import re
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+# The whole DAG (demo -> landmarks -> fits -> renders -> GAN -> synthesis -> evaluation) in about two minutes
+# on 2 cores. demo.enabled is explicit so that adding a video of one's own keeps the demo (and its outputs).
+TINY_FULL = {
+    "demo": {"enabled": True, "n_frames": 40, "size": 160},
+    "segments": {"length": 24, "overlap": 6},
+    "render": {"size": 64},
+    "gan": {"iterations": 20, "checkpoint_every": 10, "log_every": 5, "gen_depth": 4, "di_num_D": 1},
+}
+
+
+def merged(base: dict, change: dict) -> dict:
+    """``base`` with the sections of ``change`` merged in one level deep (a copy)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in change.items():
+        out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def workflow_cmd(workdir, config: dict, *args) -> list[str]:
+    """The snakemake command line for the workflow in ``workdir``: shipped config overridden by ``config``."""
+    override = Path(workdir) / "test-config.yaml"
+    override.write_text(yaml.safe_dump(config))
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(REPO / "config.yaml"), str(override), *args]
+
+
+def run_workflow(workdir, *args, config=TINY_FULL, timeout=900, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(workflow_cmd(workdir, config, *args), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def planned_jobs(workdir, config=TINY_FULL, *args) -> list[tuple[str, str]]:
+    """``(rule, wildcards)`` of every job a dry run of the workflow in ``workdir`` would start."""
+    r = run_workflow(workdir, "-n", *args, config=config, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    jobs, rule = [], None
+    for line in out.splitlines():
+        m = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):$", line.strip())
+        if m:
+            if rule is not None:
+                jobs.append((rule, ""))
+            rule = m.group(1)
+            continue
+        m = re.match(r"^wildcards: (.*)$", line.strip())
+        if m and rule is not None:
+            jobs.append((rule, m.group(1)))
+            rule = None
+    if rule is not None:
+        jobs.append((rule, ""))
+    return jobs
+
+
+def copy_run(src, dst) -> Path:
+    """A copy of a finished run (times kept, so nothing is out of date), independent of the original."""
+    shutil.copytree(src, dst, symlinks=True)
+    return Path(dst)
+
+
+@pytest.fixture(scope="session")
+def tiny_full_run(tmp_path_factory):
+    """One finished tiny run of the whole workflow (local, default profile). Never change it: copy_run it."""
+    work = tmp_path_factory.mktemp("tiny_full")
+    r = run_workflow(work, "--cores", "2")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return work

@@ -14,11 +14,12 @@
 #   slurmdbd    accounting, so that `sacct` answers (snakemake-executor-plugin-slurm's default status query)
 #   slurmctld   controller
 #   slurmd      the one node: this machine's CPUs and memory (minus a margin), plus DP_SLURM_GPUS
-#               generic "gpu" GRES (default 1) without device files, so that a job asking for a GPU
-#               (--gpus=1) is scheduled here too - it simply runs on the CPU.
+#               "gpu" GRES (default 1) with /dev/null standing in for the device file, so that a job
+#               asking for a GPU (--gpus=1) is scheduled here too - it simply runs on the CPU.
 # All daemons run as root (no other user needs to read DIR). Ports are picked free at start.
 #
-# Afterwards DIR/env holds `export SLURM_CONF=...`; source it before sbatch/squeue/sacct/snakemake.
+# Afterwards DIR/env holds `export SLURM_CONF=... PATH=DIR/bin:...` (see the srun note below); source it
+# before sbatch/squeue/sacct/snakemake.
 # Stop with scripts/slurm/stop.sh DIR. Packages needed: munge slurmctld slurmd slurm-client slurmdbd
 # mariadb-server (.ci/run installs them; this script does not).
 # Exit status: 0 ready; 2 packages missing (nothing started); 1 anything else (see DIR/log/*.log).
@@ -54,10 +55,15 @@ install -d -m 0700 "$DIR"/{etc,run,log,pids,munge,state,spool,mysql}
 # ------------------------------------------------------------------ helpers
 # alive PID COMM: PID runs a process named COMM
 alive() { [ -n "$1" ] && [ "$(cat /proc/"$1"/comm 2>/dev/null)" = "$2" ]; }
-wait_for() { # wait_for SECONDS DESCRIPTION CMD...
+wait_for() { # wait_for SECONDS DESCRIPTION CMD... (wall-clock limit; each attempt at most 10 s)
   local t=$1 what=$2
+  local end=$(($(date +%s) + t))
   shift 2
-  for _ in $(seq 1 $((t * 4))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if declare -F "$1" >/dev/null; then "$@" >/dev/null 2>&1 && return 0
+    else timeout -k 2 10 "$@" >/dev/null 2>&1 && return 0; fi
+    sleep 0.25
+  done
   die "timed out after ${t}s waiting for: $what"
 }
 pidfile_alive() { [ -s "$1" ] && alive "$(cat "$1")" "$2"; }
@@ -131,13 +137,18 @@ MinJobAge=300
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$DBD_PORT
+# the munge socket for talking to slurmdbd (AuthInfo covers only the controller and nodes)
+AccountingStoragePass=$MUNGE_SOCKET
 AccountingStorageTRES=gres/gpu
+# keep the job comment (the plugin puts rule and wildcards there) for sacct
+AccountingStoreFlags=job_comment
 GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE $TOPO RealMemory=$REAL_MEM Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 if [ "$GPUS" -gt 0 ]; then
-  echo "NodeName=$NODE Name=gpu Count=$GPUS" >"$DIR/etc/gres.conf"
+  # gres/gpu needs device files; /dev/null stands in (no cgroups here, so nothing is bound to it)
+  { for i in $(seq 1 "$GPUS"); do echo "NodeName=$NODE Name=gpu File=/dev/null"; done; } >"$DIR/etc/gres.conf"
 else
   sed -i -e 's/ Gres=gpu:0//' -e '/^GresTypes=/d' -e '/^AccountingStorageTRES=/d' "$DIR/etc/slurm.conf"
   : >"$DIR/etc/gres.conf"
@@ -162,7 +173,21 @@ StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db
 EOF
 export SLURM_CONF="$DIR/etc/slurm.conf"
-echo "export SLURM_CONF='$SLURM_CONF'" >"$DIR/env"
+# Inside a job, snakemake-executor-plugin-slurm-jobstep runs the rule with a nested `srun` whose environment
+# it strips of every SLURM_* variable but a few - SLURM_CONF included. Real clusters keep slurm.conf at
+# /etc/slurm or run "configless", so srun finds it anyway; this cluster's config is only under DIR, and
+# rather than writing /etc/slurm/slurm.conf (machine-wide, clashing with any other cluster here) the env
+# file puts DIR/bin first on PATH, where `srun` sets SLURM_CONF and runs the real srun.
+mkdir -p "$DIR/bin"
+cat >"$DIR/bin/srun" <<EOF
+#!/bin/sh
+SLURM_CONF='$SLURM_CONF' exec $(command -v srun) "\$@"
+EOF
+chmod 0755 "$DIR/bin/srun"
+cat >"$DIR/env" <<EOF
+export SLURM_CONF='$SLURM_CONF'
+export PATH='$DIR/bin':"\$PATH"
+EOF
 
 # ------------------------------------------------------------------ accounting: MariaDB + slurmdbd
 DB_SOCKET="$DIR/run/mysqld.sock"

@@ -1,0 +1,65 @@
+"""Only what changed reruns. One finished tiny run (shared, see conftest.tiny_full_run) is copied for each
+scenario and the change is judged by a dry run: the jobs Snakemake would start, by rule and wildcards."""
+
+from collections import Counter
+
+import pytest
+
+from .conftest import TINY_FULL, copy_run, merged, planned_jobs, run_workflow
+
+UPSTREAM_OF_FITS = {"demo_clip", "probe", "landmarks", "landmarks_summary", "person_model"}
+FITS_AND_DOWNSTREAM = {"fit_identity", "fit_segment", "track", "texture", "diagnostics", "transfer", "render_track",
+                       "render_pair", "gan_flow", "gan_train", "gan_synthesize", "evaluate"}
+
+
+@pytest.fixture
+def run_copy(tiny_full_run, tmp_path):
+    return copy_run(tiny_full_run, tmp_path / "run")
+
+
+def rules_of(jobs) -> Counter:
+    return Counter(rule for rule, _ in jobs if rule != "all")
+
+
+def test_nothing_changed_schedules_nothing(run_copy):
+    assert planned_jobs(run_copy) == []
+
+
+def test_gan_parameter_reruns_only_training_synthesis_and_reports(run_copy):
+    jobs = planned_jobs(run_copy, merged(TINY_FULL, {"gan": {"lambda_l1": 5.0}}))
+    assert rules_of(jobs) == Counter({"gan_train": 1, "gan_synthesize": 1, "evaluate": 1}), jobs
+
+
+def test_smoothing_weight_reruns_fits_and_everything_downstream_not_landmarks(run_copy):
+    jobs = planned_jobs(run_copy, merged(TINY_FULL, {"fit": {"lambda_q": 2.0}}))
+    rules = set(rules_of(jobs))
+    assert not rules & UPSTREAM_OF_FITS, jobs
+    assert rules == FITS_AND_DOWNSTREAM, jobs
+    # both videos are refitted: 40 frames in segments of 24 with overlap 6 -> 2 segments each
+    assert rules_of(jobs)["fit_segment"] == 4 and rules_of(jobs)["track"] == 2
+
+
+def test_new_source_video_runs_only_its_branch_and_its_pair(run_copy):
+    clip = run_copy / "extra" / "new_source.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes((run_copy / "results" / "demo" / "demo_source.mp4").read_bytes())
+    config = merged(TINY_FULL, {
+        "videos": {"new_src": str(clip)},
+        "pairs": [{"source": "demo_source", "target": "demo_target"}, {"source": "new_src", "target": "demo_target"}],
+    })
+    jobs = [(rule, wc) for rule, wc in planned_jobs(run_copy, config) if rule != "all"]
+    assert ("probe", "video=new_src") in jobs, jobs
+    # its segment jobs appear once probe (a checkpoint) has counted the frames: run it, plan again
+    r = run_workflow(run_copy, "--cores", "1", "results/videos/new_src/probe.json", config=config)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    jobs = [(rule, wc) for rule, wc in planned_jobs(run_copy, config) if rule != "all"]
+    for rule, wildcards in jobs:
+        assert "video=new_src" in wildcards or "pair=new_src__demo_target__pose" in wildcards, (rule, wildcards, jobs)
+    rules = set(rules_of(jobs))
+    # the new source's own branch ...
+    assert {"landmarks", "landmarks_summary", "person_model", "fit_identity", "fit_segment", "track",
+            "diagnostics"} <= rules
+    assert rules_of(jobs)["landmarks"] == 2 and rules_of(jobs)["fit_segment"] == 2
+    # ... and its pair; the target's generator is reused, not retrained
+    assert {"transfer", "render_pair", "gan_synthesize"} <= rules
+    assert not rules & {"demo_clip", "gan_flow", "gan_train", "render_track", "evaluate"}, jobs
