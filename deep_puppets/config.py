@@ -61,6 +61,21 @@ def validate_schema(config: dict) -> dict:
     return config
 
 
+def check_writable_folder(folder: str, base_dir: Path) -> None:
+    """``folder`` exists as a writable directory or can be created: else a one-line ConfigError."""
+    import os
+
+    p = Path(folder)
+    p = p if p.is_absolute() else Path(base_dir) / p
+    ancestor = p
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"'results': {folder!r} cannot be created: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"'results': {folder!r} is not writable ({ancestor})")
+
+
 def demo_enabled(config: dict) -> bool:
     enabled = config["demo"]["enabled"]
     return (not config["videos"]) if enabled == "auto" else bool(enabled)
@@ -78,6 +93,7 @@ def prepare(config: dict, base_dir: str | Path = ".") -> dict:
     if seg["overlap"] >= seg["length"]:
         raise ConfigError(f"'segments.overlap' ({seg['overlap']}) must be smaller than 'segments.length' ({seg['length']})")
     results = config["results"]
+    check_writable_folder(results, base_dir)
     videos = dict(config["videos"])
     for name, path in videos.items():
         p = Path(path) if Path(path).is_absolute() else base_dir / path

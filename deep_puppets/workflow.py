@@ -53,6 +53,8 @@ def run_script(snakemake, main) -> None:
     log_path = snakemake.log[0] if len(snakemake.log) else None
     setup_logging(log_path)
     limit_threads(snakemake.threads)
+    if os.environ.get("SLURM_JOB_ID"):
+        logging.getLogger("deep_puppets").info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
     try:
         main(snakemake)
     except DeepPuppetsError as e:
