@@ -120,6 +120,19 @@ class ScreenVertices:
         return project(v, self.camera[t])
 
 
+class LandmarkPoints:
+    """The 478 detector points (irises for the gaze image) of :class:`ScreenVertices`, lazily per frame."""
+
+    def __init__(self, screen: ScreenVertices):
+        self.screen = screen
+
+    def __len__(self):
+        return len(self.screen)
+
+    def __getitem__(self, t):
+        return self.screen.model.landmark_points(self.screen[t])
+
+
 def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, out, n_frames: int, smooth: float):
     from .fitting import check_model
     from .ingest import read_probe
@@ -169,7 +182,6 @@ def render_conditioning(model_cfg, model_file, params_file, texture_file, out, p
 
         fit, attrs = read_track(params_file)
         check_model(attrs, model, params_file)
-        width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
     else:
         from .transfer import read_transfer
 
@@ -177,7 +189,7 @@ def render_conditioning(model_cfg, model_file, params_file, texture_file, out, p
         if attrs["target_model_hash"] != model.content_hash():
             raise InputError(params_file, "was transferred onto a different model than the target's")
         fit = result.to_fit()
-        width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
+    width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
     tex, tex_attrs = h5io.read(texture_file, h5io.LAYOUTS["texture"])
     if tex_attrs["model_hash"] != model.content_hash():
         raise InputError(texture_file, "belongs to a different model than the one rendered")
@@ -185,16 +197,9 @@ def render_conditioning(model_cfg, model_file, params_file, texture_file, out, p
     size = int(render_cfg["size"])
     box = frame_box(width, height)
 
-    class EyePoints:
-        def __len__(self):
-            return len(screen)
-
-        def __getitem__(self, t):
-            return model.landmark_points(screen[t])
-
     subdivisions = render_cfg["subdivisions"] if model.n_vertices < 5000 else 0
     with Renderer.from_model(model, albedo=tex["albedo"], size=(size, size), subdivisions=subdivisions) as r:
-        write_conditioning(out, r, screen, box, sh=tex["sh"], eye_points=EyePoints(), source=str(params_file))
+        write_conditioning(out, r, screen, box, sh=tex["sh"], eye_points=LandmarkPoints(screen), source=str(params_file))
     write_previews(out, previews, fps)
     log.info("rendered %d frames at %d² (%s)", len(screen), size, kind)
 
@@ -320,9 +325,7 @@ def gan_synthesize(generator, conditioning_file, source_video, source_probe, out
         size = f["colour"].shape[1:3]
     box = frame_box(info.width, info.height)
     source = (crop_resize(fr, box, size) for fr in iter_frames(source_video, 0, None, info))
-    from .video import iter_frames as frames_of
-
-    write_side_by_side(side_mp4, [source, iter_stream(conditioning_file, "colour"), frames_of(out_mp4)], info.fps)
+    write_side_by_side(side_mp4, [source, iter_stream(conditioning_file, "colour"), iter_frames(out_mp4)], info.fps)
     log.info("re-enactment written to %s", out_mp4)
 
 
