@@ -8,7 +8,6 @@ landmarks over consecutive valid frames, in pixels.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -138,13 +137,3 @@ def summary(nme, jitter_raw, jitter_fit, jitter_unsmoothed, valid) -> dict:
     if jitter_unsmoothed is not None:
         out["jitter_fit_unsmoothed_px"] = float(np.nanmean(jitter_unsmoothed))
     return out
-
-
-def write_json(path, data: dict) -> None:
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from .errors import InputError
+from .files import write_json
 from .segments import Segment, plan_segments
 from .video import VideoInfo, probe
 
@@ -20,11 +20,7 @@ def probe_to_json(video_path, out_json, name: str) -> VideoInfo:
     log.info("%s: %d frames, %dx%d, %.3f fps, codec %s", video_path, info.n_frames, info.width, info.height, info.fps, info.codec)
     if info.n_frames < 2:
         raise InputError(video_path, f"only {info.n_frames} decodable frame(s); a video needs at least 2")
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_name(f".{out_json.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"name": name, **info.to_dict()}))
-    os.replace(tmp, out_json)
+    write_json(out_json, {"name": name, **info.to_dict()})
     return info
 
 

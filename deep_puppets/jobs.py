@@ -73,7 +73,6 @@ def fit_identity(model_cfg, model_file, landmark_files, out, fit_cfg: dict, vide
 
 def fit_segment(model_cfg, model_file, identity_file, landmark_file, out, fit_cfg: dict, threads: int = 1):
     from .fitting import check_model, fit_segment as fit, read_fit_identity, write_fit_segment
-    from .segments import Segment
 
     model = load_video_model(model_cfg, model_file)
     identity, id_attrs, _ = read_fit_identity(identity_file)
@@ -228,6 +227,7 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
     from dataclasses import replace
 
     from . import diagnostics as dg
+    from .files import write_json
     from .fitting import fit_segment as fit, projected_landmarks, read_fit_identity
     from .ingest import read_probe
     from .landmark_sets import read_video_landmarks
@@ -265,7 +265,7 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
 
         points2d, edges = fitted[..., :2], dg.mesh_edges(mediapipe_triangles())
     write_mp4(outs["overlay_mp4"], dg.overlay_frames(iter_frames(video_path, 0, None, info), points2d, det, valid, edges), fps)
-    dg.write_json(outs["json"], summary)
+    write_json(outs["json"], summary)
     log.info("%s diagnostics: %s", video, summary)
     return summary
 
@@ -338,7 +338,7 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, outs: d
     import h5py
 
     from . import evaluation as ev
-    from .diagnostics import write_json
+    from .files import write_json
     from .gan.synthesize import held_out_comparison
     from .tracks import read_track
     from .video import write_mp4

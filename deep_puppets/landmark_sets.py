@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from . import h5io
 from .errors import InputError
+from .files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,4 @@ def summarize(files, video_name: str, video_path: str, min_valid_fraction: float
 
 
 def write_summary(path, summary: dict) -> None:
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, path)
+    write_json(path, summary)

@@ -85,7 +85,7 @@ that move), a measure of how far the source leaves the target's expression range
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 

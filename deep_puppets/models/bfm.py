@@ -327,7 +327,6 @@ def load_bfm2017(
     n_exp: int | None = None,
 ) -> MorphableModel:
     """BFM 2017/2019 .h5 (statismo layout); see the module docstring."""
-    import h5py
 
     path = Path(path)
     with h5io.open_file(path) as f:
