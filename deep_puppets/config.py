@@ -61,13 +61,17 @@ def validate_schema(config: dict) -> dict:
     return config
 
 
+def resolve(path, base_dir) -> Path:
+    """A config path: absolute (``~`` expanded) or relative to ``base_dir`` (where snakemake runs)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
+
+
 def check_writable_folder(folder: str, base_dir: Path) -> None:
     """``folder`` exists as a writable directory or can be created: else a one-line ConfigError."""
     import os
 
-    p = Path(folder)
-    p = p if p.is_absolute() else Path(base_dir) / p
-    ancestor = p
+    ancestor = resolve(folder, base_dir)
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
@@ -96,7 +100,7 @@ def prepare(config: dict, base_dir: str | Path = ".") -> dict:
     check_writable_folder(results, base_dir)
     videos = dict(config["videos"])
     for name, path in videos.items():
-        p = Path(path) if Path(path).is_absolute() else base_dir / path
+        p = resolve(path, base_dir)
         if not p.exists():
             raise ConfigError(f"'videos.{name}': file {path!r} does not exist")
         if p.is_dir():
@@ -118,9 +122,7 @@ def prepare(config: dict, base_dir: str | Path = ".") -> dict:
     if model["type"] != "person":
         if not model["path"]:
             raise ConfigError(f"'model.path' is required for a model of type {model['type']}")
-        p = Path(model["path"]).expanduser()
-        p = p if p.is_absolute() else base_dir / p
-        if not p.exists():
+        if not resolve(model["path"], base_dir).exists():
             raise ConfigError(f"'model.path': {model['path']!r} does not exist")
     config["videos"] = videos
     config["pairs"] = pairs

@@ -56,10 +56,9 @@ def camera_smoothing_figure(raw: np.ndarray, smooth: np.ndarray, fps: float, out
     """Camera parameters over time, without and with smoothing (the report's comparison)."""
     plt = _plt()
     t = np.arange(len(raw)) / fps
+    deg_raw, deg_smooth = camera_degrees(raw), camera_degrees(smooth)
     panels = [
-        ("rotation x (°)", camera_degrees(raw)[:, 0], camera_degrees(smooth)[:, 0]),
-        ("rotation y (°)", camera_degrees(raw)[:, 1], camera_degrees(smooth)[:, 1]),
-        ("rotation z (°)", camera_degrees(raw)[:, 2], camera_degrees(smooth)[:, 2]),
+        *((f"rotation {axis} (°)", deg_raw[:, i], deg_smooth[:, i]) for i, axis in enumerate("xyz")),
         ("translation x (px)", raw[:, 3], smooth[:, 3]),
         ("translation y (px)", raw[:, 4], smooth[:, 4]),
         ("scale (px / unit)", raw[:, 6], smooth[:, 6]),

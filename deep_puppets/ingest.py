@@ -30,15 +30,15 @@ def read_probe(path) -> VideoInfo:
     return VideoInfo.from_dict(d)
 
 
+def segment_of(info: VideoInfo, segments_config: dict, index) -> Segment:
+    """Segment ``index`` of a probed video under the config's ``segments`` section."""
+    plan = plan_segments(info.n_frames, segments_config["length"], segments_config["overlap"])
+    index = int(index)
+    if not 0 <= index < len(plan):
+        raise InputError(info.path, f"segment {index} does not exist (the video has {len(plan)} segments)")
+    return plan[index]
+
+
 def segments_for(probe_json, length: int, overlap: int) -> list[Segment]:
     """The segment plan of a probed video under the configured length/overlap."""
     return plan_segments(read_probe(probe_json).n_frames, length, overlap)
-
-
-def segment_of(probe_json, segments_config: dict, index) -> Segment:
-    """Segment ``index`` of a probed video under the config's ``segments`` section."""
-    plan = segments_for(probe_json, segments_config["length"], segments_config["overlap"])
-    index = int(index)
-    if not 0 <= index < len(plan):
-        raise InputError(probe_json, f"segment {index} does not exist (the video has {len(plan)} segments)")
-    return plan[index]

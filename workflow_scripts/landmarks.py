@@ -4,11 +4,12 @@ from deep_puppets.workflow import run_script
 
 
 def main(sm):
+    info = read_probe(sm.input.probe)
     run_segment(
         sm.wildcards.video,
         sm.input.video,
-        read_probe(sm.input.probe),
-        segment_of(sm.input.probe, sm.params.segments, sm.wildcards.seg),
+        info,
+        segment_of(info, sm.params.segments, sm.wildcards.seg),
         sm.output.h5,
         LandmarkSettings.from_config(sm.params.settings),
     )
