@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 
 from . import h5io
 from .errors import InputError
+from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +199,24 @@ def render_conditioning(model_cfg, model_file, params_file, texture_file, out, p
     box = frame_box(width, height)
 
     subdivisions = render_cfg["subdivisions"] if model.n_vertices < 5000 else 0
+    t0 = time.perf_counter()
     with Renderer.from_model(model, albedo=tex["albedo"], size=(size, size), subdivisions=subdivisions) as r:
-        write_conditioning(out, r, screen, box, sh=tex["sh"], eye_points=LandmarkPoints(screen), source=str(params_file))
+        log.info("renderer: %s; %s", r.gl_renderer, json.dumps(r.settings(), sort_keys=True))
+        progress = ProgressLog(f"render {kind} {params_file}", len(screen), every=250, logger=log)
+        write_conditioning(
+            out, r, screen, box, sh=tex["sh"], eye_points=LandmarkPoints(screen), source=str(params_file), progress=progress
+        )
+    t1 = time.perf_counter()
     write_previews(out, previews, fps)
-    log.info("rendered %d frames at %d² (%s)", len(screen), size, kind)
+    t2 = time.perf_counter()
+    log.info(
+        "rendered %d frames at %d² (%s): %.1f frames/s with HDF5 writing; previews %.1f s",
+        len(screen),
+        size,
+        kind,
+        len(screen) / max(t1 - t0, 1e-9),
+        t2 - t1,
+    )
 
 
 def transfer_pair(model_cfg, source_model_file, target_model_file, source_track, target_track, out, mode: str, transfer_cfg: dict):

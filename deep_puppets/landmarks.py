@@ -56,6 +56,7 @@ import numpy as np
 
 from . import h5io
 from .errors import ConfigError, InputError
+from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ RIGHT_EYE_OUTER = 33  # landmark indices MediaPipe uses to level the ROI (subjec
 LEFT_EYE_OUTER = 263
 MAX_CANDIDATES = 3  # detections tried (in order of preference) before a frame is declared face-less
 NMS_IOU = 0.3  # detections from overlapping tiles with a larger IoU are the same face
-PROGRESS_EVERY = 100  # frames between progress log lines
 XNNPACK_THREADS = 1  # threads per mesh inference: 2 threads measured slower (100 vs 158 frames/s, 2 cores)
 
 
@@ -538,19 +538,6 @@ def _stack(rows: list[FrameResult]) -> dict:
 # ----------------------------------------------------------------------------------------- the stage
 
 
-class ProgressLog:
-    """``progress`` callback that logs frames done and speed every ``every`` frames (and at the end)."""
-
-    def __init__(self, label: str, total: int, every: int = PROGRESS_EVERY):
-        self.label, self.total, self.every = label, total, every
-        self.t0 = time.perf_counter()
-
-    def __call__(self, done: int) -> None:
-        if done % self.every == 0 or done == self.total:
-            dt = time.perf_counter() - self.t0
-            log.info("%s: %d/%d frames, %.1f frames/s", self.label, done, self.total, done / dt if dt > 0 else 0.0)
-
-
 def detector_description(settings: LandmarkSettings) -> str:
     """JSON stored in the ``detector`` attribute: the settings and the MediaPipe version."""
     import mediapipe
@@ -572,7 +559,7 @@ def run_segment(
     label = f"{video_name} segment {segment.index} [{segment.start}, {segment.stop})"
     t0 = time.perf_counter()
     frames: Iterator[np.ndarray] = iter_frames(video_path, segment.start, segment.stop, info)
-    arrays = detect_frames(frames, settings, progress=ProgressLog(label, n))
+    arrays = detect_frames(frames, settings, progress=ProgressLog(label, n, logger=log))
     seconds = time.perf_counter() - t0
     got = len(arrays["valid"])
     if got != n:

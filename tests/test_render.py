@@ -310,6 +310,7 @@ def test_sequence_is_deterministic_and_hdf5_reads_back(tmp_path):
         if run == 0:
             frames = list(render_sequence(r, verts, boxes, sh, eyes))
         r.close()
+    assert paths[0].read_bytes() == paths[1].read_bytes()  # identical files, not only identical images
     (a, attrs), (b, _) = (h5io.read(p, CONDITIONING) for p in paths)
     for s in render.STREAMS:
         assert a[s].dtype == np.uint8 and a[s].shape == (6, 96, 96, 3)
@@ -341,6 +342,36 @@ def test_writer_is_atomic_and_lzf_reads_back(tmp_path):
     empty, _ = h5io.read(write_conditioning(tmp_path / "z.h5", r, verts[:0], boxes[:0]), CONDITIONING)
     assert empty["gaze"].shape == (0, 32, 32, 3)
     r.close()
+
+
+@pytest.mark.parametrize("encoder", render.DEFLATE_ENCODERS)
+def test_deflate_encoders_write_standard_gzip_chunks(tmp_path, encoder):
+    """Both encoders' chunks inflate with zlib and read back through h5py's own gzip filter, frame for frame."""
+    import zlib
+
+    import h5py
+
+    mean, f, verts, boxes, sh, eyes = sequence(3)
+    r = make_renderer(f, mean, size=(48, 48), subdivisions=0)
+    frames = list(render_sequence(r, verts, boxes, sh, eyes))
+    for s in render.STREAMS:
+        image = getattr(frames[0], s)
+        chunk = render.deflate_chunk(image, None, encoder, s)  # the encoder's default level
+        assert zlib.decompress(chunk) == image.tobytes()
+        assert len(chunk) < image.nbytes / 2  # compressed, not stored
+    p = write_conditioning(tmp_path / "c.h5", r, verts, boxes, sh=sh, eye_points=eyes, encoder=encoder)
+    r.close()
+    with h5py.File(p, "r") as h:
+        assert h["colour"].compression == "gzip" and h["colour"].chunks == (1, 48, 48, 3)
+        for s in render.STREAMS:
+            assert np.array_equal(h[s][:], np.stack([getattr(fr, s) for fr in frames]))
+
+
+def test_unknown_encoder_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        attrs = {"renderer": "", "settings": "{}", "source": ""}
+        render.ConditioningWriter(tmp_path / "x.h5", 1, (8, 8), attrs, encoder="lz4")
+    assert not list(tmp_path.iterdir())
 
 
 def test_previews(tmp_path):
