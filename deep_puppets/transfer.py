@@ -24,7 +24,12 @@ Each actor has a reference taken from its own track (valid frames only):
   started at the chordal L2 mean; ``rotation_reference='mean'`` keeps the chordal mean), and the medians of
   translation, depth offset and scale;
 * expression (:func:`reference_expression`), per coefficient, ``expression_reference='auto'``:
-  ``zero`` where q = 0 is the neutral face by construction (person models: PCA about the actor's neutral);
+  ``rest`` for person models: the median q over the actor's *rest frames* (:func:`rest_frames`: mouth
+  opening, the inner lips' gap, within the lowest ``rest_quantile`` (20%) of its frames, and eyes at least
+  as open as the median of those, so no blink). A person model's q = 0 is the video's *typical* face, which
+  for someone talking has the lips apart (LivePortrait__d6: 1.3 model units open, against 0.09 at its 5th
+  percentile); with that ``zero`` reference a closed-mouth source kept the target's mouth open in every
+  frame; with ``rest`` the target's mouth opening falls from 1.19 to 0.37 (median over d3 → d6);
   a low ``percentile`` (10th) for one-sided activations (ICT's ARKit blendshapes, ≥ 0 in [0, 1]: the 10th
   percentile is the actor's resting level, robust to a few fitting undershoots); the ``median`` for signed
   coefficients (ICT gaze: where the actor usually looks; BFM's PCA expressions).
@@ -98,10 +103,13 @@ from .models.facemesh import N_MESH_VERTICES
 from .models.ict import GAZE_NAMES
 
 MODES = ("pose+expression", "expression")
-EXPRESSION_REFERENCES = ("auto", "zero", "median", "percentile")
+EXPRESSION_REFERENCES = ("auto", "rest", "zero", "median", "percentile")
 ROTATION_REFERENCES = ("median", "mean")
 ONE_SIDED_PROVIDERS = ("ict",)  # providers whose named components are activations ≥ 0 (gaze excepted)
-ZERO_NEUTRAL_PROVIDERS = ("person",)  # providers whose q = 0 is the actor's neutral by construction
+REST_PROVIDERS = ("person",)  # providers whose 'auto' reference is the rest face (whole-face PCA coefficients)
+# MediaPipe landmarks that tell a rest face: inner lips (upper, lower) and eyelids (upper, lower) per eye
+INNER_LIPS = (13, 14)
+EYELIDS = ((159, 145), (386, 374))
 
 
 class TransferError(DeepPuppetsError):
@@ -115,8 +123,9 @@ class TransferSettings:
 
     ridge: float = 1e-2  # weight of the target prior Σ(δ/exp_std)² against the squared displacement error
     clamp_margin: float | None = 0.5  # clip q to the target's range ± margin·exp_std; None = no clamp
-    expression_reference: str = "auto"  # auto | zero | median | percentile (per coefficient, see docstring)
+    expression_reference: str = "auto"  # auto | rest | zero | median | percentile (see the module docstring)
     expression_percentile: float = 10.0  # percentile used by 'percentile' (and 'auto' for activations)
+    rest_quantile: float = 0.2  # 'rest': among the actor's frames with the lowest mouth opening (this fraction)
     rotation_reference: str = "median"  # median (geodesic L1) | mean (chordal L2)
     scale_motion: bool = True  # the source's relative scale changes (approach/retreat) reach the target
 
@@ -127,6 +136,8 @@ class TransferSettings:
             raise ConfigError(f"transfer.clamp_margin must be >= 0 or null, got {self.clamp_margin!r}")
         if self.expression_reference not in EXPRESSION_REFERENCES:
             raise ConfigError(f"transfer.expression_reference must be one of {list(EXPRESSION_REFERENCES)}, got {self.expression_reference!r}")
+        if not 0 < self.rest_quantile <= 1:
+            raise ConfigError(f"transfer.rest_quantile must be in (0, 1], got {self.rest_quantile!r}")
         if not 0 <= self.expression_percentile <= 100:
             raise ConfigError(f"transfer.expression_percentile must be in [0, 100], got {self.expression_percentile!r}")
         if self.rotation_reference not in ROTATION_REFERENCES:
@@ -182,20 +193,48 @@ def reference_pose(camera: np.ndarray, valid: np.ndarray, rotation: str = "media
 
 
 def expression_reference_kinds(model: MorphableModel, kind: str = "auto") -> tuple[str, ...]:
-    """Per expression coefficient: 'zero', 'median' or 'percentile' (``kind='auto'``: see the docstring)."""
+    """Per expression coefficient: 'rest', 'zero', 'median' or 'percentile' (``kind='auto'``: see the
+    module docstring)."""
     if kind != "auto":
         return (kind,) * model.n_exp
     provider = model.extra.get("provider")
-    if provider in ZERO_NEUTRAL_PROVIDERS:
-        return ("zero",) * model.n_exp
+    if provider in REST_PROVIDERS:
+        return ("rest",) * model.n_exp
     names = tuple(model.exp_names) if len(model.exp_names) == model.n_exp else ("",) * model.n_exp
     one_sided = provider in ONE_SIDED_PROVIDERS
     return tuple("percentile" if one_sided and n and n not in GAZE_NAMES else "median" for n in names)
 
 
-def reference_expression(q: np.ndarray, valid: np.ndarray, kinds, percentile: float = 10.0) -> np.ndarray:
+def face_openings(model: MorphableModel, p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mouth (T,), eyes (T,)) openings in model units: the inner lips' and the eyelids' vertical gaps
+    (y up; the mean of both eyes) at the detector landmarks, for identity ``p`` and expressions ``q`` (T, K)."""
+    q = np.asarray(q, float)
+    idx = np.array([*INNER_LIPS, *np.ravel(EYELIDS)])
+    tri = model.triangles[model.lm_tri[idx]]  # (6, 3) vertices of the landmarks' triangles
+    w = model.lm_bary[idx]  # (6, 3)
+    base = model.shape(p, None)[tri]  # (6, 3, 3)
+    y = np.einsum("lk,lk->l", base[..., 1], w) + np.einsum("tj,jlk,lk->tl", q, model.exp_basis[:, tri, 1], w)
+    mouth = y[:, 0] - y[:, 1]
+    eyes = 0.5 * ((y[:, 2] - y[:, 3]) + (y[:, 4] - y[:, 5]))
+    return mouth, eyes
+
+
+def rest_frames(mouth: np.ndarray, eyes: np.ndarray, use: np.ndarray, quantile: float = 0.2) -> np.ndarray:
+    """(T,) bool: the actor's rest frames among ``use``: mouth opening at most its ``quantile`` (lips
+    together) and eyes at least half-way open (eye opening ≥ its median among those, no blink)."""
+    use = np.asarray(use, bool) & np.isfinite(mouth) & np.isfinite(eyes)
+    if not use.any():
+        return use
+    closed = use & (mouth <= np.quantile(mouth[use], quantile))
+    return closed & (eyes >= np.median(eyes[closed]))
+
+
+def reference_expression(
+    q: np.ndarray, valid: np.ndarray, kinds, percentile: float = 10.0, rest: np.ndarray | None = None
+) -> np.ndarray:
     """An actor's reference expression (K,) from its track's q (T, K) over ``valid`` frames, per coefficient
-    by ``kinds`` (from :func:`expression_reference_kinds`)."""
+    by ``kinds`` (from :func:`expression_reference_kinds`); 'rest' takes the median over the ``rest``
+    frames (:func:`rest_frames`)."""
     q = np.asarray(q, float)
     use = np.asarray(valid, bool) & np.isfinite(q).all(axis=1)
     kinds = np.asarray(kinds, dtype=object)
@@ -204,9 +243,12 @@ def reference_expression(q: np.ndarray, valid: np.ndarray, kinds, percentile: fl
         return ref
     if not use.any():
         raise TransferError("the track has no valid frame with a finite expression: no reference expression")
-    med, pct = kinds == "median", kinds == "percentile"
+    med, pct, rst = kinds == "median", kinds == "percentile", kinds == "rest"
     ref[med] = np.median(q[use][:, med], axis=0)
     ref[pct] = np.percentile(q[use][:, pct], percentile, axis=0)
+    if rst.any():
+        at_rest = use & (np.ones(len(q), bool) if rest is None else np.asarray(rest, bool))
+        ref[rst] = np.median(q[at_rest if at_rest.any() else use][:, rst], axis=0)
     return ref
 
 
@@ -390,7 +432,11 @@ def _references(fit: FitResult, model: MorphableModel, settings: TransferSetting
     try:
         cam = reference_pose(fit.camera, fit.valid, settings.rotation_reference)
         kinds = expression_reference_kinds(model, settings.expression_reference)
-        return cam, reference_expression(fit.q, fit.valid, kinds, settings.expression_percentile)
+        rest = None
+        if "rest" in kinds:
+            use = np.asarray(fit.valid, bool) & np.isfinite(fit.q).all(axis=1)
+            rest = rest_frames(*face_openings(model, fit.p, np.where(use[:, None], fit.q, 0.0)), use, settings.rest_quantile)
+        return cam, reference_expression(fit.q, fit.valid, kinds, settings.expression_percentile, rest)
     except TransferError as e:
         raise TransferError(f"{role}: {e}") from None
 

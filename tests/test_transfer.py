@@ -21,9 +21,11 @@ from deep_puppets.transfer import (
     correspondence,
     expression_reference_kinds,
     expression_transfer_matrix,
+    face_openings,
     ping_pong,
     read_transfer,
     reference_pose,
+    rest_frames,
     shared_expression_basis,
     transfer,
     transfer_files,
@@ -31,6 +33,7 @@ from deep_puppets.transfer import (
 )
 
 NO_CLAMP = TransferSettings(clamp_margin=None)
+ZERO_REF = {"expression_reference": "zero"}  # displacements about q = 0, the models' neutral (tests of the mapping)
 
 
 # ------------------------------------------------------------------------------------------ synthetic data
@@ -200,6 +203,50 @@ def test_self_transfer_reproduces_the_track(models):
     assert np.array_equal(res.valid, valid)
 
 
+def _talking_track(model, rng, T, neutral_jaw, n_rest, n_blink=0):
+    """q (T, K) of a talker whose model neutral (q = 0) has the jaw ``neutral_jaw`` open: frames [0, n_rest)
+    at rest (lips together, eyes open, all equal), then ``n_blink`` blinks with the lips together, then
+    talking (jaw open 0.3–1.5, some smile). Returns q and the (rest, blink, talking) frame masks."""
+    size = np.linalg.norm(model.mean[:, 0]) / np.linalg.norm(np.asarray(facemesh.canonical_face())[:, 0])
+    jaw, blink, smile = (coefficients_of(model, FIELDS[n] * size) for n in ("jaw", "blink", "smile"))
+    frame = np.arange(T)
+    rest, blinking = frame < n_rest, (frame >= n_rest) & (frame < n_rest + n_blink)
+    talking = ~rest & ~blinking
+    opening = np.where(talking, rng.uniform(0.3, 1.5, T), 0.0) - neutral_jaw
+    q = opening[:, None] * jaw + (talking * rng.uniform(-0.3, 0.3, T))[:, None] * smile + blinking[:, None] * blink
+    return q, rest, blinking, talking
+
+
+def test_rest_reference_maps_rest_onto_rest(models):
+    """Person models are PCA about the video's typical face, which for a talker has the mouth open. 'auto'
+    (rest) references map the source's rest face (lips together, eyes open) onto the target's rest face; the
+    'zero' reference would leave the target's mouth open whenever the source's is closed."""
+    source_model, target_model = models
+    rng = np.random.default_rng(11)
+    q_s, rest_s, _, _ = _talking_track(source_model, rng, 80, neutral_jaw=0.0, n_rest=24)
+    q_t, rest_t, blink_t, talk_t = _talking_track(target_model, rng, 120, neutral_jaw=0.8, n_rest=30, n_blink=10)
+
+    no_id = np.zeros(0)
+    mouth_t, eyes_t = face_openings(target_model, no_id, q_t)
+    mouth_neutral = face_openings(target_model, no_id, np.zeros((1, target_model.n_exp)))[0][0]
+    assert mouth_t[rest_t].max() < mouth_neutral < mouth_t[talk_t].max() and mouth_t[rest_t].max() < mouth_t[talk_t].min()
+    assert eyes_t[blink_t].max() < eyes_t[rest_t].min()
+    found = rest_frames(mouth_t, eyes_t, np.ones(len(q_t), bool))
+    assert found.any() and (found <= rest_t).all()  # lips together and eyes open: blinks are no rest face
+
+    src, tgt = _expression_track(source_model, q_s), _expression_track(target_model, q_t)
+    auto = transfer(src, tgt, source_model, target_model, settings=NO_CLAMP)
+    assert np.allclose(auto.target_expression_reference, q_t[0], atol=1e-9)  # the target's rest face
+    assert np.allclose(auto.source_expression_reference, 0.0, atol=1e-9)  # the source's rest is its q = 0
+    mouth_out, _ = face_openings(target_model, no_id, auto.q)
+    assert np.allclose(mouth_out[rest_s], mouth_t[0], atol=1e-9)  # source at rest -> target at rest
+    assert mouth_out[~rest_s].min() > mouth_t[0]  # and opens when the source opens
+
+    zero = transfer(src, tgt, source_model, target_model, settings=TransferSettings(clamp_margin=None, **ZERO_REF))
+    mouth_zero, _ = face_openings(target_model, no_id, zero.q)
+    assert np.allclose(mouth_zero[rest_s], mouth_neutral, atol=1e-9)  # the half-open typical face instead
+
+
 def test_reference_pose_is_the_median_pose():
     R0 = rotation_matrix(np.array([0.2, -0.4, 0.3]))
     frames = [R0] * 5 + [R0 @ axis_rotation("y", 25), R0 @ axis_rotation("y", -25), R0 @ axis_rotation("x", 40), R0 @ axis_rotation("x", -40)]
@@ -283,7 +330,8 @@ def test_displacement_in_the_target_span_is_reproduced(models):
     d_s = np.einsum("tk,knd->tnd", w, np.stack([FIELDS[n] for n in ("jaw", "smile", "blink", "gaze", "brow")]) * 0.9)
     q_s = np.stack([coefficients_of(source_model, d) for d in d_s])
     tgt_q = rng.normal(size=(30, target_model.n_exp)) * target_model.exp_std
-    for settings, tol in ((TransferSettings(ridge=0.0, clamp_margin=None), 1e-9), (NO_CLAMP, 1e-2)):  # default ridge: a slight, intended shrink
+    exact, default_ridge = TransferSettings(ridge=0.0, clamp_margin=None, **ZERO_REF), TransferSettings(clamp_margin=None, **ZERO_REF)
+    for settings, tol in ((exact, 1e-9), (default_ridge, 1e-2)):  # default ridge: a slight, intended shrink
         res = transfer(_expression_track(source_model, q_s), _expression_track(target_model, tgt_q), source_model, target_model, settings=settings)
         assert res.expression_transfer == "displacement"
         d_t = target_model.shape(None, res.q) - target_model.mean
@@ -299,7 +347,7 @@ def test_eyelid_closing_and_gaze_reach_the_target(models):
     d_s = np.stack([np.zeros_like(FIELDS["blink"]), FIELDS["blink"] * 0.9, FIELDS["gaze"] * 0.9])
     q_s = np.stack([coefficients_of(source_model, d) for d in d_s])
     res = transfer(_expression_track(source_model, q_s), _expression_track(target_model, np.zeros((3, target_model.n_exp))),
-                   source_model, target_model)  # fmt: skip
+                   source_model, target_model, settings=TransferSettings(**ZERO_REF))  # fmt: skip
     d_t = target_model.shape(None, res.q) - target_model.mean
     assert np.abs(d_t[0]).max() < 1e-12  # neutral stays neutral
     lid_drop = d_t[1, upper, 1]
@@ -318,7 +366,7 @@ def test_displacement_outside_the_target_span_is_projected_and_clamped(models):
     tgt_q = rng.uniform(-1, 1, size=(40, target_model.n_exp)) * target_model.exp_std
     src, tgt = _expression_track(source_model, q_s), _expression_track(target_model, tgt_q)
 
-    free = transfer(src, tgt, source_model, target_model, settings=TransferSettings(ridge=0.0, clamp_margin=None))
+    free = transfer(src, tgt, source_model, target_model, settings=TransferSettings(ridge=0.0, clamp_margin=None, **ZERO_REF))
     B = target_model.exp_basis.reshape(target_model.n_exp, -1)
     d_t = free.q @ B
     target_d = ratio * d_s.reshape(3, -1)
@@ -326,7 +374,7 @@ def test_displacement_outside_the_target_span_is_projected_and_clamped(models):
     assert np.abs((d_t - target_d) @ B.T).max() < 1e-9  # the orthogonal projection onto the target's span
     assert free.stats["unrepresented_median"] > 0.3
 
-    clamped = transfer(src, tgt, source_model, target_model)  # default: clamp_margin 0.5
+    clamped = transfer(src, tgt, source_model, target_model, settings=TransferSettings(**ZERO_REF))  # clamp_margin 0.5
     lo = tgt_q.min(0) - 0.5 * target_model.exp_std
     hi = tgt_q.max(0) + 0.5 * target_model.exp_std
     assert np.all(clamped.q >= lo - 1e-12) and np.all(clamped.q <= hi + 1e-12)
