@@ -592,9 +592,9 @@ except ImportError:  # pragma: no cover - a platform without isal wheels falls b
 DEFLATE_ENCODERS = ("isal", "zlib")
 DEFAULT_ENCODER = "isal" if _isal_zlib is not None else "zlib"
 # Defaults per encoder. ISA-L's level 0 (its fastest) because its levels ≥ 1 are not reproducible: the
-# same frames gave different (equally valid) streams in 4 of 34 processes at level 1, with one compression
-# thread or two, and none in 24 at level 0. One ISA-L thread keeps up (≈ 0.3 ms per 256² frame, all three
-# images); zlib needs two (≈ 2.8 ms).
+# same frames gave different (equally valid) streams in 6 of 56 processes at level 1, with one compression
+# thread or two, and none in 48 at level 0 (benchmarks/render_reproducibility.py). One ISA-L thread keeps
+# up (≈ 0.3 ms per 256² frame, all three images); zlib needs two (≈ 2.8 ms).
 DEFAULT_LEVELS = {"isal": 0, "zlib": 1}
 _DEFAULT_THREADS = {"isal": 1, "zlib": 2}
 
