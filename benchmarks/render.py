@@ -8,8 +8,8 @@ all three images at ``--size``² with a square crop box following the face, read
 main figure) streams them into a ``conditioning`` HDF5 file.
 
 Usage: ``python benchmarks/render.py [--frames 500] [--size 256] [--subdivisions 1] [--compression gzip]
-[--encoder isal|zlib] [--repeat 1] [--profile]``. Prints a table (wall and CPU time: on a shared machine the CPU time per frame is
-the steadier figure), then as the last line one JSON object (frames, seconds, fps, size, vertices,
+[--encoder isal|zlib] [--repeat 1] [--profile]``. Prints a table (wall and CPU time: on a shared machine the
+CPU time per frame is the steadier figure), then as the last line one JSON object (frames, seconds, fps, size, vertices,
 triangles, renderer, ...); ``seconds``/``fps`` are the full figure, HDF5 writing included.
 """
 

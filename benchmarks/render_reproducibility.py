@@ -29,12 +29,7 @@ from render import animation
 from deep_puppets.render import Renderer, write_conditioning
 a = animation({frames})
 r = Renderer(a["triangles"], a["mean"], size=(256, 256), subdivisions=1)
-import deep_puppets.render as R
-class Writer(R.ConditioningWriter):
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **{{**kw, "level": {level}}})
-R.ConditioningWriter = Writer
-write_conditioning({out!r}, r, a["vertices"], a["boxes"], sh=a["sh"], eye_points=a["vertices"], encoder={encoder!r})
+write_conditioning({out!r}, r, a["vertices"], a["boxes"], sh=a["sh"], eye_points=a["vertices"], encoder={encoder!r}, level={level})
 """
 
 

@@ -91,7 +91,7 @@ def write(path, layout: Layout, arrays: dict[str, Any], attrs: dict[str, Any]) -
             for name, arr in arrays.items():
                 spec = layout.datasets[name]
                 arr = arr.astype(spec.dtype, copy=False)
-                kw: dict[str, Any] = {"track_times": False}  # no timestamps: reruns give identical bytes
+                kw: dict[str, Any] = {}
                 if spec.chunk_per is not None and arr.ndim and arr.shape[0] > 0:
                     kw["chunks"] = (1,) + arr.shape[1:]
                 if spec.compress:

@@ -686,9 +686,9 @@ class ConditioningWriter:
         for k, v in attrs.items():
             f.attrs[k] = h5io._attr_value(v)
         w, h = size
-        kw = {"track_times": False}  # no timestamps: reruns give identical bytes
+        kw = {}  # (h5py stores no timestamps by default: reruns give identical bytes)
         if n_frames:  # (HDF5 cannot chunk an empty fixed-size dataset)
-            kw.update(chunks=(1, h, w, 3), compression=compression)
+            kw = {"chunks": (1, h, w, 3), "compression": compression}
             if compression == "gzip":
                 kw["compression_opts"] = level
         return {s: f.create_dataset(s, (n_frames, h, w, 3), np.uint8, **kw) for s in STREAMS}
@@ -723,9 +723,9 @@ class ConditioningWriter:
         self._flush()
         self._shutdown()
         f = self._file
-        f.create_dataset("frame_index", data=self._frame_index, track_times=False)
-        f.create_dataset("valid", data=self._valid, track_times=False)
-        f.create_dataset("box", data=self._box, track_times=False)
+        f.create_dataset("frame_index", data=self._frame_index)
+        f.create_dataset("valid", data=self._valid)
+        f.create_dataset("box", data=self._box)
         f.close()
         os.replace(self._tmp, self.path)
         return self.path
@@ -771,11 +771,13 @@ def write_conditioning(
     source: str = "",
     compression: str = "gzip",
     encoder: str = DEFAULT_ENCODER,
+    level: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Render ``vertices`` (T, N, 3) and stream the frames into a ``conditioning`` HDF5 file at ``path``.
 
-    ``progress(n_done)`` is called after every frame (e.g. :class:`deep_puppets.progress.ProgressLog`).
+    ``compression``, ``encoder`` and ``level`` as :class:`ConditioningWriter` takes them; ``progress(n_done)``
+    is called after every frame (e.g. :class:`deep_puppets.progress.ProgressLog`).
     """
     t = len(vertices)
     frame_index = np.arange(t) if frame_index is None else np.asarray(frame_index)
@@ -787,7 +789,7 @@ def write_conditioning(
         "settings": json.dumps(renderer.settings(), sort_keys=True),
         "source": source,
     }
-    with ConditioningWriter(path, t, renderer.size, attrs, compression=compression, encoder=encoder) as out:
+    with ConditioningWriter(path, t, renderer.size, attrs, compression, level, encoder=encoder) as out:
         for i, frame in enumerate(render_sequence(renderer, vertices, boxes, sh, eye_points)):
             out.append(frame, frame_index[i], box_of(i))
             if progress is not None:

@@ -247,7 +247,7 @@ def reference_expression(
     ref[med] = np.median(q[use][:, med], axis=0)
     ref[pct] = np.percentile(q[use][:, pct], percentile, axis=0)
     if rst.any():
-        at_rest = use & (np.ones(len(q), bool) if rest is None else np.asarray(rest, bool))
+        at_rest = use if rest is None else use & np.asarray(rest, bool)
         ref[rst] = np.median(q[at_rest if at_rest.any() else use][:, rst], axis=0)
     return ref
 
