@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .video import path_problem
 
 DEMO_VIDEOS = ("demo_source", "demo_target")
 SCHEMA = "config.schema.yaml"
@@ -100,11 +101,9 @@ def prepare(config: dict, base_dir: str | Path = ".") -> dict:
     check_writable_folder(results, base_dir)
     videos = dict(config["videos"])
     for name, path in videos.items():
-        p = resolve(path, base_dir)
-        if not p.exists():
-            raise ConfigError(f"'videos.{name}': file {path!r} does not exist")
-        if p.is_dir():
-            raise ConfigError(f"'videos.{name}': {path!r} is a directory, not a video file")
+        problem = path_problem(resolve(path, base_dir))
+        if problem:
+            raise ConfigError(f"'videos.{name}': file {path!r} {problem}")
     pairs = [dict(p) for p in config["pairs"]]
     if demo_enabled(config):
         clash = set(DEMO_VIDEOS) & set(videos)

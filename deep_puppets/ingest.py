@@ -14,10 +14,23 @@ from .video import VideoInfo, probe
 log = logging.getLogger(__name__)
 
 
-def probe_to_json(video_path, out_json, name: str) -> VideoInfo:
-    """Probe ``video_path`` and write its :class:`VideoInfo` (plus the name) as JSON, atomically."""
-    info = probe(video_path)
-    log.info("%s: %d frames, %dx%d, %.3f fps, codec %s", video_path, info.n_frames, info.width, info.height, info.fps, info.codec)
+def probe_to_json(video_path, out_json, name: str, on_truncated: str = "error") -> VideoInfo:
+    """Probe ``video_path`` and write its :class:`VideoInfo` (plus the name) as JSON, atomically.
+
+    ``on_truncated`` (config ``input.on_truncated``): a video that decodes fewer frames than its container
+    declares is an error, or with ``"warn"`` a warning and the frames that decode are used."""
+    info = probe(video_path, on_truncated=on_truncated)
+    log.info(
+        "%s: %d frames (%s declared), %dx%d%s, %.3f fps, codec %s",
+        video_path,
+        info.n_frames,
+        info.declared_frames if info.declared_frames is not None else "none",
+        info.width,
+        info.height,
+        f" upright ({info.orientation})" if info.orientation else "",
+        info.fps,
+        info.codec,
+    )
     if info.n_frames < 2:
         raise InputError(video_path, f"only {info.n_frames} decodable frame(s); a video needs at least 2")
     write_json(out_json, {"name": name, **info.to_dict()})

@@ -172,6 +172,40 @@ def frame_box(width: int, height: int) -> np.ndarray:
     return np.array([x0, y0, x0 + side, y0 + side], float)
 
 
+SMALL_FACE_PX = 24  # a face shorter than this in the conditioning images leaves the generator too few pixels
+
+
+def face_height_px(points, box, size: int, max_frames: int = 64) -> float | None:
+    """Median height of the face in the conditioning images, in pixels at ``size``: the vertical extent of each
+    frame's projected points (video pixels) scaled from the square ``box`` to ``size``, over up to
+    ``max_frames`` frames spread over the sequence; None when no sampled frame has finite points."""
+    n = len(points)
+    if n == 0:
+        return None
+    scale = size / float(box[3] - box[1])
+    heights = []
+    for t in np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int)):
+        y = np.asarray(points[int(t)], float)[..., 1]
+        if y.size and np.isfinite(y).all():
+            heights.append((y.max() - y.min()) * scale)
+    return float(np.median(heights)) if heights else None
+
+
+def warn_if_face_small(points, box, size: int, what) -> float | None:
+    """Log one WARNING when the face is only a few pixels tall at ``size`` (see :func:`face_height_px`)."""
+    height = face_height_px(points, box, size)
+    if height is not None and height < SMALL_FACE_PX:
+        log.warning(
+            "%s: face only ~%d px tall in the conditioning images (render.size %d); the generator cannot learn a face "
+            "from so few pixels - raise render.size or use a closer shot (at least ~%d px is needed)",
+            what,
+            round(height),
+            size,
+            SMALL_FACE_PX,
+        )
+    return height
+
+
 def render_conditioning(model_cfg, model_file, params_file, texture_file, out, previews: dict, render_cfg: dict, kind: str):
     """Conditioning frames of a target's own track (``kind='track'``) or of a transfer (``kind='transfer'``)."""
     from .fitting import check_model
@@ -197,6 +231,7 @@ def render_conditioning(model_cfg, model_file, params_file, texture_file, out, p
     screen = ScreenVertices(model, fit.p, fit.q, fit.camera)
     size = int(render_cfg["size"])
     box = frame_box(width, height)
+    warn_if_face_small(LandmarkPoints(screen), box, size, params_file)
 
     subdivisions = render_cfg["subdivisions"] if model.n_vertices < 5000 else 0
     t0 = time.perf_counter()

@@ -17,5 +17,7 @@ checkpoint probe:
     resources:
         mem_mb=1000,
         runtime=30,
+    params:
+        on_truncated=config["input"]["on_truncated"],
     script:
         "../workflow_scripts/probe.py"

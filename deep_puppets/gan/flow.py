@@ -105,7 +105,9 @@ def write_flow_file(video_path, out_path, size: tuple[int, int] | int, preset: s
         info = probe(video_path)
         boxes = np.tile([0.0, 0.0, info.width, info.height], (info.n_frames, 1))
     boxes = fill_boxes(boxes)
-    flow, frames = compute_flow(iter_frames(video_path), size, preset, boxes)
+    # The frames the boxes cover (as many as the probe counted): a truncated video accepted with
+    # input.on_truncated: warn is never read into its decoder error.
+    flow, frames = compute_flow(iter_frames(video_path, 0, len(boxes)), size, preset, boxes)
     return h5io.write(
         out_path,
         FLOW,
