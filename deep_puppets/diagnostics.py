@@ -12,6 +12,8 @@ import logging
 
 import numpy as np
 
+from .files import atomic_path
+
 log = logging.getLogger(__name__)
 
 OUTER_EYE_CORNERS = (33, 263)
@@ -73,7 +75,8 @@ def camera_smoothing_figure(raw: np.ndarray, smooth: np.ndarray, fps: float, out
     axes[0].set_title(title, fontsize=10)
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -94,7 +97,8 @@ def tracking_figure(nme: np.ndarray, jitter_raw: np.ndarray, jitter_fit: np.ndar
     axes[1].legend(fontsize=8)
     axes[1].grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

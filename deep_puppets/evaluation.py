@@ -3,11 +3,17 @@
 E_col(C_s, C_i) = 1/|C_i| Σ_p ‖C_s(p) − C_i(p)‖₂, colours in [0, 1]: the mean over pixels of the RGB
 Euclidean distance. Its per-pixel map is what the heat maps show. PSNR and SSIM are reported too so figures
 compare with the literature.
+
+Every method and region is scored on ONE frame set (:func:`scored_frames`): the held-out frames whose face was
+detected (not a bridged fit), whose fit rendered (finite parameters) and whose render shows a face. Frames
+left out are counted per reason in the summary, the log and the plot's title.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .files import atomic_path
 
 # The heat maps use a fixed colour scale so that videos and frames compare: 0 → black, HEAT_MAX → white.
 # sqrt(3) is the largest possible distance; 0.5 already is a gross error.
@@ -101,6 +107,35 @@ def legend_bar(width: int, vmax: float = HEAT_MAX) -> np.ndarray:
     return np.vstack([bar, band])
 
 
+# Why a held-out frame is not scored, in the order they are checked.
+NOT_DETECTED = "no face detected (bridged fit)"
+NOT_RENDERED = "no conditioning render (invalid fit)"
+NO_FACE = "no face in the render"
+
+
+def scored_frames(detected, rendered, face_pixels) -> tuple[np.ndarray, dict]:
+    """Which held-out frames to score: ``(keep (N,) bool, {"held_out", "scored", "excluded": {reason: n}})``.
+
+    ``detected``: the track's ``valid`` (a face was detected, the fit is not bridged); ``rendered``: the
+    conditioning's ``valid``; ``face_pixels``: pixels of the rendered face per frame. Each excluded frame
+    counts under the first reason that applies."""
+    detected, rendered = np.asarray(detected, bool), np.asarray(rendered, bool)
+    face = np.asarray(face_pixels) > 0
+    reasons = [(NOT_DETECTED, ~detected), (NOT_RENDERED, detected & ~rendered), (NO_FACE, detected & rendered & ~face)]
+    keep = detected & rendered & face
+    excluded = {why: int(m.sum()) for why, m in reasons if m.any()}
+    return keep, {"held_out": int(len(keep)), "scored": int(keep.sum()), "excluded": excluded}
+
+
+def describe_frames(counts: dict) -> str:
+    """'30 of 32 held-out frames (2 excluded: no face in the render)'."""
+    text = f"{counts['scored']} of {counts['held_out']} held-out frames"
+    if counts["excluded"]:
+        why = ", ".join(f"{n} {reason}" if len(counts["excluded"]) > 1 else reason for reason, n in counts["excluded"].items())
+        text += f" ({counts['held_out'] - counts['scored']} excluded: {why})"
+    return text
+
+
 def metrics_table(methods: dict, real: np.ndarray, frames: np.ndarray, mask: np.ndarray | None):
     """Long table (one row per frame, method and region) of E_col, PSNR and SSIM. ``methods`` maps a name to
     synthesized frames (T, H, W, 3) aligned with ``real``; ``mask`` (T, H, W) is the face region."""
@@ -143,7 +178,8 @@ def e_col_plot(df, out_png, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

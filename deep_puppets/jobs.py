@@ -389,7 +389,7 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, outs: d
     import h5py
 
     from . import evaluation as ev
-    from .files import write_json
+    from .files import atomic_path, write_json
     from .gan.synthesize import held_out_comparison
     from .tracks import read_track
     from .video import write_mp4
@@ -407,16 +407,30 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, outs: d
         import cv2
 
         mask = np.stack([cv2.resize(m.astype(np.uint8), real.shape[2:0:-1], interpolation=cv2.INTER_NEAREST) > 0 for m in mask])
-    methods = {"gan": res["gan"], "nearest": res["nearest"], "mean": np.broadcast_to(res["mean"], real.shape)}
+    # one frame set for every method and region: detected, rendered, with a face in the render
+    keep, counts = ev.scored_frames(track.valid[held], res["valid"], mask.sum(axis=(1, 2)))
+    frames_text = ev.describe_frames(counts)
+    if not counts["scored"]:
+        raise InputError(conditioning_file, f"nothing to evaluate: {frames_text}")
+    held, real, mask = held[keep], real[keep], mask[keep]
+    methods = {"gan": res["gan"][keep], "nearest": res["nearest"][keep], "mean": np.broadcast_to(res["mean"], real.shape)}
     df = ev.metrics_table(methods, real, held, mask)
-    df.to_csv(outs["csv"], index=False)
-    summary = {"video": attrs["video"], "held_out_frames": [int(held[0]), int(held[-1]) + 1], "n_frames": len(held), "methods": ev.summary_table(df), "heat_scale_max": ev.HEAT_MAX}
+    with atomic_path(outs["csv"]) as tmp:
+        df.to_csv(tmp, index=False)
+    summary = {
+        "video": attrs["video"],
+        "held_out_frames": [int(res["frames"][0]), int(res["frames"][-1]) + 1],
+        "frames": {**counts, "scored_frames": [int(t) for t in held]},
+        "n_frames": counts["scored"],
+        "methods": ev.summary_table(df),
+        "heat_scale_max": ev.HEAT_MAX,
+    }
     write_json(outs["json"], summary)
     fps = float(attrs["fps"])
-    ev.e_col_plot(df, outs["plot"], f"{attrs['video']}: self-reenactment on {len(held)} held-out frames")
+    ev.e_col_plot(df, outs["plot"], f"{attrs['video']}: self-reenactment on {frames_text}")
     bar = ev.legend_bar(real.shape[2])
-    write_mp4(outs["heat_mp4"], (np.vstack([ev.heat_map(e), bar]) for e in ev.error_map(res["gan"], real)), fps)
-    write_mp4(outs["side_mp4"], ev.comparison_frames(real, res["gan"], held), fps)
+    write_mp4(outs["heat_mp4"], (np.vstack([ev.heat_map(e), bar]) for e in ev.error_map(methods["gan"], real)), fps)
+    write_mp4(outs["side_mp4"], ev.comparison_frames(real, methods["gan"], held), fps)
     means = {m: summary["methods"][m]["frame"]["e_col"]["mean"] for m in methods}
-    log.info("%s held-out E_col: %s", attrs["video"], means)
+    log.info("%s held-out E_col on %s: %s", attrs["video"], frames_text, means)
     return summary

@@ -2,14 +2,18 @@
 
 A script does ``run_script(snakemake, main)``; ``main(snakemake)`` holds one call into the package. A
 :class:`~deep_puppets.errors.DeepPuppetsError` (bad input, bad config) ends the job with one line naming the
-file and the problem, not a traceback; anything else is a bug and keeps its traceback in the log.
+file and the problem, not a traceback; so does a full disk (:func:`no_space_message`); anything else is a bug
+and keeps its traceback in the log.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from .errors import DeepPuppetsError
 
@@ -49,6 +53,45 @@ def limit_threads(n: int) -> None:
         pass
 
 
+# How libraries report a full disk when they do not raise OSError(ENOSPC) themselves: torch.save's zip writer
+# ("unexpected pos 123 vs 456"), h5py ("No space left on device", "errno = 28"), FFmpeg/PyAV (errno 28).
+_NO_SPACE_TEXT = ("no space left", "unexpected pos", "errno = 28", "disk full", "disk quota exceeded")
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` or any exception in its chain (``__cause__``, ``__context__``) reports a full disk."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, (OSError, RuntimeError)) and any(t in str(exc).lower() for t in _NO_SPACE_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e6:.1f} MB"
+
+
+def no_space_message(outputs, inputs=()) -> str:
+    """'no space left on device while writing PATH (needs ~X MB; Y MB free)': PATH is the job's first output
+    (its outputs share a folder); X the size of the job's inputs, a rough guide (outputs are of their order;
+    Snakemake has deleted any previous outputs before the job started), left out when there are none."""
+    path = Path(outputs[0]) if len(outputs) else Path(".")
+    need = sum(Path(p).stat().st_size for p in inputs if Path(p).is_file())
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    parts = [f"needs ~{_mb(need)}"] if need else []
+    try:
+        parts.append(f"{_mb(shutil.disk_usage(folder).free)} free")
+    except OSError:
+        pass
+    return f"no space left on device while writing {path}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
 def run_script(snakemake, main) -> None:
     log_path = snakemake.log[0] if len(snakemake.log) else None
     setup_logging(log_path)
@@ -61,6 +104,11 @@ def run_script(snakemake, main) -> None:
         logging.getLogger("deep_puppets").error("%s", e)
         print(f"Error in rule {snakemake.rule}: {e}", file=sys.stderr)
         sys.exit(1)
-    except Exception:
+    except Exception as e:
+        if is_no_space(e):
+            msg = no_space_message(list(snakemake.output), list(snakemake.input))
+            logging.getLogger("deep_puppets").error("%s", msg)
+            print(f"Error in rule {snakemake.rule}: {msg}", file=sys.stderr)
+            sys.exit(1)
         logging.getLogger("deep_puppets").exception("unexpected failure in rule %s", snakemake.rule)
         raise

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +104,44 @@ def test_rendering_killed_with_sigkill_reruns_and_finishes(tiny_full_run, tmp_pa
     with h5py.File(out, "r") as f:
         assert f["colour"].shape[0] == 40
     assert planned_jobs(work) == []
+
+
+def _incomplete_markers(workdir) -> list[str]:
+    """Output paths Snakemake has marked incomplete (.snakemake/incomplete/<base64 of the path>)."""
+    import base64
+
+    folder = Path(workdir) / ".snakemake" / "incomplete"
+    return [base64.urlsafe_b64decode(p.name).decode() for p in folder.glob("*") if p.is_file() and p.name != "migration_underway"]
+
+
+def test_segment_job_killed_with_sigkill_reruns_and_leaves_valid_segments(tmp_path):
+    """Jobs planned after the probe checkpoint: a kill leaves nothing under the final names, the next run
+    reruns them, every segment file is complete and no incomplete marker is left on an existing output."""
+    from deep_puppets import h5io
+    from deep_puppets.fitting import FIT_SEGMENT
+
+    work = tmp_path / "run"
+    work.mkdir()
+    config = TINY_FULL
+    target = f"results/videos/{TARGET}/track.h5"
+    res = work / "results" / "videos" / TARGET
+    logs = work / "results" / "logs" / "landmarks"
+    proc = _start(work, config, target)
+    _kill_when(proc, lambda: logs.exists() and any(logs.rglob("*.log")), what="a landmarks job to start")
+    marked = _incomplete_markers(work)
+    assert any("/landmarks/seg" in m for m in marked), marked  # Snakemake marked the running segment jobs
+    assert not any((work / m).exists() for m in marked), "a killed job left a file under its final name"
+
+    _unlock(work, config)
+    r = run_workflow(work, "--cores", "2", target, config=config)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    segments = sorted((res / "landmarks").glob("seg*.h5")) + sorted((res / "fit").glob("seg*.h5"))
+    assert len(segments) == 4, segments
+    for path in segments:
+        h5io.read(path, h5io.LANDMARKS if path.parent.name == "landmarks" else FIT_SEGMENT)
+    assert not [m for m in _incomplete_markers(work) if (work / m).exists()]
+    assert not list(res.rglob(".*tmp*")), "temporary files left behind"
+    assert planned_jobs(work, config, target) == []
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -277,3 +316,74 @@ def test_config_paths_never_reach_a_shell(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert json.loads((tmp_path / "results" / "videos" / "odd" / "probe.json").read_text())["n_frames"] == 12
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+
+
+# ------------------------------------------------------------------------------------------------ disk full
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs filled to the last byte: every write there fails with a real ENOSPC (needs root)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs (needs root)")
+    try:
+        with open(mnt / "filler", "wb") as f, pytest.raises(OSError, match="No space left"):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+_WRITERS = {
+    "hdf5": "import h5py\nwith h5py.File(out, 'w') as f:\n    f['x'] = np.zeros(100000)",
+    "torch": "import torch\ntorch.save({'w': torch.rand(100000)}, out)",
+    "mp4": "from deep_puppets.video import write_mp4\n"
+           "write_mp4(out, (np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8) for _ in range(40)), 25)",
+    "json": "from deep_puppets.files import write_json\nwrite_json(out, {'a': list(range(10000))})",
+}
+
+
+@pytest.mark.parametrize("writer", sorted(_WRITERS))
+def test_disk_full_is_one_line_naming_the_output(full_disk, tmp_path, writer):
+    out = full_disk / f"out.{writer}"
+    src = tmp_path / "input.bin"
+    src.write_bytes(b"x" * 3_000_000)
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, types\nimport numpy as np\nfrom deep_puppets.workflow import run_script\n"
+        f"out = {str(out)!r}\n"
+        "def main(sm):\n" + "".join(f"    {line}\n" for line in _WRITERS[writer].splitlines()) +
+        f"sm = types.SimpleNamespace(rule='job', log=[], threads=1, output=[out], input=[{str(src)!r}])\n"
+        "run_script(sm, main)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("Error in rule job:")]
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr[-3000:]
+    assert len(lines) == 1, r.stderr[-3000:]
+    assert re.fullmatch(rf"Error in rule job: no space left on device while writing {re.escape(str(out))} \(needs ~3 MB; 0\.\d MB free\)", lines[0]), lines[0]
+
+
+def test_figures_and_tables_on_a_full_disk_leave_no_file(full_disk):
+    """The diagnostics and evaluation figures are written atomically: a failed write leaves nothing behind."""
+    import pandas as pd
+
+    from deep_puppets import diagnostics as dg, evaluation as ev
+
+    t = np.arange(30.0)
+    df = pd.DataFrame({"frame": t, "method": "gan", "region": "frame", "e_col": t / 100})
+    curves = np.random.default_rng(0).random((30, 7))
+    writers = {
+        "e_col.png": lambda p: ev.e_col_plot(df, p, "title"),
+        "camera.png": lambda p: dg.camera_smoothing_figure(curves, curves, 25.0, p, "title"),
+        "tracking.png": lambda p: dg.tracking_figure(t / 100, t, t, None, 25.0, p, "title"),
+    }
+    for name, write in writers.items():
+        with pytest.raises(OSError):
+            write(full_disk / name)
+        assert sorted(p.name for p in full_disk.iterdir()) == ["filler"], name
