@@ -3,6 +3,24 @@
 # Run:  snakemake --cores N            (workstation; profiles/default is picked up automatically)
 # Config: config.yaml, validated against deep_puppets/schemas/config.schema.yaml before any job starts.
 
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from snakemake.exceptions import WorkflowError
+
+from deep_puppets.config import check_yaml_file
+from deep_puppets.errors import ConfigError
+
+# Snakemake's own YAML error names neither the file nor the line: parse config.yaml first. (A --configfile
+# is read by Snakemake's command line before this file runs, so its syntax errors keep Snakemake's wording.)
+if os.path.exists("config.yaml"):
+    try:
+        check_yaml_file("config.yaml")
+    except ConfigError as e:
+        raise WorkflowError(f"config error: {e}")
+
 
 configfile: "config.yaml"
 

@@ -7,6 +7,9 @@ Snakefile is parsed, i.e. before any job starts.
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -15,8 +18,32 @@ import yaml
 from .errors import ConfigError
 from .video import path_problem
 
+log = logging.getLogger(__name__)
+
 DEMO_VIDEOS = ("demo_source", "demo_target")
 SCHEMA = "config.schema.yaml"
+# The checkout this package runs from, and its folders that hold sources: `results` may be none of them.
+SOURCE_DIR = Path(__file__).resolve().parents[1]
+SOURCE_FOLDERS = ("deep_puppets", "rules", "workflow_scripts", "tests", "envs", "profiles", "scripts", "docs", "report", "benchmarks", ".git")
+HASH_BYTES = 1 << 20  # videos of equal size whose first MB agree are taken for the same file
+
+
+def check_yaml_file(path) -> None:
+    """A YAML (or JSON) config file that does not parse: one line ``PATH line N: problem`` (ConfigError).
+
+    Snakemake's own message names neither the file nor the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            yaml.safe_load(f)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = e.problem or e.context or "invalid YAML"
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
 
 
 def schema_path() -> Path:
@@ -68,10 +95,65 @@ def resolve(path, base_dir) -> Path:
     return p if p.is_absolute() else Path(base_dir) / p
 
 
+def check_results_folder(results, base_dir, source_dir=SOURCE_DIR) -> str:
+    """``results`` with ``~`` expanded (and trailing ``/`` dropped); a one-line ConfigError when it is empty, the
+    filesystem root, the repository itself or one of its source folders, or cannot be written."""
+    value = "" if results is None else str(results)
+    if not value.strip():
+        raise ConfigError("'results' is empty: give the folder outputs go to (e.g. results)")
+    expanded = os.path.expanduser(value)
+    expanded = expanded.rstrip("/") or "/"
+    where = resolve(expanded, base_dir).resolve()
+    if where == Path(where.anchor):
+        raise ConfigError(f"'results': {value!r} is the filesystem root")
+    source = Path(source_dir).resolve()
+    if where == source:
+        raise ConfigError(f"'results': {value!r} is the repository itself ({source}); use a folder of its own (e.g. results)")
+    for name in SOURCE_FOLDERS:
+        folder = source / name
+        if where == folder or folder in where.parents:
+            raise ConfigError(f"'results': {value!r} is inside the repository's source folder {name}/ ({where}); use a folder of its own (e.g. results)")
+    check_writable_folder(expanded, base_dir)
+    return expanded
+
+
+def file_identity(path: Path) -> tuple:
+    """What makes two video paths the same file: the same resolved path, or the same size and first MB."""
+    with open(path, "rb") as f:
+        head = f.read(HASH_BYTES)
+    return path.stat().st_size, hashlib.sha256(head).hexdigest()
+
+
+def warn_duplicate_videos(videos: dict, base_dir) -> list[tuple[str, ...]]:
+    """Warn once for every group of video names that point to the same file (it would be computed twice)."""
+    groups: dict = {}
+    for name in sorted(videos):
+        p = resolve(videos[name], base_dir)
+        try:
+            key = file_identity(p)
+        except OSError:  # unreadable: the probe reports it
+            key = ("path", str(p.resolve()))
+        groups.setdefault(key, []).append(name)
+    same = [tuple(names) for names in groups.values() if len(names) > 1]
+    for names in same:
+        keys = " and ".join(f"'videos.{n}' ({videos[n]})" for n in names)
+        log.warning("config warning: %s are the same file; it will be processed %d times", keys, len(names))
+    return same
+
+
+def default_slurm_logdir(executor_settings, results: str, base_dir=".") -> None:
+    """Point the SLURM executor's job logs at ``{results}/logs/slurm`` unless ``--slurm-logdir`` was given.
+
+    snakemake-executor-plugin-slurm reads ``executor_settings.logdir`` when its executor starts (after the
+    Snakefile is parsed and the DAG built); unset, it would use ``.snakemake/slurm_logs``. Other executors'
+    settings have no ``logdir`` and are left alone."""
+    if executor_settings is None or not hasattr(executor_settings, "logdir") or executor_settings.logdir:
+        return
+    executor_settings.logdir = resolve(results, base_dir).resolve() / "logs" / "slurm"
+
+
 def check_writable_folder(folder: str, base_dir: Path) -> None:
     """``folder`` exists as a writable directory or can be created: else a one-line ConfigError."""
-    import os
-
     ancestor = resolve(folder, base_dir)
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -86,24 +168,25 @@ def demo_enabled(config: dict) -> bool:
     return (not config["videos"]) if enabled == "auto" else bool(enabled)
 
 
-def prepare(config: dict, base_dir: str | Path = ".") -> dict:
+def prepare(config: dict, base_dir: str | Path = ".", source_dir: str | Path = SOURCE_DIR) -> dict:
     """Validate, fill defaults, add the demo when enabled, and check cross-references and files.
 
-    The returned config has ``videos`` (name -> path, the demo's generated paths included) and ``pairs``
-    with every field set.
+    The returned config has ``results``, ``videos`` and ``model.path`` with ``~`` expanded (use these, never
+    the user's strings), ``videos`` (name -> path, the demo's generated paths included) and ``pairs`` with
+    every field set. ``source_dir`` is the checkout, where ``results`` may not go.
     """
     config = validate_schema(config)
     base_dir = Path(base_dir)
     seg = config["segments"]
     if seg["overlap"] >= seg["length"]:
         raise ConfigError(f"'segments.overlap' ({seg['overlap']}) must be smaller than 'segments.length' ({seg['length']})")
-    results = config["results"]
-    check_writable_folder(results, base_dir)
-    videos = dict(config["videos"])
+    results = config["results"] = check_results_folder(config["results"], base_dir, source_dir)
+    videos = {name: os.path.expanduser(path) for name, path in config["videos"].items()}
     for name, path in videos.items():
         problem = path_problem(resolve(path, base_dir))
         if problem:
             raise ConfigError(f"'videos.{name}': file {path!r} {problem}")
+    warn_duplicate_videos(videos, base_dir)
     pairs = [dict(p) for p in config["pairs"]]
     if demo_enabled(config):
         clash = set(DEMO_VIDEOS) & set(videos)
@@ -121,6 +204,7 @@ def prepare(config: dict, base_dir: str | Path = ".") -> dict:
     if model["type"] != "person":
         if not model["path"]:
             raise ConfigError(f"'model.path' is required for a model of type {model['type']}")
+        model["path"] = os.path.expanduser(model["path"])
         if not resolve(model["path"], base_dir).exists():
             raise ConfigError(f"'model.path': {model['path']!r} does not exist")
     config["videos"] = videos

@@ -47,12 +47,17 @@ def read_video_landmarks(files) -> dict:
     return {**out, "attrs": parts[0][1]}
 
 
-def summarize(files, video_name: str, video_path: str, min_valid_fraction: float) -> dict:
-    """Per-video landmark summary; a video with (almost) no face fails with an error naming it."""
+def summarize(files, video_name: str, video_path: str, min_valid_fraction: float, min_faces: int = 1) -> dict:
+    """Per-video landmark summary, the gate of every job that reads landmarks: a video with fewer than
+    M = :func:`~deep_puppets.needs.faces_needed` frames with a face (``landmarks.min_valid_fraction`` of its
+    frames, and at least ``min_faces``, what the model needs) fails with one line naming the video."""
+    from .needs import faces_needed
+
     seq = read_video_landmarks(files)
     valid = seq["valid"]
     n = len(valid)
     frac = float(valid.mean())
+    need = faces_needed(n, min_valid_fraction, min_faces)
     invalid = np.flatnonzero(~valid)
     summary = {
         "video": video_name,
@@ -60,15 +65,16 @@ def summarize(files, video_name: str, video_path: str, min_valid_fraction: float
         "frames": n,
         "valid_frames": int(valid.sum()),
         "valid_fraction": frac,
+        "faces_needed": need,
         "invalid_frames": invalid.tolist(),
         "segments": len(files),
         "mean_score": float(seq["score"][valid].mean()) if valid.any() else 0.0,
     }
-    if frac < min_valid_fraction:
+    if valid.sum() < need:
         raise InputError(
-            video_path,
-            f"a face was found in only {valid.sum()} of {n} frames ({frac:.1%} < landmarks.min_valid_fraction "
-            f"{min_valid_fraction:.0%}); is there a face in this video?",
+            f"{video_name} ({video_path})",
+            f"{valid.sum()} frames with a face; at least {need} needed (of its {n} frames: 'landmarks.min_valid_fraction' "
+            f"{min_valid_fraction:g}, and at least {min_faces} for the model)",
         )
     if len(invalid):
         log.warning("%s: %d of %d frames without a face (flagged, bridged by the fit)", video_name, len(invalid), n)

@@ -13,9 +13,13 @@ from snakemake.exceptions import WorkflowError
 from deep_puppets import config as dp_config
 from deep_puppets.errors import ConfigError
 from deep_puppets.ingest import segments_for
+from deep_puppets.needs import check_stage_settings, model_min_faces
 
+# Paths with `~` expanded (results, videos, model.path) replace the user's strings; every stage's settings
+# are built once here, so that a bad value stops the run before any job starts.
 try:
-    config.update(dp_config.prepare(config))
+    config.update(dp_config.prepare(config, ".", workflow.basedir))
+    check_stage_settings(config)
 except ConfigError as e:
     raise WorkflowError(f"config error: {e}")
 
@@ -36,7 +40,17 @@ wildcard_constraints:
 
 def video_path(wildcards):
     """The input video of a configured name (the demo's generated clip for the demo names)."""
+    # Runs while the DAG is built, after Snakemake set the executor's settings and before the executor
+    # starts: the only moment the SLURM job logs can be sent to {results}/logs/slurm (unless --slurm-logdir).
+    dp_config.default_slurm_logdir(workflow.executor_settings, RESULTS)
     return config["videos"][wildcards.video]
+
+
+def landmark_gate(wildcards):
+    """The landmark summary: it fails when a video has too few frames with a face (the gate of every job that
+    reads landmarks). ancient(): its time stamp alone (a new min_valid_fraction passed, say) reruns nothing.
+    """
+    return ancient(f"{RESULTS}/videos/{wildcards.video}/landmarks/summary.json")
 
 
 def probe_json(wildcards):

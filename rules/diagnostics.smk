@@ -7,6 +7,7 @@ rule diagnostics:
         model=model_file,
         track=f"{RESULTS}/videos/{{video}}/track.h5",
         identity=f"{RESULTS}/videos/{{video}}/fit/identity.h5",
+        gate=landmark_gate,
         landmarks=landmark_segment_files,
         video=video_path,
         probe=probe_json,

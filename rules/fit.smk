@@ -4,6 +4,7 @@
 
 rule person_model:
     input:
+        gate=landmark_gate,
         landmarks=landmark_segment_files,
     output:
         h5=f"{RESULTS}/videos/{{video}}/model.h5",
@@ -26,6 +27,7 @@ rule person_model:
 rule fit_identity:
     input:
         model=model_file,
+        gate=landmark_gate,
         landmarks=landmark_segment_files,
     output:
         h5=f"{RESULTS}/videos/{{video}}/fit/identity.h5",
@@ -50,6 +52,7 @@ rule fit_segment:
     input:
         model=model_file,
         identity=f"{RESULTS}/videos/{{video}}/fit/identity.h5",
+        gate=landmark_gate,
         landmarks=f"{RESULTS}/videos/{{video}}/landmarks/seg{{seg}}.h5",
     output:
         h5=f"{RESULTS}/videos/{{video}}/fit/seg{{seg}}.h5",

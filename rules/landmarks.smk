@@ -41,6 +41,7 @@ rule landmarks_summary:
         runtime=5,
     params:
         min_valid_fraction=config["landmarks"]["min_valid_fraction"],
+        min_faces=model_min_faces(config["model"]),
         video_path=video_path,
     script:
         "../workflow_scripts/landmarks_summary.py"

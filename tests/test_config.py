@@ -108,3 +108,161 @@ def test_schema_defaults_are_the_code_defaults(section, factory):
             assert value == pytest.approx(want) if isinstance(want, float) else value == want, f"{section}.{key}"
     settings = cls.from_config({k: v for k, v in defaults.items() if k in code})
     assert settings is not None
+
+
+# ------------------------------------------------------------------------------------ paths: results, ~ (item 7)
+
+
+@pytest.mark.parametrize(
+    "results,match",
+    [
+        ("", "'results' is empty"),
+        ("   ", "'results' is empty"),
+        (".", "is the repository itself"),
+        ("deep_puppets", "inside the repository's source folder deep_puppets/"),
+        ("rules/out", "inside the repository's source folder rules/"),
+        (".git/results", r"inside the repository's source folder \.git/"),
+        ("/", "is the filesystem root"),
+    ],
+)
+def test_results_path_is_refused_where_it_would_land_in_the_wrong_place(results, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        dp_config.prepare({"results": results}, REPO, REPO)
+    assert "\n" not in str(e.value)
+
+
+def test_tilde_is_expanded_once_for_results_videos_and_model(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "clips").mkdir(parents=True)
+    (home / "clips" / "a.mp4").write_bytes(b"a")
+    (home / "m.npz").write_bytes(b"m")
+    monkeypatch.setenv("HOME", str(home))
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = dp_config.prepare(
+        {"results": "~/out/", "videos": {"a": "~/clips/a.mp4"}, "pairs": [{"source": "a", "target": "a"}],
+         "model": {"type": "ict", "path": "~/m.npz"}},
+        work,
+    )
+    assert cfg["results"] == f"{home}/out"
+    assert cfg["videos"] == {"a": f"{home}/clips/a.mp4"}
+    assert cfg["model"]["path"] == f"{home}/m.npz"
+    assert not (work / "~").exists()
+
+
+def test_slurm_logdir_follows_results_unless_given(tmp_path):
+    """The plugin (2.6.x) reads executor_settings.logdir when its executor starts; the profile sets none."""
+    slurm = pytest.importorskip("snakemake_executor_plugin_slurm")
+    assert "slurm-logdir" not in yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    settings = slurm.ExecutorSettings()
+    dp_config.default_slurm_logdir(settings, "elsewhere", tmp_path)
+
+    class Workflow:  # what _select_logdir reads
+        executor_settings, workdir_init = settings, str(tmp_path)
+
+    assert slurm._select_logdir(Workflow) == tmp_path / "elsewhere" / "logs" / "slurm"
+    given = slurm.ExecutorSettings(logdir="/scratch/logs")
+    dp_config.default_slurm_logdir(given, "elsewhere", tmp_path)
+    assert given.logdir == "/scratch/logs"
+    dp_config.default_slurm_logdir(None, "elsewhere", tmp_path)  # dry runs and local runs: nothing to set
+
+
+# ------------------------------------------------------------------------- stage settings, frame needs (item 10)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"render": {"size": 100}}, r"^'render.size': 100 is not divisible by 2\*\*gan.gen_depth = 32"),
+        ({"render": {"size": 64}, "gan": {"gen_depth": 4, "di_num_D": 3}}, r"^gan.di_num_D = 3 is invalid"),
+        ({"model": {"options": {"region": "face"}}}, r"^'model.options': unknown option 'region' for type person"),
+    ],
+)
+def test_stage_settings_are_built_at_config_time(change, match):
+    from deep_puppets.needs import check_stage_settings
+
+    cfg = dp_config.prepare(change)
+    with pytest.raises(ConfigError, match=match) as e:
+        check_stage_settings(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_default_and_shipped_stage_settings_pass():
+    from deep_puppets.needs import check_stage_settings
+
+    check_stage_settings(dp_config.prepare({}))
+    check_stage_settings(dp_config.prepare(yaml.safe_load((REPO / "config.yaml").read_text()), REPO))
+
+
+def run_dry(workdir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--directory", str(workdir), "-s", str(REPO / "Snakefile"), *args],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_render_size_not_divisible_stops_snakemake_before_any_job(tmp_path):
+    (tmp_path / "c.yaml").write_text("render: {size: 100}\n")
+    r = run_dry(tmp_path, "--configfile", str(REPO / "config.yaml"), str(tmp_path / "c.yaml"))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "config error: 'render.size': 100 is not divisible by 2**gan.gen_depth = 32" in out, out[-3000:]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "n_frames,change,match",
+    [
+        (20, {}, r"^v \(clip.mp4\): 20 frames; at least 30 frames with a face needed"),
+        (40, {"model": {"n_components": 50}}, r"^v \(clip.mp4\): 40 frames; at least 51 frames with a face needed"),
+        (40, {"gan": {"clip_len": 30}}, r"^v \(clip.mp4\): 40 frames, 27 of them for training .*'gan.clip_len' 30 needs"),
+        (40, {"gan": {"held_out_fraction": 0.01}}, r"^v \(clip.mp4\): 'gan.held_out_fraction' 0.01 holds out none of its 40 frames"),
+    ],
+)
+def test_video_length_limits_name_the_video_and_the_key(tmp_path, n_frames, change, match):
+    from deep_puppets.errors import InputError
+    from deep_puppets.needs import check_video_length
+
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    cfg = dp_config.prepare({"videos": {"v": "clip.mp4"}, "pairs": [{"source": "v", "target": "v"}], **change}, tmp_path)
+    with pytest.raises(InputError, match=match):
+        check_video_length("v", "clip.mp4", n_frames, cfg)
+    check_video_length("v", "clip.mp4", 400, cfg)  # long enough for every case
+
+
+def test_faces_needed_is_the_fraction_or_what_the_model_needs():
+    from deep_puppets.needs import faces_needed, model_min_faces
+
+    assert model_min_faces({"type": "person", "n_components": 20}) == 30
+    assert model_min_faces({"type": "person", "n_components": 40}) == 41
+    assert model_min_faces({"type": "ict", "n_components": 20}) == 1
+    assert faces_needed(100, 0.05, 30) == 30
+    assert faces_needed(1000, 0.05, 30) == 50
+    assert faces_needed(1001, 0.05, 1) == 51
+
+
+# ------------------------------------------------------------------ YAML syntax, one file under two names (item 12)
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("videos: {}\nrender:\n  size: 64\n gan: {}\n")
+    r = run_dry(tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    lines = [line for line in out.splitlines() if line.startswith("config error:")]
+    assert lines == ["config error: config.yaml line 4: expected <block end>, but found '<block mapping start>'"], out[-3000:]
+
+
+def test_same_file_under_two_names_warns_once_naming_both(tmp_path, caplog):
+    import shutil
+
+    (tmp_path / "a.mp4").write_bytes(b"video" * 1000)
+    shutil.copyfile(tmp_path / "a.mp4", tmp_path / "copy.mp4")
+    (tmp_path / "b.mp4").write_bytes(b"other" * 1000)
+    videos = {"alice": "a.mp4", "again": "./a.mp4", "copy": "copy.mp4", "bob": "b.mp4"}
+    with caplog.at_level("WARNING", logger="deep_puppets.config"):
+        dp_config.prepare({"videos": videos, "pairs": [{"source": "alice", "target": "bob"}]}, tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if "same file" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "'videos.again'" in warnings[0] and "'videos.alice'" in warnings[0] and "'videos.copy'" in warnings[0]
+    assert "'videos.bob'" not in warnings[0]

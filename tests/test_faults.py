@@ -195,7 +195,7 @@ def test_bad_video_file_fails_with_an_error_naming_it(bad_input_run, name):
 def test_video_without_any_face_fails_with_an_error_naming_it(bad_input_run):
     work, r, _ = bad_input_run
     out = r.stdout + r.stderr
-    assert re.search(r"Error in rule landmarks_summary: \S*data/no_face\.mp4: a face was found in only \d+ of 40 frames", out), out[-5000:]
+    assert re.search(r"Error in rule landmarks_summary: no_face \(\S*data/no_face\.mp4\): \d+ frames with a face; at least 30 needed", out), out[-5000:]
     assert not (work / "results" / "videos" / "no_face" / "landmarks" / "summary.json").exists()
     assert not (work / "results" / "videos" / "no_face" / "track.h5").exists()
 

@@ -8,6 +8,7 @@ def main(sm):
         sm.wildcards.video,
         sm.params.video_path,
         sm.params.min_valid_fraction,
+        sm.params.min_faces,
     )
     write_summary(sm.output.json, summary)
 

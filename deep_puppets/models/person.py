@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import h5io
 from ..errors import InputError
+from ..needs import PERSON_MODEL_MIN_FRAMES
 from . import facemesh
 from .base import N_LANDMARKS, MorphableModel
 from .geometry import apply_similarity, similarity_transform
@@ -191,7 +192,7 @@ def build_person_model(
     neutral_quantile: float = 0.2,
     outlier_mads: float = 6.0,
     iterations: int = 3,
-    min_frames: int = 30,
+    min_frames: int = PERSON_MODEL_MIN_FRAMES,
 ) -> MorphableModel:
     """Person-specific model from one video's landmarks (T, 478, 3) in pixels and ``valid`` (T,).
 
