@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterator
@@ -25,12 +26,38 @@ def atomic_path(path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
+import numpy as np
+
+
+def finite_or_null(data):
+    """``data`` (dicts, lists, tuples, numbers, numpy scalars and arrays) with every NaN or ±inf replaced by
+    None, so that it is strict JSON (JSON has no NaN or Infinity; Python's json writes them unless told not to)."""
+    if isinstance(data, dict):
+        return {k: finite_or_null(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(v) for v in data]
+    if isinstance(data, np.ndarray):
+        return finite_or_null(data.tolist())
+    if isinstance(data, (bool, np.bool_)):
+        return bool(data)
+    if isinstance(data, np.integer):
+        return int(data)
+    if isinstance(data, (float, np.floating)):
+        return float(data) if math.isfinite(data) else None
+    return data
+
+
+def json_text(data, **kw) -> str:
+    """Strict JSON of ``data``: non-finite numbers become null (:func:`finite_or_null`), never NaN/Infinity."""
+    return json.dumps(finite_or_null(data), allow_nan=False, **kw)
+
 
 def write_json(path, data: dict) -> Path:
-    """Write ``data`` as indented JSON, atomically (temporary file, then rename): never half a file."""
+    """Write ``data`` as indented strict JSON (:func:`json_text`), atomically (temporary file, then rename):
+    never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json_text(data, indent=1))
     os.replace(tmp, path)
     return path

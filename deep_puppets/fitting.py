@@ -113,7 +113,7 @@ class FitSettings:
         return settings_from_section(cls, "fit", cfg)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
 
 
 def _huber(e, k):
@@ -898,6 +898,39 @@ def _fit_datasets(frames_doc: str) -> dict:
     }
 
 
+COEFFICIENT_LIMIT = 1e6  # |p|, |q| beyond this are not a fit but damage (fits keep them within a few std)
+
+
+def camera_problem(camera, valid, width: float, height: float, name: str = "camera") -> str | None:
+    """A problem with per-frame cameras (T, 7): a row is all finite or all NaN (a segment without a face),
+    valid frames have finite ones, scale > 0, the translation within 100 frame sizes, |rotation| < 100 rad."""
+    camera, valid = np.asarray(camera, float), np.asarray(valid, bool)
+    nan = np.isnan(camera)
+    if np.isinf(camera).any() or (nan.any(1) != nan.all(1)).any():
+        return h5io.nonfinite(name, camera[~nan.all(1)])
+    side = 100.0 * max(float(width), float(height))
+    return h5io.first_problem(
+        h5io.nonfinite(name, camera, valid),
+        h5io.out_of_range(name, camera[:, 6], 1e-12, np.inf, what="scales (column 6)"),
+        h5io.out_of_range(name, camera[:, 3:6], -side, side, what="translations (columns 3-5)"),
+        h5io.out_of_range(name, camera[:, :3], -100.0, 100.0, what="rotations (columns 0-2)"),
+    )
+
+
+def check_fit_arrays(arrays: dict, attrs: dict) -> str | None:
+    """Layout check of the fit files (segment, identity, track): finite p and q, plausible cameras."""
+    lim = COEFFICIENT_LIMIT
+    return h5io.first_problem(
+        h5io.nonfinite("p", arrays["p"]),
+        h5io.out_of_range("p", arrays["p"], -lim, lim),
+        h5io.nonfinite("q", arrays["q"]),
+        h5io.out_of_range("q", arrays["q"], -lim, lim),
+        camera_problem(arrays["camera"], arrays["valid"], attrs["width"], attrs["height"]),
+        h5io.out_of_range("residual", arrays["residual"], 0.0, np.inf),
+        h5io.out_of_range("frame_index", arrays["frame_index"], 0, np.inf),
+    )
+
+
 _FIT_ATTRS = {
     "video": "video name (config key)",
     "model": "morphable model name",
@@ -929,6 +962,7 @@ FIT_SEGMENT = h5io.register(
             "energy": "final energy (units of sigma_px²)",
             "converged": "the energy stopped decreasing by more than the tolerance",
         },
+        check=check_fit_arrays,
     )
 )
 
@@ -939,6 +973,7 @@ FIT_IDENTITY = h5io.register(
         doc="Identity of the person in a video, estimated from a sample of its frames; every segment is fitted with it.",
         datasets=_fit_datasets("the sampled frames"),
         attrs={**_FIT_ATTRS, "iterations": "Levenberg-Marquardt iterations run", "energy": "final energy (units of sigma_px²)"},
+        check=check_fit_arrays,
     )
 )
 

@@ -6,6 +6,12 @@ killed job never leaves a half-written file under the final name. :func:`read` c
 layout and names the file and the problem when it does not match. ``docs/hdf5.md`` is generated from these
 layouts by :func:`markdown` (a test keeps it current).
 
+**Integrity.** Every non-empty array dataset is written with HDF5's Fletcher-32 checksum filter (the
+conditioning images, whose chunks are deflated by :mod:`deep_puppets.render`, carry the zlib stream's Adler-32
+instead, which inflate verifies). :func:`open_file` returns a file whose datasets turn a checksum or inflate
+failure into one :class:`InputError` naming the file and the dataset, on every read, lazy reads included.
+A layout may also have a ``check`` of its values (finite, plausible ranges), run by :func:`read`.
+
 Layouts of later stages register themselves with :func:`register` from their own modules; this module holds
 the ones of the ingest stages.
 """
@@ -15,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -40,6 +46,8 @@ class Layout:
     doc: str
     datasets: dict[str, Dataset]
     attrs: dict[str, str] = field(default_factory=dict)  # attribute name -> meaning (all required)
+    # check(arrays, attrs) -> a problem ("dataset 'q' ...") or None; run by read() on the loaded values
+    check: Callable[[dict, dict], str | None] | None = field(default=None, compare=False)
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -98,6 +106,8 @@ def write(path, layout: Layout, arrays: dict[str, Any], attrs: dict[str, Any]) -
                     kw["compression"] = "gzip"
                     kw["compression_opts"] = 4
                     kw["shuffle"] = True
+                if arr.ndim and arr.size:  # (HDF5 filters need chunks; scalars and empty arrays have none)
+                    kw["fletcher32"] = True
                 f.create_dataset(name, data=arr, **kw)
         os.replace(tmp, path)
     finally:
@@ -110,9 +120,9 @@ def _attr_value(v):
     if v is None:
         return "null"
     if isinstance(v, (dict, list, tuple)) and not (isinstance(v, (list, tuple)) and v and isinstance(v[0], (int, float))):
-        import json
+        from .files import json_text
 
-        return json.dumps(v, sort_keys=True)
+        return json_text(v, sort_keys=True)
     return v
 
 
@@ -124,13 +134,66 @@ def _decode_attr(v):
     return v
 
 
-def open_file(path) -> h5py.File:
-    """Open a user or workflow HDF5 file for reading; :class:`InputError` naming it when it cannot be."""
+RECOMPUTE = "delete the file to have it recomputed"
+
+
+def corrupted(path, dataset: str, reason: str = "checksum mismatch") -> InputError:
+    """The one error of a workflow file whose stored data is damaged."""
+    return InputError(path, f"dataset '{dataset.lstrip('/')}' is corrupted ({reason}): {RECOMPUTE}")
+
+
+def implausible(path, problem: str) -> InputError:
+    """The one error of a workflow file whose values fail a layout's check (``problem`` names the dataset)."""
+    return InputError(path, f"{problem}: the file is damaged or was written by a faulty run; {RECOMPUTE}")
+
+
+class CheckedDataset(h5py.Dataset):
+    """An h5py dataset whose reads raise :func:`corrupted` (naming file and dataset) instead of HDF5's
+    ``OSError`` when a chunk fails its checksum or does not inflate."""
+
+    def __init__(self, ds: h5py.Dataset, path):
+        super().__init__(ds.id)
+        self._path = path
+
+    def _corrupted(self, e: OSError) -> InputError:
+        reason = "checksum mismatch" if self.fletcher32 or self.compression == "gzip" else f"unreadable: {e}"
+        return corrupted(self._path, self.name, reason)
+
+    def __getitem__(self, args, new_dtype=None):
+        try:
+            return super().__getitem__(args, new_dtype)
+        except OSError as e:
+            raise self._corrupted(e) from None
+
+    def read_direct(self, dest, source_sel=None, dest_sel=None):
+        try:
+            return super().read_direct(dest, source_sel, dest_sel)
+        except OSError as e:
+            raise self._corrupted(e) from None
+
+    def __array__(self, dtype=None, copy=None):
+        try:
+            return super().__array__(dtype, copy)
+        except OSError as e:
+            raise self._corrupted(e) from None
+
+
+class CheckedFile(h5py.File):
+    """An h5py file (read-only) whose datasets are :class:`CheckedDataset` s."""
+
+    def __getitem__(self, name):
+        obj = super().__getitem__(name)
+        return CheckedDataset(obj, self.filename) if isinstance(obj, h5py.Dataset) else obj
+
+
+def open_file(path) -> CheckedFile:
+    """Open a user or workflow HDF5 file for reading; :class:`InputError` naming it when it cannot be, and
+    when a dataset read from it is corrupted (:class:`CheckedDataset`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file does not exist")
     try:
-        return h5py.File(path, "r")
+        return CheckedFile(path, "r")
     except OSError as e:
         raise InputError(path, f"not a readable HDF5 file ({e})") from None
 
@@ -154,7 +217,42 @@ def read(path, layout: Layout, load: bool = True) -> tuple[dict[str, np.ndarray]
         missing = set(layout.attrs) - set(attrs)
         if missing:
             raise InputError(path, f"lacks attributes {sorted(missing)} of layout '{layout.name}'")
+    if load and layout.check is not None:
+        problem = layout.check(arrays, attrs)
+        if problem:
+            raise implausible(path, problem)
     return arrays, attrs
+
+
+# ------------------------------------------------------------------------- value checks for Layout.check
+
+
+def nonfinite(name: str, a, where=None) -> str | None:
+    """A problem when dataset ``name``'s values ``a`` hold NaN or ±inf (in the rows ``where`` only, when given)."""
+    a = np.asarray(a)
+    if where is not None:
+        a = a[np.asarray(where, bool)]
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return None
+    row = int(np.argwhere(bad)[0][0]) if a.ndim else 0
+    return f"dataset '{name}' holds non-finite values ({int(bad.sum())}, first in row {row})"
+
+
+def out_of_range(name: str, a, lo: float, hi: float, where=None, what: str = "values") -> str | None:
+    """A problem when finite values ``a`` of dataset ``name`` (rows ``where``) leave ``[lo, hi]``; NaN is not judged."""
+    a = np.asarray(a, float)
+    if where is not None:
+        a = a[np.asarray(where, bool)]
+    with np.errstate(invalid="ignore"):
+        bad = (a < lo) | (a > hi)
+    if not bad.any():
+        return None
+    return f"dataset '{name}' holds {what} outside [{lo:g}, {hi:g}] (e.g. {a[bad].flat[0]:.4g})"
+
+
+def first_problem(*problems: str | None) -> str | None:
+    return next((p for p in problems if p), None)
 
 
 def markdown() -> str:
@@ -164,7 +262,9 @@ def markdown() -> str:
         "",
         "Generated from `deep_puppets/h5io.py` and the layouts registered by the stage modules "
         "(`python -m deep_puppets.h5io > docs/hdf5.md`). Every file carries the attributes `layout` and "
-        "`layout_version`. Shapes use symbols shared across a file's datasets (T = frames).",
+        "`layout_version`. Shapes use symbols shared across a file's datasets (T = frames). Every non-empty "
+        "dataset is stored with a Fletcher-32 checksum (the deflated conditioning images with the zlib stream's "
+        "Adler-32); a read that fails it names the file and the dataset.",
         "",
     ]
     for layout in sorted(LAYOUTS.values(), key=lambda l: l.name):
@@ -190,6 +290,22 @@ def load_all_layouts() -> None:
     for mod in pkgutil.iter_modules(deep_puppets.__path__):
         if mod.name not in ("__main__",):
             importlib.import_module(f"deep_puppets.{mod.name}")
+
+
+def _check_landmarks(arrays: dict, attrs: dict) -> str | None:
+    """Valid frames: finite landmarks within two frame sizes of the frame (z within ten); scores in [0, 1]."""
+    valid, lm = arrays["valid"], arrays["landmarks"]
+    w, h = float(attrs["width"]), float(attrs["height"])
+    side = max(w, h)
+    return first_problem(
+        nonfinite("landmarks", lm, valid),
+        out_of_range("landmarks", lm[..., 0], -2 * side, w + 2 * side, valid, "x coordinates"),
+        out_of_range("landmarks", lm[..., 1], -2 * side, h + 2 * side, valid, "y coordinates"),
+        out_of_range("landmarks", lm[..., 2], -10 * side, 10 * side, valid, "depths"),
+        nonfinite("score", arrays["score"]),
+        out_of_range("score", arrays["score"], 0.0, 1.0),
+        out_of_range("frame_index", arrays["frame_index"], 0, np.inf),
+    )
 
 
 LANDMARKS = register(
@@ -224,6 +340,7 @@ LANDMARKS = register(
             "core_stop": "one past the last frame this segment owns",
             "detector": "JSON of the detector settings",
         },
+        check=_check_landmarks,
     )
 )
 

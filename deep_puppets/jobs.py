@@ -135,6 +135,7 @@ class LandmarkPoints:
 
 
 def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, out, n_frames: int, smooth: float):
+    from .files import json_text
     from .fitting import check_model
     from .ingest import read_probe
     from .texture import TEXTURE, estimate_albedo_and_lighting, vertex_normals, visible_vertices
@@ -159,7 +160,7 @@ def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, 
         out,
         TEXTURE,
         {"albedo": albedo, "sh": sh},
-        {"video": attrs["video"], "model_hash": model.content_hash(), "frames": json.dumps(good.tolist()), "stats": json.dumps(stats, default=float)},
+        {"video": attrs["video"], "model_hash": model.content_hash(), "frames": json_text(good.tolist()), "stats": json_text(stats, default=float)},
     )
     log.info("%s: albedo + SH lighting from %d frames: %s", attrs["video"], len(good), stats)
 
@@ -332,13 +333,12 @@ def gan_settings(gan_cfg: dict, render_cfg: dict):
 
 
 def gan_flow(video_path, conditioning_file, out, gan_cfg: dict, render_cfg: dict):
-    import h5py
-
     from .gan.flow import write_flow_file
+    from .render import open_conditioning
 
     settings = gan_settings(gan_cfg, render_cfg)
-    with h5py.File(conditioning_file, "r") as f:
-        boxes = f["box"][()]
+    f, _, boxes = open_conditioning(conditioning_file)
+    f.close()
     write_flow_file(video_path, out, settings.size, preset=settings.flow_preset, boxes=boxes)
     log.info("optical flow of %s at %s cached in %s", video_path, settings.size, out)
 
@@ -362,17 +362,15 @@ def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: 
 
 def gan_synthesize(generator, conditioning_file, source_video, source_probe, out_mp4, side_mp4):
     """Run G over a pair's conditioning frames: the re-enactment video and source | conditioning | output."""
-    import h5py
-
     from .gan.data import crop_resize
     from .gan.synthesize import synthesize_from_files, write_side_by_side
     from .ingest import read_probe
-    from .render import iter_stream
+    from .render import iter_stream, open_conditioning
     from .video import iter_frames
 
     info = read_probe(source_probe)
     synthesize_from_files(generator, conditioning_file, out_mp4, info.fps)
-    with h5py.File(conditioning_file, "r") as f:
+    with open_conditioning(conditioning_file, ("colour",))[0] as f:
         size = f["colour"].shape[1:3]
     box = frame_box(info.width, info.height)
     source = (crop_resize(fr, box, size) for fr in iter_frames(source_video, 0, None, info))
@@ -386,19 +384,19 @@ def gan_synthesize(generator, conditioning_file, source_video, source_probe, out
 def evaluate_target(generator, conditioning_file, flow_file, track_file, outs: dict, fps_hint: float | None = None):
     """Self-reenactment on the target's held-out frames: the GAN against nearest-neighbour retrieval and the
     mean training frame — per-frame CSV, summary JSON, E_col plot, heat-map video and side-by-side video."""
-    import h5py
-
     from . import evaluation as ev
     from .files import atomic_path, write_json
+    from .gan.flow import open_flow_file
     from .gan.synthesize import held_out_comparison
+    from .render import open_conditioning
     from .tracks import read_track
     from .video import write_mp4
 
     track, attrs = read_track(track_file)
     features = np.hstack([track.q, track.camera])
-    with h5py.File(conditioning_file, "r") as fc, h5py.File(flow_file, "r") as ff:
+    fc, valid, _ = open_conditioning(conditioning_file, ("colour", "correspondence", "gaze"))
+    with fc, open_flow_file(flow_file)[0] as ff:
         streams = {k: fc[k] for k in ("colour", "correspondence", "gaze")}
-        valid = fc["valid"][()]
         res = held_out_comparison(generator, streams, ff["frames"], features=features, valid=valid)
         held = res["frames"]
         mask = np.stack([fc["colour"][int(t)].max(axis=-1) > 0 for t in held])

@@ -542,7 +542,7 @@ def detector_description(settings: LandmarkSettings) -> str:
     """JSON stored in the ``detector`` attribute: the settings and the MediaPipe version."""
     import mediapipe
 
-    return json.dumps({**settings.to_dict(), "mediapipe": mediapipe.__version__}, sort_keys=True)
+    return json.dumps({**settings.to_dict(), "mediapipe": mediapipe.__version__}, sort_keys=True, allow_nan=False)
 
 
 def run_segment(

@@ -59,6 +59,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import h5io, texture
+from .errors import InputError
+from .files import json_text
 from .subdivision import loop_subdivision, vertex_normal_operator, vertex_normals
 
 DEFAULT_ALBEDO = 0.75  # grey where a model has no albedo
@@ -689,8 +691,10 @@ class ConditioningWriter:
         kw = {}  # (h5py stores no timestamps by default: reruns give identical bytes)
         if n_frames:  # (HDF5 cannot chunk an empty fixed-size dataset)
             kw = {"chunks": (1, h, w, 3), "compression": compression}
-            if compression == "gzip":
+            if compression == "gzip":  # chunks arrive deflated: the zlib stream's Adler-32 is their checksum
                 kw["compression_opts"] = level
+            else:
+                kw["fletcher32"] = True
         return {s: f.create_dataset(s, (n_frames, h, w, 3), np.uint8, **kw) for s in STREAMS}
 
     def append(self, frame: Frame, frame_index: int, box) -> None:
@@ -723,9 +727,10 @@ class ConditioningWriter:
         self._flush()
         self._shutdown()
         f = self._file
-        f.create_dataset("frame_index", data=self._frame_index)
-        f.create_dataset("valid", data=self._valid)
-        f.create_dataset("box", data=self._box)
+        kw = {"fletcher32": True} if self.n_frames else {}
+        f.create_dataset("frame_index", data=self._frame_index, **kw)
+        f.create_dataset("valid", data=self._valid, **kw)
+        f.create_dataset("box", data=self._box, **kw)
         f.close()
         os.replace(self._tmp, self.path)
         return self.path
@@ -786,7 +791,7 @@ def write_conditioning(
     box_of = _per_frame(boxes, t, "boxes", 1)
     attrs = {
         "renderer": renderer.gl_renderer,
-        "settings": json.dumps(renderer.settings(), sort_keys=True),
+        "settings": json_text(renderer.settings(), sort_keys=True),
         "source": source,
     }
     with ConditioningWriter(path, t, renderer.size, attrs, compression, level, encoder=encoder) as out:
@@ -798,14 +803,37 @@ def write_conditioning(
 
 
 def iter_stream(path, stream: str) -> Iterator[np.ndarray]:
-    """Frames of one stream (``colour``, ``correspondence``, ``gaze``) of a conditioning file, one at a time."""
-    import h5py
-
+    """Frames of one stream (``colour``, ``correspondence``, ``gaze``) of a conditioning file, one at a time
+    (a corrupted chunk: :class:`~deep_puppets.errors.InputError` naming the file and the stream)."""
     h5io.read(path, CONDITIONING, load=False)  # checks the layout, names the file on a mismatch
-    with h5py.File(path, "r") as f:
+    with h5io.open_file(path) as f:
         d = f[stream]
         for i in range(d.shape[0]):
             yield d[i]
+
+
+def open_conditioning(path, streams=()):
+    """Open a conditioning file for lazy reading (the caller closes it): the layout is checked, ``valid`` and
+    ``box`` are read and checked (finite boxes of positive size where valid), and every later read of an
+    image names the file and the stream when its chunk is corrupted (:func:`deep_puppets.h5io.open_file`).
+    ``streams``: image datasets that must be present. Returns ``(file, valid, box)``."""
+    h5io.read(path, CONDITIONING, load=False)
+    f = h5io.open_file(path)
+    try:
+        missing = [s for s in streams if s not in f]
+        if missing:
+            raise InputError(path, f"lacks conditioning stream(s) {missing}")
+        valid, box = f["valid"][()], f["box"][()]
+        problem = h5io.first_problem(
+            h5io.nonfinite("box", box, valid),
+            h5io.out_of_range("box", box[:, 2:] - box[:, :2], 1e-6, np.inf, valid, "box sizes"),
+        )
+        if problem:
+            raise h5io.implausible(path, problem)
+    except BaseException:
+        f.close()
+        raise
+    return f, valid, box
 
 
 PREVIEW_PRESET = "veryfast"  # x264 preset of the previews: 1.4× faster than "medium" at crf 18, same size

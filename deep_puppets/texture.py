@@ -603,6 +603,19 @@ def bake_uv_texture(albedo, triangles, uv, triangles_uv, size: int = 512) -> np.
     return tex.astype(np.float32)
 
 
+ALBEDO_LIMIT = 4.0  # albedo is clipped to [0, 1] when estimated; beyond a few it is damage, not a texture
+SH_LIMIT = 1e3  # SH lighting coefficients (the DC term is SH_DC_UNIT for unit irradiance)
+
+
+def _check_texture(arrays: dict, attrs: dict) -> str | None:
+    return h5io.first_problem(
+        h5io.nonfinite("albedo", arrays["albedo"]),
+        h5io.out_of_range("albedo", arrays["albedo"], 0.0, ALBEDO_LIMIT),
+        h5io.nonfinite("sh", arrays["sh"]),
+        h5io.out_of_range("sh", arrays["sh"], -SH_LIMIT, SH_LIMIT),
+    )
+
+
 TEXTURE = h5io.register(
     h5io.Layout(
         name="texture",
@@ -618,5 +631,6 @@ TEXTURE = h5io.register(
             "frames": "JSON list of the frames used",
             "stats": "JSON of the estimate's statistics (reproduction error, fraction of vertices seen, ...)",
         },
+        check=_check_texture,
     )
 )

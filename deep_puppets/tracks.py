@@ -18,7 +18,7 @@ import numpy as np
 
 from . import h5io
 from .camera import blend_cameras
-from .fitting import _FIT_ATTRS, FitError, FitResult, _fit_arrays, _fit_datasets, read_fit_segment, result_from_file
+from .fitting import _FIT_ATTRS, FitError, FitResult, _fit_arrays, _fit_datasets, check_fit_arrays, read_fit_segment, result_from_file
 from .segments import Segment
 
 TRACK = h5io.register(
@@ -36,6 +36,7 @@ TRACK = h5io.register(
             "n_frames": "frames in the video",
             "segments": "JSON list of the merged segments (index, start, stop, core_start, core_stop)",
         },
+        check=check_fit_arrays,
     )
 )
 

@@ -97,7 +97,8 @@ import numpy as np
 from . import h5io
 from .camera import project_rotation, rotation_log, rotation_matrix
 from .errors import ConfigError, DeepPuppetsError
-from .fitting import FitResult
+from .files import json_text
+from .fitting import COEFFICIENT_LIMIT, FitResult, camera_problem
 from .models.base import MorphableModel
 from .models.facemesh import N_MESH_VERTICES
 from .models.ict import GAZE_NAMES
@@ -153,7 +154,7 @@ class TransferSettings:
         return settings_from_section(cls, "transfer", cfg)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
 
 
 # ------------------------------------------------------------------------------------------ references
@@ -509,6 +510,17 @@ def transfer(
 
 
 # -------------------------------------------------------------------------------------------- storage
+def _check_transfer(arrays: dict, attrs: dict) -> str | None:
+    """Finite coefficients and references, plausible cameras (as the fit files')."""
+    lim = COEFFICIENT_LIMIT
+    problems = [camera_problem(arrays["camera"], arrays["valid"], attrs["width"], attrs["height"])]
+    for name in ("p", "q", "source_expression_reference", "target_expression_reference"):
+        problems += [h5io.nonfinite(name, arrays[name]), h5io.out_of_range(name, arrays[name], -lim, lim)]
+    for name in ("source_reference", "target_reference"):
+        problems.append(camera_problem(arrays[name][None], [True], attrs["width"], attrs["height"], name))
+    return h5io.first_problem(*problems)
+
+
 TRANSFER = h5io.register(
     h5io.Layout(
         name="transfer",
@@ -543,6 +555,7 @@ TRANSFER = h5io.register(
             "height": "target frame height in pixels",
             "fps": "frames per second of the output (the source's)",
         },
+        check=_check_transfer,
     )
 )
 
@@ -560,7 +573,7 @@ def write_transfer(path, result: TransferResult, *, source: str, target: str, wi
         target_model_hash=result.target_model_hash,
         expression_transfer=result.expression_transfer,
         settings=result.settings.to_json(),
-        stats=json.dumps(result.stats, sort_keys=True),
+        stats=json_text(result.stats, sort_keys=True),
         width=int(width),
         height=int(height),
         fps=float(fps),

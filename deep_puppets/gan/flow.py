@@ -123,19 +123,23 @@ def open_flow_file(path, size: tuple[int, int] | None = None, boxes=None):
     have been computed at that training size, with ``boxes`` (the conditioning's crop boxes) for those boxes
     (within half a pixel; frames without a box compared with the nearest frame's). The caller closes the file.
     """
-    import h5py
-
     from ..errors import InputError
 
     _, attrs = h5io.read(path, FLOW, load=False)
     if size is not None and (int(attrs["height"]), int(attrs["width"])) != tuple(size):
         raise InputError(path, f"flow computed at {attrs['height']}x{attrs['width']}, "
                                f"training size is {size[0]}x{size[1]}: recompute it")
-    f = h5py.File(path, "r")
-    if boxes is not None:
-        want = fill_boxes(boxes)
+    f = h5io.open_file(path)  # a corrupted chunk read later names the file and the dataset
+    try:
         got = f["box"][()]
-        if got.shape != want.shape or not np.allclose(got, want, atol=0.5):
-            f.close()
-            raise InputError(path, "was computed for other crop boxes than the conditioning's: recompute it")
+        problem = h5io.nonfinite("box", got)
+        if problem:
+            raise h5io.implausible(path, problem)
+        if boxes is not None:
+            want = fill_boxes(boxes)
+            if got.shape != want.shape or not np.allclose(got, want, atol=0.5):
+                raise InputError(path, "was computed for other crop boxes than the conditioning's: recompute it")
+    except BaseException:
+        f.close()
+        raise
     return f, f["flow"], f["frames"]

@@ -76,15 +76,10 @@ def synthesize_video(generator_path, conditioning: Mapping[str, object], out_pat
 def synthesize_from_files(generator_path, conditioning_path, out_path, fps: float, out_size=None,
                           device: str = "auto") -> int:
     """:func:`synthesize_video` on a conditioning HDF5 file (datasets named like the generator's streams)."""
-    import h5py
-
-    from ..errors import InputError
+    from ..render import open_conditioning
 
     _, s = load_generator(generator_path)
-    with h5py.File(conditioning_path, "r") as f:
-        missing = [n for n in s.streams if n not in f]
-        if missing:
-            raise InputError(conditioning_path, f"lacks conditioning stream(s) {missing}")
+    with open_conditioning(conditioning_path, s.streams)[0] as f:  # a corrupted chunk names the file
         return synthesize_video(generator_path, {n: f[n] for n in s.streams}, out_path, fps, out_size=out_size, device=device)
 
 

@@ -710,11 +710,10 @@ def train_from_files(conditioning_path, flow_path, settings: TrainSettings, out_
     """:func:`train` on a conditioning HDF5 file (datasets named like ``settings.streams``, (T, H, W, 3) uint8;
     ``valid`` (T,) and ``box`` (T, 4) used when present) and a ``flow`` file (:mod:`.flow`, which holds the real
     frames already cropped by those boxes and resized to the training size)."""
-    import h5py
-
+    from .. import h5io
     from .flow import open_flow_file
 
-    with h5py.File(conditioning_path, "r") as fc:
+    with h5io.open_file(conditioning_path) as fc:  # a corrupted chunk read during training names the file
         missing = [n for n in settings.streams if n not in fc]
         if missing:
             raise InputError(conditioning_path, f"lacks conditioning stream(s) {missing}")

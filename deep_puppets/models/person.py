@@ -45,12 +45,21 @@ import numpy as np
 
 from .. import h5io
 from ..errors import InputError
+from ..files import json_text
 from ..needs import PERSON_MODEL_MIN_FRAMES
 from . import facemesh
 from .base import N_LANDMARKS, MorphableModel
 from .geometry import apply_similarity, similarity_transform
 
 UNIT = "canonical_cm"
+
+def _check_model(arrays: dict, attrs: dict) -> str | None:
+    """Finite geometry and priors, standard deviations and landmark weights >= 0."""
+    names = ("mean", "id_basis", "id_std", "exp_basis", "exp_std", "lm_bary", "lm_weight", "albedo")
+    problems = [h5io.nonfinite(n, arrays[n]) for n in names if n in arrays]
+    problems += [h5io.out_of_range(n, arrays[n], 0.0, np.inf) for n in ("id_std", "exp_std", "lm_weight")]
+    return h5io.first_problem(*problems)
+
 
 PERSON_MODEL = h5io.register(
     h5io.Layout(
@@ -89,6 +98,7 @@ PERSON_MODEL = h5io.register(
             "content_hash": "MorphableModel.content_hash() of the stored model (checked on load)",
             "build": "JSON of the build settings and statistics",
         },
+        check=_check_model,
     )
 )
 
@@ -303,7 +313,7 @@ def save_model(path, model: MorphableModel, attrs: dict | None = None) -> Path:
         unit=model.unit,
         exp_names=json.dumps(list(model.exp_names)),
         content_hash=model.content_hash(),
-        build=json.dumps(model.extra.get("build", {}), sort_keys=True),
+        build=json_text(model.extra.get("build", {}), sort_keys=True),
     )
     return h5io.write(path, PERSON_MODEL, arrays, attrs)
 
