@@ -455,7 +455,7 @@ def test_damaged_checkpoint_is_skipped_and_resume_falls_back(uninterrupted, data
     ref_dir, _, _ = uninterrupted
     run = tmp_path / "run"
     shutil.copytree(ref_dir, run)
-    (run / "done.json").unlink()  # as if killed after the last checkpoint
+    (run / "done.json").unlink(missing_ok=True)  # as if killed after the last checkpoint
     (run / "G.pt").unlink()
     newest, previous = list_checkpoints(run)[-1], list_checkpoints(run)[-2]
     off, size = _data_region(newest)
@@ -488,7 +488,7 @@ def test_second_trainer_of_a_folder_fails_at_once_naming_the_first(uninterrupted
     ref_dir, _, _ = uninterrupted
     run = tmp_path / "run"
     shutil.copytree(ref_dir, run)
-    (run / "done.json").unlink()
+    (run / "done.json").unlink(missing_ok=True)
     before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file() and p.name != ".train.lock"}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     holder = subprocess.Popen([sys.executable, "-c", LOCK_SCRIPT, str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
