@@ -16,3 +16,7 @@ class InputError(DeepPuppetsError):
 
 class ConfigError(DeepPuppetsError):
     """The configuration is invalid; the message names the key."""
+
+
+class BusyError(DeepPuppetsError):
+    """Another live process holds the exclusive lock of the work this job would do (e.g. training a target)."""

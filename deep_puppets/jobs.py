@@ -344,20 +344,32 @@ def gan_flow(video_path, conditioning_file, out, gan_cfg: dict, render_cfg: dict
 
 
 def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: dict, render_cfg: dict, threads: int):
-    """Train (or resume) the generator of one target. Checkpoints live in ``train-<fingerprint>/`` beside the
-    generator, so a killed run resumes there and changed network settings start afresh."""
+    """Train (or resume) the generator of one target, holding the target's training lock throughout.
+
+    The run folder ``train-<fingerprint>/`` beside the generator is named by the settings and the content hashes
+    of the conditioning and flow files: a killed run resumes there, while changed settings or changed inputs
+    (anything upstream) start a new run; the folders of superseded runs are removed."""
+    import os
     import shutil
 
-    from .gan.train import train_from_files
+    from .gan.train import LOCK_NAME, TrainingLock, input_digests, remove_superseded_runs, train_from_files
 
     settings = gan_settings(gan_cfg, render_cfg)
     if not settings.threads:
         from dataclasses import replace
 
         settings = replace(settings, threads=threads)
-    run_dir = Path(generator_out).parent / f"train-{settings.fingerprint()}"
-    train_from_files(conditioning_file, flow_file, settings, run_dir, generator_out)
-    shutil.copyfile(run_dir / "losses.png", losses_png)
+    gan_dir = Path(generator_out).parent
+    with TrainingLock(gan_dir / LOCK_NAME, "the training of this target"):
+        inputs = input_digests(conditioning_file, flow_file)
+        run_dir = gan_dir / f"train-{settings.fingerprint(inputs)}"
+        log.info("run folder %s (conditioning sha256 %s, flow sha256 %s)", run_dir, inputs["conditioning"], inputs["flow"])
+        remove_superseded_runs(gan_dir, keep=run_dir)
+        train_from_files(conditioning_file, flow_file, settings, run_dir, generator_out, inputs=inputs)
+        losses_png = Path(losses_png)
+        tmp = losses_png.with_name(f".{losses_png.name}.tmp{os.getpid()}")
+        shutil.copyfile(run_dir / "losses.png", tmp)
+        os.replace(tmp, losses_png)
 
 
 def gan_synthesize(generator, conditioning_file, source_video, source_probe, out_mp4, side_mp4):

@@ -12,7 +12,9 @@ import errno
 import logging
 import os
 import shutil
+import socket
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from .errors import DeepPuppetsError
@@ -24,11 +26,20 @@ def export_pythonpath(path: str) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([path, *parts])
 
 
+def attempt_header() -> str:
+    """The line that opens each attempt's part of an appended log: date, host and process id."""
+    return f"===== attempt {datetime.now().astimezone().isoformat(timespec='seconds')} on {socket.gethostname()}, pid {os.getpid()} =====\n"
+
+
 def setup_logging(log_path: str | None = None, level=logging.INFO) -> None:
+    """Log to stderr and, appended after an :func:`attempt_header` line, to ``log_path`` (never truncated here;
+    note that Snakemake itself deletes a job's log file before it starts the job)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        with open(log_path, "a") as f:
+            f.write(attempt_header())
+        handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
 
 

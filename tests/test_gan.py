@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from deep_puppets import h5io
-from deep_puppets.errors import ConfigError, InputError
+from deep_puppets.errors import BusyError, ConfigError, InputError
 from deep_puppets.gan import losses as L
 from deep_puppets.gan.baselines import mean_frame, nearest_neighbours, photometric_error, photometric_error_map, retrieval_baseline
 from deep_puppets.gan.data import ClipDataset, batch_items, crop_resize, fill_boxes, split_frames, stack_window, window_indices
@@ -28,7 +29,9 @@ from deep_puppets.gan.synthesize import generate, held_out_comparison, side_by_s
 from deep_puppets.gan.train import (
     TrainSettings,
     Trainer,
+    latest_checkpoint,
     list_checkpoints,
+    load_checkpoint,
     load_generator,
     seed_everything,
     train,
@@ -382,6 +385,150 @@ def test_sigkilled_run_resumes(uninterrupted, data32, tmp_path):
     res = train(cond, frames, flow, TrainSettings(**{**TINY, "eval_frames": 0}), tmp_path, tmp_path / "G.pt")
     assert 3 <= res.resumed_from == done < 12 and res.iterations == 12
     assert _same_weights(torch.load(ref_dir / "G.pt", weights_only=True)["G"], torch.load(tmp_path / "G.pt", weights_only=True)["G"])
+
+
+def test_completed_run_trains_afresh_when_run_again(uninterrupted, data32, tmp_path):
+    """Running a completed run folder again (what --forcerun does) trains all iterations again from 0 (not
+    0 iterations returning the old weights); without a done mark (killed) it resumes, as above."""
+    ref_dir, _, _ = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(ref_dir, run)
+    res = train(*data32, TrainSettings(**{**TINY, "eval_frames": 0}), run, run / "G.pt")
+    assert res.resumed_from == 0 and res.iterations == 12
+    import pandas as pd
+
+    assert pd.read_csv(run / "losses.csv")["iteration"].tolist() == [3, 6, 9, 12]  # no duplicate rows
+    assert _same_weights(torch.load(ref_dir / "G.pt", weights_only=True)["G"], torch.load(run / "G.pt", weights_only=True)["G"])
+    assert json.loads((run / "done.json").read_text())["iteration"] == 12
+
+
+def test_checkpoint_of_other_inputs_is_never_resumed(data32, tmp_path):
+    s = TrainSettings(**{**TINY, "eval_frames": 0})
+    mine = {"conditioning": "a" * 64, "flow": "b" * 64}
+    train(*data32, s, tmp_path, None, stop_after=3, inputs=mine)
+    assert json.loads(load_checkpoint(list_checkpoints(tmp_path)[-1])["inputs"]) == mine
+    with pytest.raises(InputError, match="other inputs .*conditioning sha256 aaaaaaaaaaaa vs now cccccccccccc"):
+        train(*data32, s, tmp_path, None, inputs={**mine, "conditioning": "c" * 64})
+    assert train(*data32, s, tmp_path, None, stop_after=6, inputs=mine).resumed_from == 3
+
+
+def _data_region(path, member="data/") -> tuple[int, int]:
+    """(offset, size) of the largest tensor record inside a torch zip file."""
+    import struct
+    import zipfile
+
+    info = max((i for i in zipfile.ZipFile(path).infolist() if member in i.filename), key=lambda i: i.file_size)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        n, m = struct.unpack("<HH", f.read(4))
+    return info.header_offset + 30 + n + m, info.file_size
+
+
+def _overwrite(path, offset: int, n: int, seed: int = 0) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes())
+
+
+def test_damaged_generator_is_one_input_error(uninterrupted, tmp_path):
+    ref_dir, _, _ = uninterrupted
+    g = tmp_path / "G.pt"
+    # 64 KB overwritten in the middle
+    g.write_bytes((ref_dir / "G.pt").read_bytes())
+    _overwrite(g, g.stat().st_size // 2 - 32768, 65536)
+    with pytest.raises(InputError, match=r"G\.pt: is damaged"):
+        load_generator(g)
+    # bytes flipped inside one tensor's data only: the zip still parses and torch.load returns huge weights; the
+    # checksum over the tensors catches it
+    g.write_bytes((ref_dir / "G.pt").read_bytes())
+    off, size = _data_region(g)
+    _overwrite(g, off + size // 2, 256)
+    assert torch.load(g, weights_only=True)["format"]  # loads without complaint
+    with pytest.raises(InputError, match=r"G\.pt: is damaged \(checksum mismatch\)"):
+        load_generator(g)
+    g.write_bytes(b"PK\x03\x04" + (ref_dir / "G.pt").read_bytes()[4:1000])  # truncated: a zip error, wrapped
+    with pytest.raises(InputError, match=r"G\.pt: is damaged or not a generator file"):
+        load_generator(g)
+
+
+def test_damaged_checkpoint_is_skipped_and_resume_falls_back(uninterrupted, data32, tmp_path, caplog):
+    ref_dir, _, _ = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(ref_dir, run)
+    (run / "done.json").unlink(missing_ok=True)  # as if killed after the last checkpoint
+    (run / "G.pt").unlink()
+    newest, previous = list_checkpoints(run)[-1], list_checkpoints(run)[-2]
+    off, size = _data_region(newest)
+    _overwrite(newest, off + size // 2, 512)
+    assert torch.load(newest, weights_only=True)["iteration"] == 12  # loads without complaint
+    with pytest.raises(InputError, match="checksum mismatch"):
+        load_checkpoint(newest)
+    assert latest_checkpoint(run)[0] == previous
+    other = tmp_path / "other.pt"
+    other.write_bytes(previous.read_bytes())
+    _overwrite(other, other.stat().st_size // 2 - 32768, 65536)
+    with pytest.raises(InputError, match="is damaged"):
+        load_checkpoint(other)
+    with caplog.at_level("WARNING", "deep_puppets.gan"):
+        res = train(*data32, TrainSettings(**{**TINY, "eval_frames": 0}), run, run / "G.pt")
+    assert res.resumed_from == 9 and "skipping checkpoint" in caplog.text and "checksum mismatch" in caplog.text
+    assert _same_weights(torch.load(ref_dir / "G.pt", weights_only=True)["G"], torch.load(run / "G.pt", weights_only=True)["G"])
+
+
+LOCK_SCRIPT = """
+import sys, time
+from deep_puppets.gan.train import LOCK_NAME, TrainingLock
+with TrainingLock(sys.argv[1] + "/" + LOCK_NAME):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_second_trainer_of_a_folder_fails_at_once_naming_the_first(uninterrupted, data32, tmp_path):
+    ref_dir, _, _ = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(ref_dir, run)
+    (run / "done.json").unlink(missing_ok=True)
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file() and p.name != ".train.lock"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_SCRIPT, str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        with pytest.raises(BusyError) as e:
+            train(*data32, TrainSettings(**{**TINY, "eval_frames": 0, "iterations": 15}), run, run / "G.pt")
+        assert time.monotonic() - t0 < 2
+    finally:
+        holder.kill()
+        holder.wait()
+    msg = str(e.value)
+    assert "\n" not in msg and f"pid {holder.pid} on " in msg and " since " in msg and str(run) in msg, msg
+    after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file() and p.name != ".train.lock"}
+    assert after == before
+    # the holder is gone (killed): its lock went with it, and the folder trains (resumes) again
+    assert train(*data32, TrainSettings(**{**TINY, "eval_frames": 0, "iterations": 15}), run, None).resumed_from == 12
+
+
+def test_logs_are_appended_per_attempt(tmp_path):
+    import logging
+
+    from deep_puppets.workflow import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    path = tmp_path / "job.log"
+    try:
+        for attempt in ("first", "second"):
+            setup_logging(str(path))
+            logging.getLogger("deep_puppets").info("%s attempt", attempt)
+    finally:
+        for h in root.handlers:
+            if h not in saved[0]:
+                h.close()
+        root.handlers[:], root.level = saved
+    lines = path.read_text().splitlines()
+    assert [ln.startswith("===== attempt ") and f"pid {os.getpid()}" in ln for ln in lines] == [True, False, True, False], lines
+    assert lines[1].endswith("first attempt") and lines[3].endswith("second attempt")
 
 
 def test_train_from_files_with_crops_and_invalid_frames(tmp_path):

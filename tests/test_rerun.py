@@ -1,9 +1,13 @@
 """Only what changed reruns. One finished tiny run (shared, see conftest.tiny_full_run) is copied for each
 scenario and the change is judged by a dry run: the jobs Snakemake would start, by rule and wildcards."""
 
+import hashlib
+import json
+import re
 from collections import Counter
 
 import pytest
+import torch
 
 from .conftest import TINY_FULL, copy_run, merged, planned_jobs, run_workflow
 
@@ -37,6 +41,53 @@ def test_smoothing_weight_reruns_fits_and_everything_downstream_not_landmarks(ru
     assert rules == FITS_AND_DOWNSTREAM, jobs
     # both videos are refitted: 40 frames in segments of 24 with overlap 6 -> 2 segments each
     assert rules_of(jobs)["fit_segment"] == 4 and rules_of(jobs)["track"] == 2
+
+
+TARGET_DIR = "results/videos/demo_target"
+GENERATOR = f"{TARGET_DIR}/gan/generator.pt"
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _training_log(work) -> str:
+    return (work / "results" / "logs" / "gan_train" / "demo_target.log").read_text()
+
+
+def _assert_trained_from_scratch(log: str, iterations: int = TINY_FULL["gan"]["iterations"]) -> None:
+    assert "resuming from" not in log, log[-3000:]
+    every = TINY_FULL["gan"]["log_every"]
+    assert [int(i) for i in re.findall(rf"iter (\d+)/{iterations}\b", log)] == list(range(every, iterations + 1, every)), log[-3000:]
+    assert "final generator" in log and f"(iteration {iterations})" in log, log[-3000:]
+
+
+def test_fit_weight_change_retrains_the_generator_on_the_new_conditioning(run_copy):
+    """Upstream change (a fit weight): the generator is trained afresh, all iterations, on the new conditioning and
+    flow; the run folder records their content hashes; the superseded run folder is gone."""
+    gan = run_copy / TARGET_DIR / "gan"
+    old = torch.load(gan / "generator.pt", weights_only=True)
+    old_runs = set(gan.glob("train-*"))
+    config = merged(TINY_FULL, {"fit": {"lambda_q": 2.0}})
+    r = run_workflow(run_copy, "--cores", "2", GENERATOR, config=config)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    _assert_trained_from_scratch(_training_log(run_copy))
+    new = torch.load(gan / "generator.pt", weights_only=True)
+    assert any(not torch.equal(old["G"][k], new["G"][k]) for k in old["G"])
+    inputs = {"conditioning": _sha256(run_copy / TARGET_DIR / "conditioning.h5"), "flow": _sha256(gan / "flow.h5")}
+    assert inputs != json.loads(old["inputs"])
+    runs = list(gan.glob("train-*"))
+    assert len(runs) == 1 and runs[0] not in old_runs, (runs, old_runs)  # the superseded folder was removed
+    assert json.loads((runs[0] / "done.json").read_text())["inputs"] == inputs == json.loads(new["inputs"])
+    assert planned_jobs(run_copy, config, GENERATOR) == []
+
+
+def test_forcerun_gan_train_trains_again(run_copy):
+    r = run_workflow(run_copy, "--cores", "2", "--forcerun", "gan_train", GENERATOR)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    log = _training_log(run_copy)
+    assert "completed before (iteration 20): training afresh" in log, log[-3000:]
+    _assert_trained_from_scratch(log)
 
 
 def test_new_source_video_runs_only_its_branch_and_its_pair(run_copy):

@@ -15,20 +15,30 @@ batch of iteration ``i`` is a pure function of (seed, i) (:func:`~.data.batch_it
 
 Files under ``out_dir``: ``checkpoints/iter_XXXXXXXX.pt`` every ``checkpoint_every`` iterations (the last
 ``keep_checkpoints`` kept; G, D_I, D_V, both optimisers, the scaler, the iteration counter and the RNG states
-as tensors), ``losses.csv`` (one row per logged iteration), ``losses.png``. A run started again with the same
-``out_dir`` resumes from the newest checkpoint; on CPU the resumed run reproduces the uninterrupted one exactly.
-The final generator (:func:`save_generator`) is a separate file, written atomically at the end. Everything is
-loaded with ``torch.load(..., weights_only=True)``.
+as tensors), ``losses.csv`` (one row per logged iteration), ``losses.png``, ``train.log`` (every attempt,
+appended) and, once the final generator (:func:`save_generator`, a separate file written atomically) is written,
+the done mark ``done.json``. A killed run started again with the same ``out_dir`` resumes from the newest
+checkpoint (on CPU it reproduces the uninterrupted one exactly); a completed one (done mark) trains afresh. Only
+the same training resumes: checkpoints record the settings and the content hashes of the inputs
+(:func:`input_digests`; the workflow names the run folder by both), and other ones are refused. Checkpoints and
+generators carry a sha256 over all their tensors and values, verified on load with the weights' finiteness
+(a damaged checkpoint is skipped, a damaged generator is an :class:`InputError`); everything is loaded with
+``torch.load(..., weights_only=True)``. A trainer holds an exclusive ``fcntl.flock`` on ``out_dir/.train.lock``:
+a second one fails at once naming the first (:class:`TrainingLock`).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import shutil
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,15 +48,20 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputError
+from ..errors import BusyError, ConfigError, DeepPuppetsError, InputError
+from ..files import write_json
+from ..workflow import attempt_header
 from . import losses as L
 from .data import ClipDataset, batch_items, split_frames
 from .networks import MultiscaleDiscriminator, UNetGenerator, count_parameters, receptive_fields
 
 log = logging.getLogger("deep_puppets.gan")
 
-GENERATOR_FORMAT = "deep_puppets.gan.generator/1"
-CHECKPOINT_FORMAT = "deep_puppets.gan.checkpoint/1"
+GENERATOR_FORMAT = "deep_puppets.gan.generator/2"
+CHECKPOINT_FORMAT = "deep_puppets.gan.checkpoint/2"
+LOCK_NAME = ".train.lock"  # fcntl.flock-ed by the live trainer of a run folder (and of a target's gan folder)
+DONE_NAME = "done.json"  # written (atomically) once a run folder's generator is written: the run is complete
+LOG_NAME = "train.log"  # every attempt on a run folder, appended
 
 
 @dataclass
@@ -167,12 +182,13 @@ class TrainSettings:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def fingerprint(self) -> str:
-        """Short hash of every setting a resumed run may not change (all but :attr:`RUN_KEYS`): a run directory
-        named by it never meets checkpoints of other settings."""
-        import hashlib
-
+    def fingerprint(self, inputs: Mapping[str, str] | None = None) -> str:
+        """Short hash of every setting a resumed run may not change (all but :attr:`RUN_KEYS`) and, when given, of
+        the content hashes of the files it trains on (:func:`input_digests`): a run directory named by it never
+        meets checkpoints of other settings or other data."""
         d = {k: v for k, v in self.to_dict().items() if k not in self.RUN_KEYS}
+        if inputs:
+            d = {"settings": d, "inputs": dict(inputs)}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
@@ -348,11 +364,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ state
 
-    def state_dict(self) -> dict:
+    def state_dict(self, inputs: Mapping[str, str] | None = None) -> dict:
+        """Everything a resumed run needs; ``inputs``: content hashes of the data trained on (recorded)."""
         return {
             "format": CHECKPOINT_FORMAT,
             "iteration": int(self.iteration),
             "settings": self.s.to_json(),
+            "inputs": json.dumps(dict(inputs or {}), sort_keys=True),
             "G": self.G.state_dict(),
             "D_I": self.D_I.state_dict(),
             "D_V": self.D_V.state_dict(),
@@ -418,6 +436,77 @@ def _atomic_save(obj, path: Path) -> None:
             tmp.unlink()
 
 
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def input_digests(conditioning_path, flow_path) -> dict[str, str]:
+    """Content hashes of the files a run trains on: part of its identity (run folder name, checkpoints, done mark)."""
+    return {"conditioning": file_sha256(conditioning_path), "flow": file_sha256(flow_path)}
+
+
+def state_digest(state: Mapping) -> str:
+    """sha256 over every entry of a saved dict but ``sha256`` itself: each tensor's dtype, shape and bytes, every
+    other value's repr, in key order. Stored inside checkpoints and generators and verified on load."""
+    h = hashlib.sha256()
+
+    def walk(key: str, v) -> None:
+        h.update(key.encode() + b"\0")
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{t.dtype}{tuple(v.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy())
+        elif isinstance(v, Mapping):
+            for k in sorted(v, key=str):
+                walk(f"{key}/{k}", v[k])
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(f"{key}/{i}", x)
+        else:
+            h.update(repr(v).encode())
+
+    for k in sorted(state):
+        if k != "sha256":
+            walk(k, state[k])
+    return h.hexdigest()
+
+
+def _seal(state: dict) -> dict:
+    return {**state, "sha256": state_digest(state)}
+
+
+def _nonfinite(state: Mapping) -> list[str]:
+    """Networks (G, D_I, D_V) in ``state`` with a non-finite weight."""
+    return [net for net in ("G", "D_I", "D_V") if net in state
+            and not all(torch.isfinite(t).all() for t in state[net].values() if t.is_floating_point())]
+
+
+def _load_verified(path, fmt: str, what: str) -> dict:
+    """``torch.load`` (weights_only) of a file written by :func:`_seal`; every failure is one :class:`InputError`:
+    unreadable or not a torch file, another format, a checksum mismatch (damaged), non-finite weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip/pickle errors of a damaged file, or refused (non-weights) content
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InputError(path, f"is damaged or not a {what} ({type(e).__name__}: {first}); delete it and rerun") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise InputError(path, f"not a {what} ({fmt}; found {state.get('format') if isinstance(state, dict) else type(state).__name__})")
+    if "sha256" not in state or state_digest(state) != state["sha256"]:
+        raise InputError(path, "is damaged (checksum mismatch); delete it and rerun gan_train")
+    bad = _nonfinite(state)
+    if bad:
+        raise InputError(path, f"has non-finite weights in {', '.join(bad)} (the training diverged)")
+    return state
+
+
 def checkpoint_path(out_dir, iteration: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"iter_{iteration:08d}.pt"
 
@@ -435,27 +524,34 @@ def list_checkpoints(out_dir) -> list[Path]:
 
 
 def load_checkpoint(path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(path, f"not a GAN checkpoint ({CHECKPOINT_FORMAT})")
-    return state
+    """A checkpoint, verified (:func:`_load_verified`: checksum, finite weights)."""
+    return _load_verified(path, CHECKPOINT_FORMAT, "GAN checkpoint")
 
 
-def save_checkpoint(trainer: Trainer, out_dir, keep: int) -> Path:
+def save_checkpoint(trainer: Trainer, out_dir, keep: int, inputs: Mapping[str, str] | None = None) -> Path:
+    state = trainer.state_dict(inputs)
+    _check_finite(state, trainer.iteration)
     path = checkpoint_path(out_dir, trainer.iteration)
-    _atomic_save(trainer.state_dict(), path)
+    _atomic_save(_seal(state), path)
     for old in list_checkpoints(out_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
+def _check_finite(state: Mapping, iteration: int) -> None:
+    bad = _nonfinite(state)
+    if bad:
+        raise DeepPuppetsError(f"GAN training diverged: non-finite weights in {', '.join(bad)} at iteration {iteration}; "
+                               "lower gan.lr_g / gan.lr_d")
+
+
 def latest_checkpoint(out_dir) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads (a damaged one is skipped with a warning), or None."""
+    """The newest checkpoint that loads and verifies (a damaged one is skipped with a warning), or None."""
     for path in reversed(list_checkpoints(out_dir)):
         try:
             return path, load_checkpoint(path)
-        except Exception as e:  # a damaged file: fall back to the previous one
-            log.warning("checkpoint %s does not load (%s); trying the previous one", path, e)
+        except InputError as e:  # a damaged file: fall back to the previous one
+            log.warning("skipping checkpoint %s, trying the previous one", e)
     return None
 
 
@@ -465,24 +561,124 @@ def incompatible_settings(saved: dict, now: TrainSettings) -> list[str]:
     return sorted(k for k in cur if k not in TrainSettings.RUN_KEYS and saved.get(k) != cur[k])
 
 
-def save_generator(trainer: Trainer, path) -> Path:
-    """The final generator: its weights, settings and iteration count; atomic."""
+def check_same_training(path, record: Mapping, settings: TrainSettings, inputs: Mapping[str, str] | None) -> None:
+    """Refuse a checkpoint or done mark (``record``: its ``settings`` and ``inputs``) of another training:
+    other settings (:class:`ConfigError`) or other input content (:class:`InputError`)."""
+    saved = record["settings"]
+    bad = incompatible_settings(json.loads(saved) if isinstance(saved, str) else saved, settings)
+    if bad:
+        raise ConfigError(f"{path}: checkpoint was trained with other gan settings ({', '.join(bad)}); "
+                          f"restore them or delete {Path(path).parent} to start afresh")
+    was = record.get("inputs", {})
+    was = json.loads(was) if isinstance(was, str) else dict(was)
+    now = dict(inputs or {})
+    if was != now:
+        diff = ", ".join(f"{k} sha256 {str(was.get(k))[:12]} vs now {str(now.get(k))[:12]}" for k in sorted({*was, *now})
+                         if was.get(k) != now.get(k))
+        raise InputError(path, f"belongs to a training on other inputs ({diff}); it is never resumed: delete it to start afresh")
+
+
+def save_generator(trainer: Trainer, path, inputs: Mapping[str, str] | None = None) -> Path:
+    """The final generator: its weights, settings, inputs' hashes, iteration count and checksum; atomic."""
     path = Path(path)
     state = {"format": GENERATOR_FORMAT, "iteration": int(trainer.iteration), "settings": trainer.s.to_json(),
+             "inputs": json.dumps(dict(inputs or {}), sort_keys=True),
              "G": {k: v.detach().cpu() for k, v in trainer.G.state_dict().items()}}
-    _atomic_save(state, path)
+    _check_finite(state, trainer.iteration)
+    _atomic_save(_seal(state), path)
     return path
 
 
 def load_generator(path, device: str | torch.device = "cpu") -> tuple[UNetGenerator, TrainSettings]:
-    """Load a generator written by :func:`save_generator` (weights_only); returns ``(G in eval mode, settings)``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != GENERATOR_FORMAT:
-        raise InputError(path, f"not a generator file ({GENERATOR_FORMAT})")
+    """Load a generator written by :func:`save_generator` (weights_only, checksum and finiteness verified: a
+    damaged file is one :class:`InputError`); returns ``(G in eval mode, settings)``."""
+    state = _load_verified(path, GENERATOR_FORMAT, "generator file")
     settings = TrainSettings(**json.loads(state["settings"]))
     G = build_generator(settings)
     G.load_state_dict(state["G"])
     return G.to(device).eval(), settings
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+
+
+class TrainingLock:
+    """Exclusive ``fcntl.flock`` on ``path`` (holding pid, host, start time) for as long as the ``with`` block runs.
+
+    A second trainer fails at once with a :class:`BusyError` naming the holder; the kernel releases the lock of a
+    killed process. flock works across hosts on local file systems and NFSv4 (Linux maps it to POSIX locks)."""
+
+    def __init__(self, path, what: str = "a training"):
+        self.path, self.what, self.fd = Path(path), what, None
+
+    def __enter__(self) -> "TrainingLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise BusyError(f"{self.path.parent}: {self.what} is already running ({holder}); wait for it to finish or "
+                            "end that process, then rerun") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # releases the lock; the file stays (removing it would race with the next locker)
+        self.fd = None
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        h = json.loads(os.pread(fd, 4096, 0).decode())
+        return f"pid {h['pid']} on {h['host']} since {h['since']}"
+    except (ValueError, KeyError, OSError):
+        return "another process (it has not recorded itself yet)"
+
+
+def remove_superseded_runs(parent, keep) -> list[Path]:
+    """Delete the ``train-*`` run folders under ``parent`` but ``keep`` (runs of older settings or inputs of the
+    same target), never one whose lock a live trainer holds. Returns the folders removed."""
+    removed = []
+    for d in sorted(Path(parent).glob("train-*")):
+        if not d.is_dir() or d.resolve() == Path(keep).resolve():
+            continue
+        fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.warning("keeping superseded run folder %s: %s trains there", d, _lock_holder(fd))
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(d)
+            removed.append(d)
+            log.info("removed superseded run folder %s", d)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def read_done_mark(out_dir) -> dict | None:
+    """The done mark of a completed run folder (:data:`DONE_NAME`), or None."""
+    p = Path(out_dir) / DONE_NAME
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError:
+        raise InputError(p, "is damaged (not JSON); delete its run folder to start afresh") from None
+
+
+def clear_run(out_dir) -> None:
+    """Forget a completed run: its checkpoints, losses and done mark (the log keeps the history)."""
+    out_dir = Path(out_dir)
+    for p in [*list_checkpoints(out_dir), out_dir / "losses.csv", out_dir / "losses.png", out_dir / DONE_NAME]:
+        p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- logs
@@ -583,20 +779,27 @@ def held_out_error(trainer: Trainer, dataset: ClipDataset, frames: np.ndarray) -
     return float(np.mean(photometric_error(fake, real)))
 
 
-def resume(trainer: Trainer, out_dir: Path) -> int:
+def resume(trainer: Trainer, out_dir: Path, inputs: Mapping[str, str] | None = None) -> int:
     """Load the newest usable checkpoint under ``out_dir`` into ``trainer``; returns its iteration (0: none).
 
-    Refuses (:class:`ConfigError`) a checkpoint trained with settings other than :attr:`TrainSettings.RUN_KEYS`.
+    Only the same training resumes: a checkpoint (or done mark) of other settings than :attr:`TrainSettings.RUN_KEYS`
+    is refused (:class:`ConfigError`), one of other ``inputs`` (content hashes) too (:class:`InputError`). A
+    completed run (done mark with at least ``iterations``) is cleared and trains afresh: running the job again
+    (Snakemake deleted its output: ``--forcerun``) means training again, not returning the old weights.
     """
     remove_stale_temporaries(out_dir)
+    done = read_done_mark(out_dir)
+    if done is not None:
+        check_same_training(out_dir / DONE_NAME, done, trainer.s, inputs)
+        if int(done["iteration"]) >= trainer.s.iterations:
+            log.info("%s completed before (iteration %d): training afresh", out_dir, int(done["iteration"]))
+            clear_run(out_dir)
+            return 0
     found = latest_checkpoint(out_dir)
     if found is None:
         return 0
     path, state = found
-    bad = incompatible_settings(json.loads(state["settings"]), trainer.s)
-    if bad:
-        raise ConfigError(f"{path}: checkpoint was trained with other gan settings ({', '.join(bad)}); "
-                          f"restore them or delete {out_dir / 'checkpoints'} to start afresh")
+    check_same_training(path, state, trainer.s, inputs)
     trainer.load_state_dict(state)
     log.info("resuming from %s (iteration %d)", path, trainer.iteration)
     return trainer.iteration
@@ -636,7 +839,7 @@ class _Progress:
 
 
 def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSettings, out_dir, final_path=None,
-          *, valid=None, boxes=None, stop_after: int | None = None) -> TrainResult:
+          *, valid=None, boxes=None, stop_after: int | None = None, inputs: Mapping[str, str] | None = None) -> TrainResult:
     """Train (or resume) on one target; writes checkpoints/logs under ``out_dir`` and the generator to ``final_path``.
 
     ``conditioning``: stream -> (T, H, W, 3) uint8 array-likes; ``frames``: real frames (T, H', W', 3);
@@ -645,13 +848,30 @@ def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSetti
     on; None: all); ``boxes``: (T, 4) crop boxes of the conditioning, applied to ``frames`` (None: frames are
     resized whole, e.g. the already-cropped frames of a flow file). The split is :func:`~.data.split_frames`
     of T. ``stop_after``: stop (without the final file) once that many iterations are done — to simulate a
-    killed run, or to train in pieces.
+    killed run, or to train in pieces. ``inputs``: content hashes of the data (:func:`input_digests`), recorded in
+    checkpoints, generator and done mark; a checkpoint of other inputs is never resumed. The run holds
+    :class:`TrainingLock` on ``out_dir`` throughout and appends its log to ``out_dir/train.log``.
     """
+    out_dir = Path(out_dir)
+    with TrainingLock(out_dir / LOCK_NAME):
+        handler = logging.FileHandler(out_dir / LOG_NAME, mode="a")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        with open(out_dir / LOG_NAME, "a") as f:
+            f.write(attempt_header())
+        log.addHandler(handler)
+        try:
+            return _train_locked(conditioning, frames, flow, settings, out_dir, final_path, valid, boxes, stop_after, inputs)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _train_locked(conditioning, frames, flow, settings, out_dir: Path, final_path, valid, boxes, stop_after, inputs) -> TrainResult:
     s = settings
     if s.threads:
         torch.set_num_threads(s.threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if inputs:
+        log.info("inputs: %s", ", ".join(f"{k} sha256 {v}" for k, v in sorted(inputs.items())))
     if flow is None and (s.lambda_warp > 0 or s.use_video_d):
         log.warning("no optical flow given: D_V is conditioned on zero flow and the warp term is off")
         s = TrainSettings(**{**s.to_dict(), "lambda_warp": 0.0})
@@ -661,7 +881,7 @@ def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSetti
     seed_everything(s.seed)
     trainer = Trainer(s)
     csv_path, png_path = out_dir / "losses.csv", out_dir / "losses.png"
-    start = resume(trainer, out_dir)
+    start = resume(trainer, out_dir, inputs)
     if start:
         trim_csv(csv_path, start)
     else:
@@ -693,26 +913,31 @@ def train(conditioning: Mapping[str, object], frames, flow, settings: TrainSetti
                 ecol = held_out_error(trainer, dataset, eval_idx) if checkpoint and len(eval_idx) else None
                 progress.report(it, ecol)
                 if checkpoint:
-                    log.info("checkpoint %s", save_checkpoint(trainer, out_dir, s.keep_checkpoints))
+                    log.info("checkpoint %s", save_checkpoint(trainer, out_dir, s.keep_checkpoints, inputs))
                     plot_losses(csv_path, png_path)
                 progress.restart(it)
     done = None
     if trainer.iteration >= s.iterations and final_path is not None:
-        done = save_generator(trainer, final_path)
+        done = save_generator(trainer, final_path, inputs)
         if csv_path.exists():
             plot_losses(csv_path, png_path)
+        write_json(out_dir / DONE_NAME, {"iteration": int(trainer.iteration), "settings": trainer.s.to_dict(),
+                                         "inputs": dict(inputs or {}), "generator": str(final_path),
+                                         "generator_sha256": file_sha256(final_path)})
         log.info("final generator %s (iteration %d)", final_path, trainer.iteration)
     return TrainResult(trainer.iteration, start, done, time.perf_counter() - progress.t0, losses)
 
 
 def train_from_files(conditioning_path, flow_path, settings: TrainSettings, out_dir, final_path,
-                     *, stop_after=None) -> TrainResult:
+                     *, stop_after=None, inputs: Mapping[str, str] | None = None) -> TrainResult:
     """:func:`train` on a conditioning HDF5 file (datasets named like ``settings.streams``, (T, H, W, 3) uint8;
     ``valid`` (T,) and ``box`` (T, 4) used when present) and a ``flow`` file (:mod:`.flow`, which holds the real
-    frames already cropped by those boxes and resized to the training size)."""
+    frames already cropped by those boxes and resized to the training size). ``inputs``: their
+    :func:`input_digests` (computed when None)."""
     from .. import h5io
     from .flow import open_flow_file
 
+    inputs = input_digests(conditioning_path, flow_path) if inputs is None else inputs
     with h5io.open_file(conditioning_path) as fc:  # a corrupted chunk read during training names the file
         missing = [n for n in settings.streams if n not in fc]
         if missing:
@@ -724,6 +949,6 @@ def train_from_files(conditioning_path, flow_path, settings: TrainSettings, out_
             if len(frames) != len(fc[settings.streams[0]]):
                 raise InputError(flow_path, f"has {len(frames)} frames, the conditioning {len(fc[settings.streams[0]])}")
             return train({n: fc[n] for n in settings.streams}, frames, flow, settings, out_dir, final_path,
-                         valid=valid, stop_after=stop_after)
+                         valid=valid, stop_after=stop_after, inputs=inputs)
         finally:
             ff.close()
