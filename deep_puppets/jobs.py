@@ -349,12 +349,16 @@ def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: 
     The run folder ``train-<fingerprint>/`` beside the generator is named by the settings and the content hashes
     of the conditioning and flow files: a killed run resumes there, while changed settings or changed inputs
     (anything upstream) start a new run; the folders of superseded runs are removed."""
-    import os
     import shutil
 
+    from .files import atomic_path
     from .gan.train import LOCK_NAME, TrainingLock, input_digests, remove_superseded_runs, train_from_files
+    from .needs import check_training_frames
+    from .render import open_conditioning
 
     settings = gan_settings(gan_cfg, render_cfg)
+    with open_conditioning(conditioning_file, settings.streams)[0] as fc:
+        check_training_frames(str(conditioning_file), len(fc[settings.streams[0]]), settings.to_dict())
     if not settings.threads:
         from dataclasses import replace
 
@@ -366,10 +370,8 @@ def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: 
         log.info("run folder %s (conditioning sha256 %s, flow sha256 %s)", run_dir, inputs["conditioning"], inputs["flow"])
         remove_superseded_runs(gan_dir, keep=run_dir)
         train_from_files(conditioning_file, flow_file, settings, run_dir, generator_out, inputs=inputs)
-        losses_png = Path(losses_png)
-        tmp = losses_png.with_name(f".{losses_png.name}.tmp{os.getpid()}")
-        shutil.copyfile(run_dir / "losses.png", tmp)
-        os.replace(tmp, losses_png)
+        with atomic_path(losses_png) as tmp:
+            shutil.copyfile(run_dir / "losses.png", tmp)
 
 
 def gan_synthesize(generator, conditioning_file, source_video, source_probe, out_mp4, side_mp4):

@@ -46,11 +46,16 @@ def check_video_length(name: str, path, n_frames: int, config: dict) -> None:
     need = model_min_faces(config["model"])
     if n_frames < need:
         raise InputError(where, f"{n_frames} frames; at least {need} frames with a face needed ({_model_reason(config['model'])})")
-    if name not in {p["target"] for p in config["pairs"]}:
-        return
+    if name in {p["target"] for p in config["pairs"]}:
+        check_training_frames(where, n_frames, config["gan"])
+
+
+def check_training_frames(where: str, n_frames: int, gan: dict) -> None:
+    """A target of ``n_frames`` frames must leave ``gan.clip_len`` training frames and at least one held-out
+    frame; else a one-line :class:`InputError` naming ``where`` and the keys. Checked at probe time and again
+    by the training job (a ``gan`` change after the probe does not probe again)."""
     from .gan.data import split_frames
 
-    gan = config["gan"]
     train, held = split_frames(n_frames, gan["held_out_fraction"])
     if len(train) < gan["clip_len"]:
         raise InputError(

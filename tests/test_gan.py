@@ -306,6 +306,18 @@ def test_other_options_run(data32, tmp_path):
     assert len(out) == 3 and out[0].shape == (32, 32, 3) and out[0].dtype == np.uint8
 
 
+def test_clip_longer_than_any_run_of_valid_training_frames_is_one_config_error(data32, tmp_path):
+    """Invalid frames cut the 20 training frames into runs of at most 4: clip_len 5 is named, before any iteration."""
+    cond, frames, flow = data32
+    valid = np.ones(len(frames), bool)
+    valid[4::5] = False
+    s = TrainSettings(**{**TINY, "clip_len": 5, "eval_frames": 0})
+    with pytest.raises(ConfigError, match=r"'gan.clip_len' 5: no run of 5 consecutive training frames"):
+        train(cond, frames, flow, s, tmp_path / "run", tmp_path / "G.pt", valid=valid)
+    assert not (tmp_path / "G.pt").exists()
+    train(cond, frames, flow, TrainSettings(**{**TINY, "clip_len": 4, "iterations": 1, "eval_frames": 0}), tmp_path / "run4", None, valid=valid)
+
+
 def test_run_outputs(uninterrupted):
     out, res, _ = uninterrupted
     assert res.iterations == 12 and res.resumed_from == 0 and res.final_path == out / "G.pt"

@@ -52,7 +52,7 @@ from ..errors import BusyError, ConfigError, DeepPuppetsError, InputError
 from ..files import write_json
 from ..workflow import attempt_header
 from . import losses as L
-from .data import ClipDataset, batch_items, split_frames
+from .data import ClipDataset, batch_items, clip_ends, split_frames
 from .networks import MultiscaleDiscriminator, UNetGenerator, count_parameters, receptive_fields
 
 log = logging.getLogger("deep_puppets.gan")
@@ -877,6 +877,9 @@ def _train_locked(conditioning, frames, flow, settings, out_dir: Path, final_pat
         s = TrainSettings(**{**s.to_dict(), "lambda_warp": 0.0})
     train_idx, held_idx = split_frames(len(frames), s.held_out_fraction)
     usable = train_idx if valid is None else train_idx[np.asarray(valid, bool)[train_idx]]
+    if not len(clip_ends(usable, s.clip_len)):
+        raise ConfigError(f"'gan.clip_len' {s.clip_len}: no run of {s.clip_len} consecutive training frames with a rendered face "
+                          f"({len(usable)} of the {len(train_idx)} training frames have one); lower gan.clip_len")
     dataset = ClipDataset(conditioning, frames, flow, usable, s.streams, s.size, s.window, s.clip_len, boxes)
     seed_everything(s.seed)
     trainer = Trainer(s)
