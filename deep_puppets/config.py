@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEMO_VIDEOS = ("demo_source", "demo_target")
 SCHEMA = "config.schema.yaml"
+PRESETS = "presets.yaml"
 # The checkout this package runs from, and its folders that hold sources: `results` may be none of them.
 SOURCE_DIR = Path(__file__).resolve().parents[1]
 SOURCE_FOLDERS = ("deep_puppets", "rules", "workflow_scripts", "tests", "envs", "profiles", "scripts", "docs", "report", "benchmarks", ".git")
@@ -82,11 +83,31 @@ def validate_schema(config: dict) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))
+    apply_preset(config)
     # snakemake's validate fills the defaults, including those of nested objects created from `default: {}`.
     validate(config, str(schema_path()), set_default=True)
     for pair in config.get("pairs", []):
         pair.setdefault("mode", "pose+expression")
     return config
+
+
+def load_presets() -> dict:
+    return yaml.safe_load((schema_path().parent / PRESETS).read_text())
+
+
+def apply_preset(config: dict) -> str:
+    """Fill ``config`` (validated, defaults not yet filled) with its preset's values where it sets none itself;
+    ``config["preset"]`` becomes the preset's name (``auto`` resolved). Returns that name."""
+    name = config.get("preset", "auto")
+    if name == "auto":
+        demo = config.get("demo", {}).get("enabled", "auto")
+        name = "demo" if (not config.get("videos") and demo != False) else "cpu"  # noqa: E712 (auto/true/false)
+    for section, values in load_presets()[name].items():
+        target = config.setdefault(section, {})
+        for key, value in values.items():
+            target.setdefault(key, copy.deepcopy(value))
+    config["preset"] = name
+    return name
 
 
 def resolve(path, base_dir) -> Path:

@@ -266,3 +266,31 @@ def test_same_file_under_two_names_warns_once_naming_both(tmp_path, caplog):
     assert len(warnings) == 1, warnings
     assert "'videos.again'" in warnings[0] and "'videos.alice'" in warnings[0] and "'videos.copy'" in warnings[0]
     assert "'videos.bob'" not in warnings[0]
+
+
+# ------------------------------------------------------------------------------------------------- presets
+
+
+def test_preset_auto_is_demo_for_the_demo_and_cpu_for_own_videos(tmp_path):
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"x")
+    demo = dp_config.prepare({}, tmp_path, tmp_path)
+    own = dp_config.prepare({"videos": {"a": str(clip)}}, tmp_path, tmp_path)
+    presets = dp_config.load_presets()
+    assert demo["preset"] == "demo" and own["preset"] == "cpu"
+    for cfg, name in ((demo, "demo"), (own, "cpu")):
+        for section, values in presets[name].items():
+            assert {k: cfg[section][k] for k in values} == values, (name, section)
+    assert own["render"]["size"] > demo["render"]["size"]
+
+
+def test_config_values_win_over_the_preset_and_every_preset_passes_the_stage_checks(tmp_path):
+    from deep_puppets.needs import check_stage_settings
+
+    cfg = dp_config.prepare({"preset": "gpu", "gan": {"iterations": 7}, "render": {"size": 256}}, tmp_path, tmp_path)
+    assert cfg["gan"]["iterations"] == 7 and cfg["render"]["size"] == 256
+    assert cfg["gan"]["gen_depth"] == dp_config.load_presets()["gpu"]["gan"]["gen_depth"]
+    for name in ("demo", "cpu", "gpu"):
+        check_stage_settings(dp_config.prepare({"preset": name}, tmp_path, tmp_path))
+    with pytest.raises(ConfigError, match="preset"):
+        dp_config.prepare({"preset": "huge"}, tmp_path, tmp_path)
