@@ -37,7 +37,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .composite import blend, face_alpha, frame_alpha, paste
+from .composite import blend, face_alpha, frame_alpha, paste, uncrop
 from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
@@ -218,10 +218,14 @@ def composite_frames(
             yield Composited(plate.copy(), p, np.zeros(hw, bool))
             continue
         changed = np.zeros(hw, bool)
-        if pose and (target_valid is None or target_valid[p]):
-            removed = head_region(target_colour[p], target_box[p], hw, grow, settings.feather)
-            plate = blend(plate, background, removed)
-            changed |= removed > 0
+        if pose and (target_valid is None or target_valid[p]) and np.all(np.isfinite(target_box[p])):
+            removed, roi = uncrop(face_alpha(np.asarray(target_colour[p]), grow, settings.feather), target_box[p], hw)
+            if roi is not None:  # blended inside the box only: the rest of the frame is never touched
+                r0, r1, c0, c1 = roi
+                removed = np.clip(removed[..., 0] if removed.ndim == 3 else removed, 0, 1)
+                plate = plate.copy()
+                plate[r0:r1, c0:c1] = blend(plate[r0:r1, c0:c1], background[r0:r1, c0:c1], removed)
+                changed[r0:r1, c0:c1] |= removed > 0
         alpha = face_alpha(np.asarray(pair_colour[j]), grow, settings.feather)
         changed |= frame_alpha(alpha, box, hw) > 0
         yield Composited(paste(plate, crop, alpha, box), p, changed)
