@@ -374,22 +374,23 @@ def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: 
             shutil.copyfile(run_dir / "losses.png", tmp)
 
 
-def gan_synthesize(generator, conditioning_file, source_video, source_probe, out_mp4, side_mp4):
-    """Run G over a pair's conditioning frames: the re-enactment video and source | conditioning | output."""
-    from .gan.data import crop_resize
-    from .gan.synthesize import synthesize_from_files, write_side_by_side
+def gan_synthesize(generator, conditioning_file, transfer_file, source_video, source_probe, target_video, target_probe,
+                   target_conditioning, out_mp4, side_mp4, composite_cfg: dict | None = None):
+    """The re-enactment: G over the pair's conditioning, each crop composited into the target's own full-resolution
+    frame (deep_puppets.reenactment), at the target's size and rate, as long as the source, with the source's
+    audio; and the preview source | conditioning | output crop."""
     from .ingest import read_probe
-    from .render import iter_stream, open_conditioning
-    from .video import iter_frames
+    from .reenactment import CompositeSettings, write_reenactment
+    from .transfer import read_transfer
 
-    info = read_probe(source_probe)
-    synthesize_from_files(generator, conditioning_file, out_mp4, info.fps)
-    with open_conditioning(conditioning_file, ("colour",))[0] as f:
-        size = f["colour"].shape[1:3]
-    box = frame_box(info.width, info.height)
-    source = (crop_resize(fr, box, size) for fr in iter_frames(source_video, 0, None, info))
-    write_side_by_side(side_mp4, [source, iter_stream(conditioning_file, "colour"), iter_frames(out_mp4)], info.fps)
-    log.info("re-enactment written to %s", out_mp4)
+    src, tgt = read_probe(source_probe), read_probe(target_probe)
+    transfer, attrs = read_transfer(transfer_file)
+    with h5io.open_file(conditioning_file) as f:
+        if len(f["valid"]) != len(transfer.valid):
+            raise InputError(conditioning_file, f"has {len(f['valid'])} frames, its transfer {transfer_file} {len(transfer.valid)}")
+    return write_reenactment(generator, conditioning_file, target_conditioning, source_video, src, target_video, tgt, out_mp4,
+                             side_mp4, str(attrs["mode"]), transfer.target_pose_frame, CompositeSettings.from_config(composite_cfg),
+                             source_box=frame_box(src.width, src.height))
 
 
 # --------------------------------------------------------------------------------------------- reports

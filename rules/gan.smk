@@ -1,5 +1,6 @@
 # Rendering-to-video translation: a person-specific conditional GAN per target (G, multi-scale D_I,
-# temporal D_V with optical flow), trained on the target's own conditioning frames, then run on every pair.
+# temporal D_V with optical flow), trained on the target's own conditioning frames, then run on every pair: its
+# crops pasted into the target's own full-resolution frames (deep_puppets/reenactment.py).
 
 
 rule gan_flow:
@@ -61,8 +62,13 @@ rule gan_synthesize:
     input:
         generator=pair_file("target", "gan/generator.pt"),
         conditioning=f"{RESULTS}/pairs/{{pair}}/conditioning.h5",
+        transfer=f"{RESULTS}/pairs/{{pair}}/transfer.h5",
         source=pair_video("source"),
         source_probe=pair_file("source", "probe.json"),
+        # the plates: the target's own frames at full resolution, and its own head boxes and silhouettes
+        target=pair_video("target"),
+        target_probe=pair_file("target", "probe.json"),
+        target_conditioning=pair_file("target", "conditioning.h5"),
     output:
         video=report(
             f"{RESULTS}/pairs/{{pair}}/reenactment.mp4",
@@ -88,5 +94,7 @@ rule gan_synthesize:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        composite=config["composite"],
     script:
         "../workflow_scripts/gan_synthesize.py"

@@ -65,7 +65,7 @@ def test_demo_runs_end_to_end(demo_run):
     from deep_puppets.video import probe
 
     out = probe(pair / "reenactment.mp4")
-    assert out.n_frames == 40 and (out.width, out.height) == (64, 64) and out.codec == "h264"
+    assert out.n_frames == 40 and (out.width, out.height) == (160, 160) and out.codec == "h264"  # the target's own frames
     summary = json.loads((target / "evaluation" / "summary.json").read_text())
     assert set(summary["methods"]) == {"gan", "nearest", "mean"}
     assert summary["held_out_frames"] == [27, 40]  # the last third of 40 frames, never trained on

@@ -6,9 +6,14 @@ run_script(
     lambda sm: jobs.gan_synthesize(
         sm.input.generator,
         sm.input.conditioning,
+        sm.input.transfer,
         sm.input.source,
         sm.input.source_probe,
+        sm.input.target,
+        sm.input.target_probe,
+        sm.input.target_conditioning,
         sm.output.video,
         sm.output.side_by_side,
+        sm.params.composite,
     ),
 )
