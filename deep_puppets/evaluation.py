@@ -2,7 +2,9 @@
 
 E_col(C_s, C_i) = 1/|C_i| Σ_p ‖C_s(p) − C_i(p)‖₂, colours in [0, 1]: the mean over pixels of the RGB
 Euclidean distance. Its per-pixel map is what the heat maps show. PSNR and SSIM are reported too so figures
-compare with the literature.
+compare with the literature. Frames are scored at full resolution on three regions (:func:`regions`): the
+whole frame, the head crop (its box within the frame) and the face (the blend mask at least 0.5); the seam
+figures (:func:`seam_sums`) compare the error in the blend band with the mask's interior.
 
 Every method and region is scored on ONE frame set (:func:`scored_frames`): the held-out frames whose face was
 detected (not a bridged fit), whose fit rendered (finite parameters) and whose render shows a face. Frames

@@ -417,7 +417,7 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, video_p
     dev = resolve_device(device)
     G, settings = load_generator(generator, dev)
     fc, valid, boxes = open_conditioning(conditioning_file, tuple(dict.fromkeys(("colour", *settings.streams))))
-    with fc, open_flow_file(flow_file, settings.size)[0] as ff:
+    with fc, open_flow_file(flow_file, settings.size, boxes)[0] as ff:  # crops at these boxes
         n = len(valid)
         if info.n_frames != n:
             raise InputError(video_path, f"has {info.n_frames} frames, its conditioning {conditioning_file} has {n}")
