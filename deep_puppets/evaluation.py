@@ -2,7 +2,9 @@
 
 E_col(C_s, C_i) = 1/|C_i| Σ_p ‖C_s(p) − C_i(p)‖₂, colours in [0, 1]: the mean over pixels of the RGB
 Euclidean distance. Its per-pixel map is what the heat maps show. PSNR and SSIM are reported too so figures
-compare with the literature.
+compare with the literature. Frames are scored at full resolution on three regions (:func:`regions`): the
+whole frame, the head crop (its box within the frame) and the face (the blend mask at least 0.5); the seam
+figures (:func:`seam_sums`) compare the error in the blend band with the mask's interior.
 
 Every method and region is scored on ONE frame set (:func:`scored_frames`): the held-out frames whose face was
 detected (not a bridged fit), whose fit rendered (finite parameters) and whose render shows a face. Frames
@@ -136,60 +138,177 @@ def describe_frames(counts: dict) -> str:
     return text
 
 
-def metrics_table(methods: dict, real: np.ndarray, frames: np.ndarray, mask: np.ndarray | None):
-    """Long table (one row per frame, method and region) of E_col, PSNR and SSIM. ``methods`` maps a name to
-    synthesized frames (T, H, W, 3) aligned with ``real``; ``mask`` (T, H, W) is the face region."""
-    import pandas as pd
+# ------------------------------------------------------------------------------------------------ regions
 
-    rows = []
-    for name, synth in methods.items():
-        synth = np.broadcast_to(synth, real.shape)
-        whole = e_col(synth, real)
-        p_whole = psnr(synth, real)
-        face = e_col(synth, real, mask) if mask is not None else None
-        p_face = psnr(synth, real, mask) if mask is not None else None
-        for i, t in enumerate(frames):
-            rows.append({"frame": int(t), "method": name, "region": "frame", "e_col": float(whole[i]), "psnr": float(p_whole[i]), "ssim": ssim(synth[i], real[i])})
-            if mask is not None:
-                rows.append({"frame": int(t), "method": name, "region": "face", "e_col": float(face[i]), "psnr": float(p_face[i]), "ssim": float("nan")})
-    return pd.DataFrame(rows)
+# The scored regions of a full-resolution frame, in the order tables and plots list them.
+FRAME, HEAD, FACE = "frame", "head", "face"
+REGIONS = (FRAME, HEAD, FACE)
+FACE_LEVEL = 0.5  # the face region: the blend mask at least this opaque
+SSIM_WIN = 7  # scikit-image's default window (uniform, 7 × 7)
 
 
-def summary_table(df) -> dict:
-    """{method: {region: {metric: summarize(...)}}} of a :func:`metrics_table`."""
-    out: dict = {}
-    for (method, region), g in df.groupby(["method", "region"]):
-        out.setdefault(method, {})[region] = {m: summarize(g[m]) for m in ("e_col", "psnr", "ssim") if g[m].notna().any()}
+def regions(alpha: np.ndarray, box) -> dict[str, np.ndarray]:
+    """The scored regions of one frame as (H, W) bool masks: ``frame`` (every pixel), ``head`` (the frame
+    pixels inside the head crop ``box``, i.e. box ∩ frame) and ``face`` (the blend mask ``alpha`` (H, W) in frame
+    coordinates at least :data:`FACE_LEVEL`)."""
+    from .composite import box_roi
+
+    alpha = np.asarray(alpha)
+    head = np.zeros(alpha.shape, bool)
+    roi = box_roi(box, alpha.shape)
+    if roi is not None:
+        r0, r1, c0, c1 = roi
+        head[r0:r1, c0:c1] = True
+    return {FRAME: np.ones(alpha.shape, bool), HEAD: head, FACE: alpha >= FACE_LEVEL}
+
+
+def ssim_map(synth, real) -> np.ndarray:
+    """Per-pixel SSIM (H, W) of one RGB frame pair (scikit-image ``full=True``, data range 1, the channels'
+    mean), to be averaged over a region.
+
+    Where the two frames agree over a whole window the map is exactly 1, so it is computed only on the
+    bounding box of the differing pixels grown by two window radii (the windows of every pixel whose value
+    can differ from 1 then lie inside it, or meet the frame's border as they would in the whole frame) and set
+    to 1 elsewhere: the same map, a fraction of the cost when only the head differs."""
+    from skimage.metrics import structural_similarity
+
+    a, b = to_float(synth), to_float(real)
+    out = np.ones(a.shape[:2], np.float64)
+    ys, xs = np.nonzero((a != b).any(axis=-1))
+    if not len(ys):
+        return out
+    pad = 2 * (SSIM_WIN // 2)
+    h, w = out.shape
+    r0, r1 = max(ys.min() - pad, 0), min(ys.max() + 1 + pad, h)
+    c0, c1 = max(xs.min() - pad, 0), min(xs.max() + 1 + pad, w)
+    if r1 - r0 < SSIM_WIN or c1 - c0 < SSIM_WIN:
+        r0, r1, c0, c1 = 0, h, 0, w
+    _, full = structural_similarity(a[r0:r1, c0:c1], b[r0:r1, c0:c1], win_size=SSIM_WIN, channel_axis=-1, data_range=1.0, full=True)
+    out[r0:r1, c0:c1] = full.mean(axis=-1)
     return out
 
 
-def e_col_plot(df, out_png, title: str) -> None:
+def region_scores(synth, real, masks: dict[str, np.ndarray]) -> tuple[dict, np.ndarray]:
+    """E_col, PSNR and SSIM of one frame pair over each region of ``masks``: ``({region: {metric: value}},
+    error map)``. The SSIM map is computed once and averaged over each region."""
+    diff = to_float(synth) - to_float(real)
+    err = np.linalg.norm(diff, axis=-1)
+    sq = (diff**2).mean(axis=-1)
+    smap = ssim_map(synth, real)
+    out = {}
+    for region, m in masks.items():
+        if not m.any():
+            out[region] = {"e_col": float("nan"), "psnr": float("nan"), "ssim": float("nan")}
+            continue
+        with np.errstate(divide="ignore"):
+            p = 10.0 * np.log10(1.0 / sq[m].mean())
+        out[region] = {"e_col": float(err[m].mean()), "psnr": float(p), "ssim": float(smap[m].mean())}
+    return out, err
+
+
+# ---------------------------------------------------------------------------------------------- the seam
+
+SEAM_BAR = 1.3  # the blend band's mean error may be at most this many times the interior's
+
+
+def seam_sums(err: np.ndarray, alpha: np.ndarray) -> dict:
+    """Error sums and pixel counts of the blend band (0 < alpha < 1, where the generated crop is mixed with the
+    plate) and of the interior (alpha == 1, the generated crop alone): ``{"band": (sum, n), "interior": (sum, n)}``."""
+    alpha = np.asarray(alpha)
+    band = (alpha > 0) & (alpha < 1)
+    interior = alpha >= 1
+    return {"band": (float(err[band].sum()), int(band.sum())), "interior": (float(err[interior].sum()), int(interior.sum()))}
+
+
+def seam_summary(sums: list[dict]) -> dict:
+    """The seam figures over frames: pixel-weighted mean error of the band and of the interior, their ratio,
+    the bar (:data:`SEAM_BAR`) and whether it is met."""
+    def mean(part):
+        total, n = sum(s[part][0] for s in sums), sum(s[part][1] for s in sums)
+        return total / n if n else float("nan")
+
+    band, interior = mean("band"), mean("interior")
+    ratio = band / interior if interior > 0 else float("nan")
+    return {"band_e_col": band, "interior_e_col": interior, "ratio": ratio, "bar": SEAM_BAR,
+            "meets_bar": bool(ratio <= SEAM_BAR), "n_frames": len(sums)}
+
+
+def seam_plot(frames, sums: list[dict], out_png, title: str) -> None:
+    """Per frame: the GAN's mean error in the blend band and in the interior (top) and their ratio against the
+    bar (bottom); the pooled figures in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    for method, g in df[df.region == "frame"].groupby("method"):
-        ax.plot(g.frame, g.e_col, lw=1.2, label=f"{method} (mean {g.e_col.mean():.4f})")
-    ax.set_xlabel("frame (held out from training)")
-    ax.set_ylabel("E_col (mean RGB L2, colours in [0,1])")
+    def per_frame(part):
+        return np.array([s[part][0] / s[part][1] if s[part][1] else np.nan for s in sums])
+
+    band, interior = per_frame("band"), per_frame("interior")
+    overall = seam_summary(sums)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(9, 5.4), sharex=True)
+    ax.plot(frames, band, lw=1.2, label=f"blend band 0<alpha<1 (mean {overall['band_e_col']:.4f})")
+    ax.plot(frames, interior, lw=1.2, label=f"interior alpha=1 (mean {overall['interior_e_col']:.4f})")
+    ax.set_ylabel("GAN E_col")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bx.plot(frames, band / interior, lw=1.2, color="C2", label=f"band / interior (overall {overall['ratio']:.2f})")
+    bx.axhline(SEAM_BAR, color="C3", ls="--", lw=1, label=f"bar {SEAM_BAR:g}")
+    bx.set_xlabel("frame (held out from training)")
+    bx.set_ylabel("seam ratio")
+    bx.grid(alpha=0.3)
+    bx.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
-def comparison_frames(real: np.ndarray, synth: np.ndarray, frames, vmax: float = HEAT_MAX):
-    """original | synthesized | heat map, with the frame's E_col written on it, plus the colour scale."""
-    errs = error_map(synth, real)
-    bar = None
-    for i, t in enumerate(frames):
-        heat = heat_map(errs[i], vmax)
-        row = np.hstack([label(real[i], f"real #{int(t)}"), label(synth[i], f"E_col {errs[i].mean():.4f}"), label(heat, "error")])
-        if bar is None:
-            bar = legend_bar(row.shape[1], vmax)
-        yield np.vstack([row, bar])
+# ------------------------------------------------------------------------------------ tables and figures
+
+
+def summary_table(df) -> dict:
+    """{method: {region: {metric: summarize(...)}}} of a long table (columns frame, method, region, e_col,
+    psnr, ssim)."""
+    out: dict = {}
+    for (method, region), g in df.groupby(["method", "region"]):
+        out.setdefault(method, {})[region] = {m: summarize(g[m]) for m in ("e_col", "psnr", "ssim") if m in g and g[m].notna().any()}
+    return out
+
+
+def improvement_db(methods: dict, ours: str = "gan", region: str = FACE) -> dict:
+    """Mean PSNR of ``ours`` minus each other method's on ``region`` (dB; positive: ours is better)."""
+    mine = methods[ours][region]["psnr"]["mean"]
+    return {m: mine - r[region]["psnr"]["mean"] for m, r in methods.items() if m != ours}
+
+
+def e_col_plot(df, out_png, title: str) -> None:
+    """E_col per held-out frame and method, one panel per region."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [r for r in REGIONS if r in set(df.region)] or sorted(set(df.region))
+    fig, axes = plt.subplots(len(present), 1, figsize=(9, 2.6 * len(present) + 0.6), sharex=True, squeeze=False)
+    for ax, region in zip(axes[:, 0], present):
+        for method, g in df[df.region == region].groupby("method", sort=False):
+            ax.plot(g.frame, g.e_col, lw=1.2, label=f"{method} (mean {g.e_col.mean():.4f})")
+        ax.set_ylabel(f"E_col, {region}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_title(title, fontsize=10)
+    axes[-1, 0].set_xlabel("frame (held out from training)")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def comparison_frame(real: np.ndarray, synth: np.ndarray, err: np.ndarray, t: int, e: float, vmax: float = HEAT_MAX) -> np.ndarray:
+    """real | synthesized | heat map (one frame, e.g. the head crops at a viewing size) labelled with the
+    frame number and ``e`` (its E_col), with the heat maps' colour scale below."""
+    row = np.hstack([label(real, f"real #{int(t)}"), label(synth, f"E_col {e:.4f}"), label(heat_map(err, vmax), "error")])
+    return np.vstack([row, legend_bar(row.shape[1], vmax)])

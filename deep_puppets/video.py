@@ -493,3 +493,74 @@ def write_mp4(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18, pre
         if tmp.exists():
             tmp.unlink()
     return n
+
+
+class Mp4Feed:
+    """:func:`write_mp4` in a background thread fed one frame at a time, so that one pass over frames writes
+    several videos with bounded memory. ``put(frame)`` each frame, then ``close()`` (returns the frame count).
+    Used as a context manager, an exception inside the block aborts the video: nothing is written (the file is
+    written atomically). An error of the writer itself is raised by the next ``put`` or by ``close``."""
+
+    _END, _ABORT = object(), object()
+
+    class _Aborted(Exception):
+        pass
+
+    def __init__(self, path, fps: float, queue_size: int = 8, **kw):
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._queue = queue.Queue(maxsize=queue_size)
+        self._pool = ThreadPoolExecutor(1)
+        self._future = self._pool.submit(write_mp4, path, self._frames(), fps, **kw)
+
+    def _frames(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if item is self._ABORT:
+                raise self._Aborted
+            yield item
+
+    def _send(self, item) -> None:
+        import queue
+
+        while True:
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._future.done():  # the writer stopped: its error, or a writer that no longer reads
+                    self._future.result()
+                    raise RuntimeError("the video writer stopped reading frames")
+
+    def put(self, frame: np.ndarray) -> None:
+        if self._future.done():
+            self._future.result()
+            raise RuntimeError("the video writer stopped reading frames")
+        self._send(frame)
+
+    def close(self) -> int:
+        try:
+            self._send(self._END)
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        try:
+            if not self._future.done():
+                self._send(self._ABORT)
+            self._future.exception()  # wait; the writer's own error is superseded by the caller's
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Mp4Feed":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

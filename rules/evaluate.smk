@@ -1,5 +1,7 @@
-# Evaluation: self-reenactment of each target on its held-out frames (never trained on): the GAN against
-# nearest-neighbour retrieval and the mean training frame - E_col (seed report), PSNR and SSIM.
+# Evaluation: self-reenactment of each target on its held-out frames (never trained on), at full resolution:
+# the GAN and the baselines (nearest-neighbour retrieval, alpha compositing, the mean training crop) pasted with
+# the same face mask over the real frames - E_col (seed report), PSNR and SSIM on the whole frame, the head crop
+# and the face mask, and the error at the blend seam.
 
 
 rule evaluate:
@@ -8,6 +10,8 @@ rule evaluate:
         conditioning=f"{RESULTS}/videos/{{video}}/conditioning.h5",
         flow=f"{RESULTS}/videos/{{video}}/gan/flow.h5",
         track=f"{RESULTS}/videos/{{video}}/track.h5",
+        video=video_path,
+        probe=probe_json,
     output:
         csv=f"{RESULTS}/videos/{{video}}/evaluation/metrics.csv",
         json=f"{RESULTS}/videos/{{video}}/evaluation/summary.json",
@@ -17,6 +21,13 @@ rule evaluate:
             category="Self-reenactment",
             subcategory="{video}",
             labels={"target": "{video}", "figure": "E_col per frame"},
+        ),
+        seam_plot=report(
+            f"{RESULTS}/videos/{{video}}/evaluation/seam.png",
+            caption="../report/seam.rst",
+            category="Self-reenactment",
+            subcategory="{video}",
+            labels={"target": "{video}", "figure": "error at the blend seam"},
         ),
         heat_mp4=report(
             f"{RESULTS}/videos/{{video}}/evaluation/heat_map.mp4",
@@ -30,7 +41,7 @@ rule evaluate:
             caption="../report/evaluation_side_by_side.rst",
             category="Self-reenactment",
             subcategory="{video}",
-            labels={"target": "{video}", "figure": "real | synthesized | heat map"},
+            labels={"target": "{video}", "figure": "real | GAN pasted | heat map"},
         ),
     log:
         f"{LOGS}/evaluate/{{video}}.log",
@@ -42,5 +53,8 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        composite=config["composite"],
+        device=config["gan"]["device"],
     script:
         "../workflow_scripts/evaluate.py"

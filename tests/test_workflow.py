@@ -57,7 +57,7 @@ def test_demo_runs_end_to_end(demo_run):
     res = demo_run / "results"
     target, pair = res / "videos" / "demo_target", res / "pairs" / PAIR
     for f in ["track.h5", "texture.h5", "conditioning.h5", "gan/generator.pt", "gan/losses.png", "evaluation/summary.json",
-              "evaluation/e_col.png", "evaluation/heat_map.mp4", "evaluation/side_by_side.mp4", "diagnostics/tracking.json",
+              "evaluation/e_col.png", "evaluation/seam.png", "evaluation/heat_map.mp4", "evaluation/side_by_side.mp4", "diagnostics/tracking.json",
               "diagnostics/camera_smoothing.png", "diagnostics/overlay.mp4"]:
         assert (target / f).stat().st_size > 0, f
     for f in ["transfer.h5", "conditioning.h5", "reenactment.mp4", "side_by_side.mp4"]:
@@ -67,7 +67,7 @@ def test_demo_runs_end_to_end(demo_run):
     out = probe(pair / "reenactment.mp4")
     assert out.n_frames == 40 and (out.width, out.height) == (160, 160) and out.codec == "h264"  # the target's own frames
     summary = json.loads((target / "evaluation" / "summary.json").read_text())
-    assert set(summary["methods"]) == {"gan", "nearest", "mean"}
+    assert set(summary["methods"]) == {"gan", "nearest", "alpha", "mean"}
     assert summary["held_out_frames"] == [27, 40]  # the last third of 40 frames, never trained on
     tracking = json.loads((target / "diagnostics" / "tracking.json").read_text())
     assert tracking["nme_mean"] < 0.05 and tracking["jitter_ratio"] < 1

@@ -1,7 +1,7 @@
 from deep_puppets import jobs
 from deep_puppets.workflow import run_script
 
-OUTS = ("csv", "json", "plot", "heat_mp4", "side_mp4")
+OUTS = ("csv", "json", "plot", "seam_plot", "heat_mp4", "side_mp4")
 
 
 def main(sm):
@@ -10,7 +10,11 @@ def main(sm):
         sm.input.conditioning,
         sm.input.flow,
         sm.input.track,
+        sm.input.video,
+        sm.input.probe,
         {k: getattr(sm.output, k) for k in OUTS},
+        sm.params.composite,
+        device=sm.params.device,
     )
 
 

@@ -83,36 +83,6 @@ def synthesize_from_files(generator_path, conditioning_path, out_path, fps: floa
         return synthesize_video(generator_path, {n: f[n] for n in s.streams}, out_path, fps, out_size=out_size, device=device)
 
 
-def held_out_comparison(generator_path, conditioning: Mapping[str, object], frames, features=None, valid=None,
-                        device: str = "auto") -> dict:
-    """The generator and the baselines on the target's held-out frames (the split of the generator's settings).
-
-    ``conditioning``: the target's own conditioning streams; ``frames``: its real frames at the training size
-    (e.g. a flow file's ``frames``); ``features``: (T, D) fitted expression and pose parameters per frame for
-    the nearest-neighbour baseline (None: no such baseline); ``valid``: (T,) frames with a conditioning render.
-    Returns ``frames`` (held-out indices), ``valid`` (theirs), ``gan``, ``nearest`` (+ ``nearest_index``),
-    ``mean`` (one frame) as uint8 images at the training size, and ``e_col``: per-frame E_col of each method.
-    """
-    from .baselines import mean_frame, nearest_neighbours, photometric_error
-    from .data import split_frames
-
-    dev = resolve_device(device)
-    G, s = load_generator(generator_path, dev)
-    train_idx, held = split_frames(len(frames), s.held_out_fraction)
-    real = np.stack([resize(np.asarray(frames[int(t)]), s.size) for t in held])
-    out = {"frames": held, "valid": np.ones(len(held), bool) if valid is None else np.asarray(valid, bool)[held]}
-    out["gan"] = np.stack(list(generate(G, conditioning, held, s, dev)))
-    out["mean"] = mean_frame(frames, train_idx, s.size)
-    e_col = {"gan": photometric_error(out["gan"], real),
-             "mean": photometric_error(np.broadcast_to(out["mean"], real.shape), real)}
-    if features is not None:
-        out["nearest_index"] = nearest_neighbours(features, train_idx, held)
-        out["nearest"] = np.stack([resize(np.asarray(frames[int(t)]), s.size) for t in out["nearest_index"]])
-        e_col["nearest"] = photometric_error(out["nearest"], real)
-    out["real"], out["e_col"] = real, e_col
-    return out
-
-
 def side_by_side(streams: Sequence[Iterable[np.ndarray]], height: int | None = None) -> Iterator[np.ndarray]:
     """Zip image streams and stack each group horizontally; every image is resized to ``height`` (default: the
     first stream's height) keeping its aspect ratio. Grey images become RGB. Stops at the shortest stream."""
