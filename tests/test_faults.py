@@ -310,11 +310,11 @@ def test_config_paths_never_reach_a_shell(tmp_path):
     # a video whose path is full of shell syntax is probed as a plain file name
     odd = tmp_path / "dir with space" / "$(touch PWNED); `touch PWNED2` 'x'.mp4"
     odd.parent.mkdir()
-    write_mp4(odd, _noface_frames(12, 64), fps=25)
+    write_mp4(odd, _noface_frames(40, 64), fps=25)  # >= the 30 frames a person model needs (probe-time check)
     config = merged(TINY_FULL, {"demo": {"enabled": False}, "videos": {"odd": str(odd)}})
     r = run_workflow(tmp_path, "--cores", "1", "results/videos/odd/probe.json", config=config, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert json.loads((tmp_path / "results" / "videos" / "odd" / "probe.json").read_text())["n_frames"] == 12
+    assert json.loads((tmp_path / "results" / "videos" / "odd" / "probe.json").read_text())["n_frames"] == 40
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
 
