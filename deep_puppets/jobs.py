@@ -165,40 +165,34 @@ def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, 
     log.info("%s: albedo + SH lighting from %d frames: %s", attrs["video"], len(good), stats)
 
 
-def frame_box(width: int, height: int) -> np.ndarray:
-    """The square box of the video frame every conditioning image and training frame shows: the whole frame,
-    centred, padded to a square (black outside the frame) so that no aspect ratio is distorted."""
-    side = max(width, height)
-    x0, y0 = (width - side) / 2, (height - side) / 2
-    return np.array([x0, y0, x0 + side, y0 + side], float)
-
-
 SMALL_FACE_PX = 24  # a face shorter than this in the conditioning images leaves the generator too few pixels
 
 
-def face_height_px(points, box, size: int, max_frames: int = 64) -> float | None:
+def face_height_px(points, boxes, size: int, max_frames: int = 64) -> float | None:
     """Median height of the face in the conditioning images, in pixels at ``size``: the vertical extent of each
-    frame's projected points (video pixels) scaled from the square ``box`` to ``size``, over up to
-    ``max_frames`` frames spread over the sequence; None when no sampled frame has finite points."""
+    frame's projected points (video pixels) scaled from that frame's square box (``boxes`` (4,) for every frame,
+    or (T, 4) one per frame) to ``size``, over up to ``max_frames`` frames spread over the sequence; None when no
+    sampled frame has finite points."""
     n = len(points)
     if n == 0:
         return None
-    scale = size / float(box[3] - box[1])
+    boxes = np.asarray(boxes, float)
     heights = []
     for t in np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int)):
+        box = boxes if boxes.ndim == 1 else boxes[int(t)]
         y = np.asarray(points[int(t)], float)[..., 1]
         if y.size and np.isfinite(y).all():
-            heights.append((y.max() - y.min()) * scale)
+            heights.append((y.max() - y.min()) * size / float(box[3] - box[1]))
     return float(np.median(heights)) if heights else None
 
 
-def warn_if_face_small(points, box, size: int, what) -> float | None:
+def warn_if_face_small(points, boxes, size: int, what) -> float | None:
     """Log one WARNING when the face is only a few pixels tall at ``size`` (see :func:`face_height_px`)."""
-    height = face_height_px(points, box, size)
+    height = face_height_px(points, boxes, size)
     if height is not None and height < SMALL_FACE_PX:
         log.warning(
             "%s: face only ~%d px tall in the conditioning images (render.size %d); the generator cannot learn a face "
-            "from so few pixels - raise render.size or use a closer shot (at least ~%d px is needed)",
+            "from so few pixels - raise render.size, use framing.mode head or a closer shot (at least ~%d px is needed)",
             what,
             round(height),
             size,
@@ -207,9 +201,14 @@ def warn_if_face_small(points, box, size: int, what) -> float | None:
     return height
 
 
-def render_conditioning(model_cfg, model_file, params_file, texture_file, out, previews: dict, render_cfg: dict, kind: str):
-    """Conditioning frames of a target's own track (``kind='track'``) or of a transfer (``kind='transfer'``)."""
+def render_conditioning(
+    model_cfg, model_file, params_file, texture_file, out, previews: dict, render_cfg: dict, kind: str, framing_cfg: dict | None = None
+):
+    """Conditioning frames of a target's own track (``kind='track'``) or of a transfer (``kind='transfer'``), each
+    of its crop box (:mod:`deep_puppets.framing`, config section ``framing``): a track's boxes follow the track's
+    head, a transfer's follow the transferred head (the source's motion in pose+expression mode)."""
     from .fitting import check_model
+    from .framing import FramingSettings, fit_boxes
     from .render import Renderer, write_conditioning, write_previews
 
     model = load_video_model(model_cfg, model_file)
@@ -231,8 +230,9 @@ def render_conditioning(model_cfg, model_file, params_file, texture_file, out, p
         raise InputError(texture_file, "belongs to a different model than the one rendered")
     screen = ScreenVertices(model, fit.p, fit.q, fit.camera)
     size = int(render_cfg["size"])
-    box = frame_box(width, height)
-    warn_if_face_small(LandmarkPoints(screen), box, size, params_file)
+    framing = FramingSettings.from_config(framing_cfg)
+    boxes = fit_boxes(model, fit, fps, framing, width, height)
+    warn_if_face_small(LandmarkPoints(screen), boxes, size, params_file)
 
     subdivisions = render_cfg["subdivisions"] if model.n_vertices < 5000 else 0
     t0 = time.perf_counter()
@@ -240,7 +240,15 @@ def render_conditioning(model_cfg, model_file, params_file, texture_file, out, p
         log.info("renderer: %s; %s", r.gl_renderer, json.dumps(r.settings(), sort_keys=True))
         progress = ProgressLog(f"render {kind} {params_file}", len(screen), every=250, logger=log)
         write_conditioning(
-            out, r, screen, box, sh=tex["sh"], eye_points=LandmarkPoints(screen), source=str(params_file), progress=progress
+            out,
+            r,
+            screen,
+            boxes,
+            sh=tex["sh"],
+            eye_points=LandmarkPoints(screen),
+            source=str(params_file),
+            framing=framing.to_json(),
+            progress=progress,
         )
     t1 = time.perf_counter()
     write_previews(out, previews, fps)
@@ -379,6 +387,7 @@ def gan_synthesize(generator, conditioning_file, transfer_file, source_video, so
     """The re-enactment: G over the pair's conditioning, each crop composited into the target's own full-resolution
     frame (deep_puppets.reenactment), at the target's size and rate, as long as the source, with the source's
     audio; and the preview source | conditioning | output crop."""
+    from .framing import frame_box
     from .ingest import read_probe
     from .reenactment import CompositeSettings, write_reenactment
     from .transfer import read_transfer

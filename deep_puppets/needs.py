@@ -1,8 +1,8 @@
 """What each stage needs, checked as early as it can be: its settings when the config is read, the video's
 length when it is probed, its faces at the landmark gate.
 
-* :func:`check_stage_settings` builds every stage's settings object (landmarks, fit, transfer, model options,
-  the GAN at ``render.size``) from the prepared config, so that a bad value stops the workflow before any job
+* :func:`check_stage_settings` builds every stage's settings object (landmarks, fit, transfer, framing, model
+  options, the GAN at ``render.size``) from the prepared config, so that a bad value stops the workflow before any job
   starts with one line naming the user's key.
 * :func:`check_video_length` runs in the probe job, as soon as the frame count is known.
 * :func:`faces_needed` is M of the landmark gate (``landmarks_summary``): a video needs at least
@@ -70,6 +70,7 @@ def check_training_frames(where: str, n_frames: int, gan: dict) -> None:
 def check_stage_settings(config: dict) -> None:
     """Build every stage's settings object from the prepared ``config``; a bad value is a one-line
     :class:`ConfigError` naming the user's key (before any job starts)."""
+    from .framing import FramingSettings
     from .jobs import fit_settings, gan_settings
     from .landmarks import LandmarkSettings
     from .models.registry import OPTIONS
@@ -78,6 +79,7 @@ def check_stage_settings(config: dict) -> None:
     LandmarkSettings.from_config(config["landmarks"])
     fit_settings(config["fit"])
     TransferSettings.from_config(config["transfer"])
+    FramingSettings.from_config(config["framing"])
     model = config["model"]
     unknown = sorted(set(model["options"]) - OPTIONS[model["type"]])
     if unknown:

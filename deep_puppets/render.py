@@ -547,7 +547,7 @@ def render_sequence(renderer: Renderer, vertices: np.ndarray, boxes, sh=None, ey
 CONDITIONING = h5io.register(
     h5io.Layout(
         name="conditioning",
-        version=1,
+        version=2,
         doc=(
             "Conditioning images of one video, rendered from the fitted face (deep_puppets.render): colour "
             "(albedo × SH shading), correspondence (mean-shape position as RGB) and eye gaze (eye openings and "
@@ -557,7 +557,9 @@ CONDITIONING = h5io.register(
         datasets={
             "frame_index": h5io.Dataset("int64", ("T",), "absolute frame index in the video"),
             "valid": h5io.Dataset("bool", ("T",), "the frame was rendered (finite fit and crop box)"),
-            "box": h5io.Dataset("float32", ("T", 4), "crop box x0, y0, x1, y1 in frame pixels mapped onto the image"),
+            "box": h5io.Dataset(
+                "float32", ("T", 4), "crop box x0, y0, x1, y1 in frame pixels mapped onto the image (attr framing)"
+            ),
             "colour": h5io.Dataset("uint8", ("T", "H", "W", 3), "albedo × SH shading", chunk_per="T", compress=True),
             "correspondence": h5io.Dataset(
                 "uint8",
@@ -578,6 +580,7 @@ CONDITIONING = h5io.register(
             "renderer": "OpenGL renderer string (llvmpipe on CPUs)",
             "settings": "JSON of the render settings (size, subdivisions, nearer_z, samples, colours)",
             "source": "what was rendered (e.g. the fit file)",
+            "framing": "JSON of the framing settings the boxes follow (deep_puppets.framing; null: boxes given by the caller)",
         },
     )
 )
@@ -774,6 +777,7 @@ def write_conditioning(
     sh=None,
     eye_points=None,
     source: str = "",
+    framing: str = "null",
     compression: str = "gzip",
     encoder: str = DEFAULT_ENCODER,
     level: int | None = None,
@@ -781,6 +785,8 @@ def write_conditioning(
 ) -> Path:
     """Render ``vertices`` (T, N, 3) and stream the frames into a ``conditioning`` HDF5 file at ``path``.
 
+    ``boxes`` (4,) or (T, 4) crop boxes; ``framing``: JSON of the settings they were made with
+    (:meth:`deep_puppets.framing.FramingSettings.to_json`), ``"null"`` when the caller chose them.
     ``compression``, ``encoder`` and ``level`` as :class:`ConditioningWriter` takes them; ``progress(n_done)``
     is called after every frame (e.g. :class:`deep_puppets.progress.ProgressLog`).
     """
@@ -793,6 +799,7 @@ def write_conditioning(
         "renderer": renderer.gl_renderer,
         "settings": json_text(renderer.settings(), sort_keys=True),
         "source": source,
+        "framing": framing,
     }
     with ConditioningWriter(path, t, renderer.size, attrs, compression, level, encoder=encoder) as out:
         for i, frame in enumerate(render_sequence(renderer, vertices, boxes, sh, eye_points)):

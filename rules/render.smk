@@ -28,6 +28,7 @@ rule render_track:
     params:
         model=config["model"],
         render=config["render"],
+        framing=config["framing"],
         kind="track",
     script:
         "../workflow_scripts/render.py"
@@ -56,6 +57,7 @@ rule render_pair:
     params:
         model=config["model"],
         render=config["render"],
+        framing=config["framing"],
         kind="transfer",
     script:
         "../workflow_scripts/render.py"

@@ -221,7 +221,9 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
     track.camera[[33, 34], 3] += 1e4  # the face rendered far outside the frame: a black conditioning image
     write_track(tmp_path / "track.h5", track, attrs)
     cond = tmp_path / "conditioning.h5"
-    jobs.render_conditioning(cfg["model"], res / "model.h5", tmp_path / "track.h5", res / "texture.h5", cond, {}, cfg["render"], "track")
+    # (whole-frame boxes: head boxes would follow the displaced face and render it)
+    jobs.render_conditioning(cfg["model"], res / "model.h5", tmp_path / "track.h5", res / "texture.h5", cond, {}, cfg["render"], "track",
+                             {"mode": "frame"})  # fmt: skip
 
     outs = {k: tmp_path / name for k, name in [("csv", "metrics.csv"), ("json", "summary.json"), ("plot", "e_col.png"), ("seam_plot", "seam.png"),
                                                ("heat_mp4", "heat.mp4"), ("side_mp4", "side.mp4")]}

@@ -67,7 +67,7 @@ def _conditioning(tmp_path, encoder: str) -> Path:
 
     rng = np.random.default_rng(1)
     path = tmp_path / f"cond-{encoder}.h5"
-    attrs = {"renderer": "test", "settings": "{}", "source": "test"}
+    attrs = {"renderer": "test", "settings": "{}", "source": "test", "framing": "null"}
     with ConditioningWriter(path, 4, (48, 40), attrs, encoder=encoder) as w:
         for i in range(4):
             img = np.zeros((40, 48, 3), np.uint8)

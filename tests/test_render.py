@@ -330,7 +330,7 @@ def test_writer_is_atomic_and_lzf_reads_back(tmp_path):
     r = make_renderer(f, mean, size=(32, 32), subdivisions=0)
     with pytest.raises(RuntimeError, match="boom"):
         with render.ConditioningWriter(
-            tmp_path / "x.h5", 3, (32, 32), {"renderer": "r", "settings": "{}", "source": ""}
+            tmp_path / "x.h5", 3, (32, 32), {"renderer": "r", "settings": "{}", "source": "", "framing": "null"}
         ) as w:
             w.append(r.render(verts[0], boxes[0]), 0, boxes[0])
             raise RuntimeError("boom")
@@ -369,7 +369,7 @@ def test_deflate_encoders_write_standard_gzip_chunks(tmp_path, encoder):
 
 def test_unknown_encoder_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="encoder must be one of"):
-        attrs = {"renderer": "", "settings": "{}", "source": ""}
+        attrs = {"renderer": "", "settings": "{}", "source": "", "framing": "null"}
         render.ConditioningWriter(tmp_path / "x.h5", 1, (8, 8), attrs, encoder="lz4")
     assert not list(tmp_path.iterdir())
 

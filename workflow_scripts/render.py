@@ -14,6 +14,7 @@ def main(sm):
         dict(zip(STREAMS, sm.output.previews)),
         sm.params.render,
         sm.params.kind,
+        sm.params.framing,
     )
 
 
