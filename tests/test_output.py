@@ -69,7 +69,7 @@ def disc_conditioning(valid: bool = True) -> Frame:
 def write_conditioning_file(path, boxes, valid=None):
     n = len(boxes)
     valid = np.ones(n, bool) if valid is None else valid
-    with ConditioningWriter(path, n, (S, S), {"renderer": "test", "settings": "{}", "source": "test"}, compression="lzf") as w:
+    with ConditioningWriter(path, n, (S, S), {"renderer": "test", "settings": "{}", "source": "test", "framing": "null"}, compression="lzf") as w:
         for i in range(n):
             w.append(disc_conditioning(bool(valid[i])), i, boxes[i] if valid[i] else np.full(4, np.nan))
     return path
