@@ -641,3 +641,24 @@ def test_nearest_neighbour_retrieval_and_mean_frame():
     out = retrieval_baseline(frames, feats, train_idx, held[[3, 5]], (4, 4))
     assert out.shape == (2, 4, 4, 3) and out[0, 0, 0, 0] == 7 and out[1, 0, 0, 0] == 13
     assert np.all(mean_frame(frames, [1, 2, 6], (4, 4)) == 3)
+
+
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_preset_networks_build_run_and_see_the_whole_crop(preset):
+    """The cpu and gpu presets' networks at their crop size: G maps the conditioning window to a frame of that size,
+    and D_I's largest patch covers at least 3/4 of the crop (the seed report's head-detaches-from-body finding)."""
+    from deep_puppets import config as dp_config
+    from deep_puppets.gan.networks import receptive_fields
+    from deep_puppets.gan.train import build_generator, build_image_discriminator
+    from deep_puppets.jobs import gan_settings
+
+    cfg = dp_config.prepare({"preset": preset})
+    s = gan_settings(cfg["gan"], cfg["render"])
+    assert s.size == (cfg["render"]["size"],) * 2
+    assert max(receptive_fields(s.di_layers, s.di_num_D)) >= 0.75 * max(s.size)
+    G, D = build_generator(s), build_image_discriminator(s)
+    with torch.no_grad():
+        y = G(torch.rand(1, s.in_channels, *s.size))
+        preds = D(torch.rand(1, 3 * len(s.streams) + 3, *s.size))
+    assert y.shape == (1, 3, *s.size) and torch.isfinite(y).all() and 0 <= y.min() and y.max() <= 1
+    assert len(preds) == s.di_num_D
