@@ -224,12 +224,15 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
     # (whole-frame boxes: head boxes would follow the displaced face and render it)
     jobs.render_conditioning(cfg["model"], res / "model.h5", tmp_path / "track.h5", res / "texture.h5", cond, {}, cfg["render"], "track",
                              {"mode": "frame"})  # fmt: skip
+    # the real crops of the flow file follow the conditioning's boxes: recomputed for the new ones
+    video = tiny_full_run / "results" / "demo" / "demo_target.mp4"
+    flow = tmp_path / "flow.h5"
+    jobs.gan_flow(video, cond, flow, cfg["gan"], cfg["render"])
 
     outs = {k: tmp_path / name for k, name in [("csv", "metrics.csv"), ("json", "summary.json"), ("plot", "e_col.png"), ("seam_plot", "seam.png"),
                                                ("heat_mp4", "heat.mp4"), ("side_mp4", "side.mp4")]}
-    video = tiny_full_run / "results" / "demo" / "demo_target.mp4"
     with caplog.at_level(logging.INFO, logger="deep_puppets"):
-        jobs.evaluate_target(res / "gan" / "generator.pt", cond, res / "gan" / "flow.h5", tmp_path / "track.h5", video, res / "probe.json",
+        jobs.evaluate_target(res / "gan" / "generator.pt", cond, flow, tmp_path / "track.h5", video, res / "probe.json",
                              outs, cfg["composite"])
 
     import pandas as pd
