@@ -112,6 +112,11 @@ class FitSettings:
 
         return settings_from_section(cls, "fit", cfg)
 
+    @classmethod
+    def from_fit_section(cls, section: dict) -> FitSettings:
+        """The fit's settings from the whole ``fit`` section (``identity_frames`` is the identity job's, not the fit's)."""
+        return cls.from_config({k: v for k, v in section.items() if k != "identity_frames"})
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
 

@@ -55,7 +55,7 @@ def build_person_model(landmark_files, out, n_components: int, video: str):
 def fit_settings(fit_cfg: dict):
     from .fitting import FitSettings
 
-    return FitSettings.from_config({k: v for k, v in fit_cfg.items() if k != "identity_frames"})
+    return FitSettings.from_fit_section(fit_cfg)
 
 
 def fit_identity(model_cfg, model_file, landmark_files, out, fit_cfg: dict, video: str, threads: int = 1):
@@ -337,7 +337,7 @@ def gan_settings(gan_cfg: dict, render_cfg: dict):
     """Training settings: the ``gan`` section at the frame size of the conditioning renders."""
     from .gan.train import TrainSettings
 
-    return TrainSettings.from_config({**gan_cfg, "size": int(render_cfg["size"])})
+    return TrainSettings.at_render_size(gan_cfg, render_cfg)
 
 
 def gan_flow(video_path, conditioning_file, out, gan_cfg: dict, render_cfg: dict):

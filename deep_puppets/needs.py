@@ -15,9 +15,7 @@ from __future__ import annotations
 import math
 
 from .errors import ConfigError, InputError
-
-# models.person.build_person_model's least number of frames with a face (its ``min_frames``)
-PERSON_MODEL_MIN_FRAMES = 30
+from .models.person import PERSON_MODEL_MIN_FRAMES
 
 
 def model_min_faces(model_cfg: dict) -> int:
@@ -70,14 +68,15 @@ def check_training_frames(where: str, n_frames: int, gan: dict) -> None:
 def check_stage_settings(config: dict) -> None:
     """Build every stage's settings object from the prepared ``config``; a bad value is a one-line
     :class:`ConfigError` naming the user's key (before any job starts)."""
+    from .fitting import FitSettings
     from .framing import FramingSettings
-    from .jobs import fit_settings, gan_settings
+    from .gan.train import TrainSettings
     from .landmarks import LandmarkSettings
     from .models.registry import OPTIONS
     from .transfer import TransferSettings
 
     LandmarkSettings.from_config(config["landmarks"])
-    fit_settings(config["fit"])
+    FitSettings.from_fit_section(config["fit"])
     TransferSettings.from_config(config["transfer"])
     FramingSettings.from_config(config["framing"])
     model = config["model"]
@@ -88,4 +87,4 @@ def check_stage_settings(config: dict) -> None:
     size, depth = int(config["render"]["size"]), int(config["gan"]["gen_depth"])
     if size % 2**depth:
         raise ConfigError(f"'render.size': {size} is not divisible by 2**gan.gen_depth = {2**depth} (the generator's frame size)")
-    gan_settings(config["gan"], config["render"])
+    TrainSettings.at_render_size(config["gan"], config["render"])

@@ -174,6 +174,11 @@ class TrainSettings:
 
         return settings_from_section(cls, "gan", section)
 
+    @classmethod
+    def at_render_size(cls, gan_section: Mapping, render_section: Mapping) -> "TrainSettings":
+        """Training settings: the config's ``gan`` section at the frame size of the conditioning renders."""
+        return cls.from_config({**gan_section, "size": int(render_section["size"])})
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["size"], d["streams"] = list(self.size), list(self.streams)

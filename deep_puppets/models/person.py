@@ -46,10 +46,12 @@ import numpy as np
 from .. import h5io
 from ..errors import InputError
 from ..files import json_text
-from ..needs import PERSON_MODEL_MIN_FRAMES
 from . import facemesh
 from .base import N_LANDMARKS, MorphableModel
 from .geometry import apply_similarity, similarity_transform
+
+# build_person_model's least number of frames with a face (its ``min_frames``; the landmark gate needs as many)
+PERSON_MODEL_MIN_FRAMES = 30
 
 UNIT = "canonical_cm"
 
