@@ -35,6 +35,7 @@ include: "rules/render.smk"
 include: "rules/diagnostics.smk"
 include: "rules/gan.smk"
 include: "rules/evaluate.smk"
+include: "rules/export.smk"
 
 
 # Cheap bookkeeping jobs run on the submitting machine, not as cluster jobs.
@@ -61,3 +62,4 @@ rule all:
         evaluations=expand(
             f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS
         ),
+        exports=export_targets(),

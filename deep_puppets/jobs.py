@@ -495,3 +495,37 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, video_p
              frames_text, face, {k: round(v, 2) for k, v in summary["gan_improvement_db"].items() if k != "region"},
              seam_figures["ratio"], ev.SEAM_BAR)
     return summary
+
+
+# -------------------------------------------------------------------------------------------------- export
+
+
+def export_animation(model_cfg, model_file, kind: str, name: str, data_file):
+    """The face to export: a video's track (``kind`` 'videos') or a pair's transfer ('pairs'), with its model."""
+    from .export import pair_animation, video_animation
+
+    model = load_video_model(model_cfg, model_file)
+    return video_animation(data_file, model) if kind == "videos" else pair_animation(data_file, model, name)
+
+
+def export_face(model_cfg, model_file, kind: str, name: str, data_file, outs: dict):
+    """glTF (.glb) and parameter CSV + JSON of one video or pair."""
+    from .export import export_face as export
+
+    export(export_animation(model_cfg, model_file, kind, name, data_file), outs["glb"], outs["csv"], outs["json"])
+
+
+def export_arkit(model_cfg, model_file, kind: str, name: str, data_file, out):
+    """Live Link Face–style ARKit CSV (ICT model only)."""
+    from .export import write_arkit_csv
+
+    anim = export_animation(model_cfg, model_file, kind, name, data_file)
+    write_arkit_csv(out, anim)
+    log.info("%s: ARKit CSV of %d frames -> %s", name, anim.n_frames, out)
+
+
+def export_meshes(model_cfg, model_file, kind: str, name: str, data_file, out, fmt: str):
+    """One OBJ or PLY file per frame (``export.meshes``)."""
+    from .export import write_mesh_sequence
+
+    write_mesh_sequence(out, export_animation(model_cfg, model_file, kind, name, data_file), fmt)

@@ -112,3 +112,33 @@ def pair_video(role):
         return config["videos"][PAIRS[wildcards.pair][role]]
 
     return f
+
+
+def export_data(wildcards):
+    """What an export reads: a video's track, or a pair's transfer (the target re-animated by the source)."""
+    if wildcards.kind == "videos":
+        return f"{RESULTS}/videos/{wildcards.name}/track.h5"
+    return f"{RESULTS}/pairs/{wildcards.name}/transfer.h5"
+
+
+def export_model(wildcards):
+    """The model of an export: the video's, or the pair's target's."""
+    if wildcards.kind == "videos":
+        return model_path(wildcards.name)
+    return model_path(PAIRS[wildcards.name]["target"])
+
+
+def export_targets():
+    """Every export of every configured video and pair (rule export_all)."""
+    names = {"videos": VIDEOS, "pairs": sorted(PAIRS)}
+    files = ["face.glb", "parameters.csv", "parameters.json"]
+    if config["model"]["type"] == "ict":
+        files.append("arkit.csv")
+    if config["export"]["meshes"] != "none":
+        files.append(config["export"]["meshes"])
+    return [
+        f"{RESULTS}/export/{kind}/{name}/{f}"
+        for kind, group in names.items()
+        for name in group
+        for f in files
+    ]
