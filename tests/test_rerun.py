@@ -13,7 +13,7 @@ from .conftest import TINY_FULL, copy_run, merged, planned_jobs, run_workflow
 
 UPSTREAM_OF_FITS = {"demo_clip", "probe", "landmarks", "landmarks_summary", "person_model"}
 FITS_AND_DOWNSTREAM = {"fit_identity", "fit_segment", "track", "texture", "diagnostics", "transfer", "render_track",
-                       "render_pair", "gan_flow", "gan_train", "gan_synthesize", "evaluate"}
+                       "render_pair", "gan_flow", "gan_train", "gan_synthesize", "evaluate", "export_face"}
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_new_source_video_runs_only_its_branch_and_its_pair(run_copy):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     jobs = [(rule, wc) for rule, wc in planned_jobs(run_copy, config) if rule != "all"]
     for rule, wildcards in jobs:
-        assert "video=new_src" in wildcards or "pair=new_src__demo_target__pose" in wildcards, (rule, wildcards, jobs)
+        assert re.search(r"\b(video|pair|name)=new_src(__demo_target__pose)?\b", wildcards), (rule, wildcards, jobs)
     rules = set(rules_of(jobs))
     # the new source's own branch ...
     assert {"landmarks", "landmarks_summary", "person_model", "fit_identity", "fit_segment", "track",
