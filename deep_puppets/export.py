@@ -161,6 +161,10 @@ class WorldFrame:
         translation = self.metres_per_unit * (camera[:, 3:6] - self.offset) @ FLIP.T / self.pixels_per_unit
         return translation, q[:, [1, 2, 3, 0]], camera[:, 6] / self.pixels_per_unit
 
+    def from_image(self, image: np.ndarray) -> np.ndarray:
+        """World positions (metres) of image points (u, v, d) (..., 3)."""
+        return (image - self.offset) @ FLIP.T * (self.metres_per_unit / self.pixels_per_unit)
+
     def to_json(self) -> dict:
         return {
             "formula": "(u, v, d) = F @ world * pixels_per_metre + offset_px, F = diag(1, -1, -1)",
@@ -172,8 +176,7 @@ class WorldFrame:
 def world_vertices(anim: FaceAnimation, frame: WorldFrame | None = None) -> np.ndarray:
     """Posed vertices (T, N, 3) in the glTF world (metres, Y up): what the .glb animation shows at each frame."""
     frame = frame or WorldFrame.of(anim)
-    image = posed_vertices(anim.model, anim.p, anim.q, anim.camera)
-    return (image - frame.offset) @ FLIP.T * (frame.metres_per_unit / frame.pixels_per_unit)
+    return frame.from_image(posed_vertices(anim.model, anim.p, anim.q, anim.camera))
 
 
 # -------------------------------------------------------------------------------------------- glTF 2.0
@@ -331,11 +334,12 @@ def write_mesh_sequence(folder, anim: FaceAnimation, fmt: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        tri = np.asarray(anim.model.triangles, np.int32)
+        model = anim.model
+        tri = np.asarray(model.triangles, np.int32)
         frame = WorldFrame.of(anim)
+        identity, basis = model.shape(anim.p), np.ascontiguousarray(model.exp_basis).reshape(model.n_exp, -1)
         for t in range(anim.n_frames):
-            one = FaceAnimation(anim.name, anim.model, anim.p, anim.q[t : t + 1], anim.camera[t : t + 1], anim.valid[t : t + 1], anim.fps, anim.width, anim.height)
-            v = world_vertices(one, frame)[0]
+            v = frame.from_image(project(identity + (anim.q[t] @ basis).reshape(-1, 3), anim.camera[t]))
             (_write_obj if fmt == "obj" else _write_ply)(tmp / f"frame_{t:05d}.{fmt}", v, tri)
             if (t + 1) % 100 == 0 or t + 1 == anim.n_frames:
                 log.info("%s meshes: %d/%d frames", fmt, t + 1, anim.n_frames)
