@@ -16,6 +16,11 @@ head at its median position and size sits at the origin, life size. Back to the 
 ``(u, v, d) = F · world · s_ref / k + t_ref`` (stored as ``scenes[0].extras.image_from_world``). ``tz`` is
 the fit's depth offset (it aligns the detector's relative depth and plays no part in ``u, v``).
 
+*Morph targets* (:class:`MorphTargets`): weights stay in [0, 1], as Blender's shape-key sliders clamp them; a
+component whose coefficients leave [0, 1] (a person model's signed PCA coefficients, ICT's gaze angles) becomes
+``name+`` / ``name-`` targets scaled by its largest |coefficient|; ``mesh.extras.targetComponents`` gives each
+target's component and factor (coefficient = Σ factor · weight).
+
 *Euler angles* (parameter CSV): ``R = Rz(roll) · Ry(yaw) · Rx(pitch)`` in the model frame (intrinsic z-y'-x'',
 i.e. pitch about x first, then yaw about y, then roll about z, all in the fixed frame), degrees, the
 decomposition of :func:`deep_puppets.demo.rotation_matrix` / :func:`~deep_puppets.demo.yaw_pitch_roll`
@@ -31,7 +36,6 @@ above), eye yaw/pitch from the model's ``gazeYaw``/``gazePitch`` components (rad
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -186,6 +190,48 @@ _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _TYPES = {1: "SCALAR", 3: "VEC3", 4: "VEC4"}
 
 
+@dataclass(frozen=True)
+class MorphTargets:
+    """The expression components as morph targets whose weights stay in [0, 1] (Blender clamps a shape key's
+    value to its slider range, [0, 1] unless the importer widens it, which it does from the first keyframe only).
+
+    A component whose coefficients stay in [0, 1] (ICT's blendshapes, mostly) is one target, the basis as is. Any
+    other (signed PCA coefficients, gaze angles) is scaled by ``c = max |q_j|`` and split into ``name+`` (delta
+    ``c·basis``, weight ``max(q/c, 0)``) and ``name-`` (delta ``−c·basis``, weight ``max(−q/c, 0)``), the sides the
+    video uses. At every keyframe ``q_j = Σ factor · weight`` over the targets of component j, exactly.
+    """
+
+    component: tuple  # model expression component of each target
+    factor: tuple  # the target's delta is factor · basis[component]
+    names: list
+    weights: np.ndarray  # (T, n_targets) in [0, 1]
+
+    @classmethod
+    def of(cls, anim: FaceAnimation) -> MorphTargets:
+        comp, factor, names, weights = [], [], [], []
+        for j, name in enumerate(anim.expression_names()):
+            qj = anim.q[:, j]
+            lo, hi = float(qj.min()), float(qj.max())
+            if lo >= 0 and hi <= 1:
+                comp.append(j), factor.append(1.0), names.append(name), weights.append(qj)
+                continue
+            c = max(abs(lo), abs(hi))
+            for sign, suffix, used in ((1.0, "+", hi > 0), (-1.0, "-", lo < 0)):
+                if used:
+                    comp.append(j), factor.append(sign * c), names.append(name + suffix), weights.append(np.clip(sign * qj / c, 0.0, 1.0))
+        w = np.stack(weights, axis=1) if weights else np.zeros((anim.n_frames, 0))
+        return cls(tuple(comp), tuple(factor), names, w)
+
+    def coefficients(self, weights: np.ndarray, n_exp: int) -> np.ndarray:
+        """Expression coefficients (T, n_exp) of target weights (T, n_targets)."""
+        q = np.zeros((len(weights), n_exp))
+        np.add.at(q.T, np.array(self.component, int), (weights * np.array(self.factor)).T)
+        return q
+
+    def to_json(self, names) -> list:
+        return [{"component": names[j], "index": int(j), "factor": float(f)} for j, f in zip(self.component, self.factor)]
+
+
 class _GltfBuffer:
     """One binary buffer: every accessor in its own bufferView, each starting on a 4-byte boundary."""
 
@@ -221,14 +267,15 @@ def gltf_document(anim: FaceAnimation) -> tuple[dict, bytes]:
     position = buf.add(identity, _ARRAY_BUFFER, min_max=True)
     tri = np.asarray(model.triangles).reshape(-1)
     indices = buf.add(tri.astype(np.uint16 if len(identity) < 65535 else np.uint32), _ELEMENT_ARRAY_BUFFER)
-    names = anim.expression_names()
-    targets = [{"POSITION": buf.add((model.exp_basis[j] * k).astype(np.float32), _ARRAY_BUFFER, min_max=True)} for j in range(model.n_exp)]
+    split = MorphTargets.of(anim)
+    targets = [{"POSITION": buf.add((model.exp_basis[j] * (f * k)).astype(np.float32), _ARRAY_BUFFER, min_max=True)}
+               for j, f in zip(split.component, split.factor)]  # fmt: skip
     primitive = {"attributes": {"POSITION": position}, "indices": indices, "mode": 4}
     mesh = {"name": f"{anim.name} face", "primitives": [primitive]}
     if targets:
         primitive["targets"] = targets
         mesh["weights"] = [0.0] * len(targets)
-        mesh["extras"] = {"targetNames": names}
+        mesh["extras"] = {"targetNames": split.names, "targetComponents": split.to_json(anim.expression_names())}
 
     times = buf.add(anim.times.astype(np.float32), min_max=True)
     translation, rotation, scale = frame.node_transforms(anim.camera)
@@ -239,7 +286,7 @@ def gltf_document(anim: FaceAnimation) -> tuple[dict, bytes]:
     ]
     channels = [{"sampler": i, "target": {"node": 0, "path": path}} for i, path in enumerate(("translation", "rotation", "scale"))]
     if targets:
-        samplers.append({"input": times, "output": buf.add(anim.q.reshape(-1).astype(np.float32)), "interpolation": "LINEAR"})
+        samplers.append({"input": times, "output": buf.add(split.weights.reshape(-1).astype(np.float32)), "interpolation": "LINEAR"})
         channels.append({"sampler": 3, "target": {"node": 0, "path": "weights"}})
 
     doc = {

@@ -74,8 +74,11 @@ def check_glb(path, model, p, q, camera, fps: float, names) -> None:
     prim = g.meshes[0].primitives[0]
     assert g.bufferViews[g.accessors[prim.indices].bufferView].target == pygltflib.ELEMENT_ARRAY_BUFFER
     assert g.accessors[prim.attributes.POSITION].count == model.n_vertices
-    assert len(prim.targets) == model.n_exp == len(g.meshes[0].weights)
-    assert g.meshes[0].extras["targetNames"] == list(names)
+    expected = []  # one target per component in [0, 1]; otherwise the sides it uses, name+ and name-, weights in [0, 1]
+    for name, qj in zip(names, np.asarray(q).T):
+        expected += [name] if 0 <= qj.min() and qj.max() <= 1 else [name + "+"] * int(qj.max() > 0) + [name + "-"] * int(qj.min() < 0)
+    assert len(prim.targets) == len(expected) == len(g.meshes[0].weights)
+    assert g.meshes[0].extras["targetNames"] == expected
     for acc in [prim.attributes.POSITION] + [t["POSITION"] if isinstance(t, dict) else t.POSITION for t in prim.targets]:
         a = accessor_array(g, acc)
         assert g.bufferViews[g.accessors[acc].bufferView].target == pygltflib.ARRAY_BUFFER
@@ -91,6 +94,12 @@ def check_glb(path, model, p, q, camera, fps: float, names) -> None:
     assert np.allclose(times, np.arange(T) / fps, atol=1e-6) and all(s.interpolation == "LINEAR" for s in paths.values())
     weights = accessor_array(g, paths["weights"].output).reshape(T, -1)
     assert weights.shape == (T, len(prim.targets))  # weights per keyframe = number of morph targets
+    assert weights.min() >= 0 and weights.max() <= 1  # Blender clamps shape keys to their [0, 1] sliders
+    parts = g.meshes[0].extras["targetComponents"]
+    coefficients = np.zeros_like(np.asarray(q, float))
+    for part, w in zip(parts, weights.T):
+        coefficients[:, part["index"]] += part["factor"] * w
+    assert np.allclose(coefficients, q, rtol=1e-6, atol=1e-6 * np.abs(q).max())  # the coefficients, recovered
 
     base = accessor_array(g, prim.attributes.POSITION).astype(float)
     deltas = np.stack([accessor_array(g, t["POSITION"] if isinstance(t, dict) else t.POSITION) for t in prim.targets]).astype(float)
