@@ -63,3 +63,9 @@ rule all:
             f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS
         ),
         exports=export_targets(),
+
+
+# Every export of every configured video and pair (rules/export.smk); `deep-puppets export DIR` runs it.
+rule export_all:
+    input:
+        export_targets(),

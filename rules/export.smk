@@ -1,6 +1,6 @@
 # Exports of the fitted faces (per video, from its track) and of the re-animated targets (per pair, from the
-# transfer), for tools outside the project (deep_puppets/export.py has the conventions). Target: export_all
-# (the CLI's `deep-puppets export DIR` runs it; `all` includes it, as exports take about a second each).
+# transfer), for tools outside the project (deep_puppets/export.py has the conventions). Target: export_all (in
+# the Snakefile; the CLI's `deep-puppets export DIR` runs it; `all` includes it: an export takes about a second).
 #
 #   results/export/
 #     videos/<video>/              one per configured video (its own motion)
@@ -92,8 +92,3 @@ rule export_meshes:
         meshes=lambda wc: wc.fmt,
     script:
         "../workflow_scripts/export.py"
-
-
-rule export_all:
-    input:
-        export_targets(),
