@@ -25,6 +25,9 @@ if os.path.exists("config.yaml"):
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
@@ -35,6 +38,7 @@ include: "rules/render.smk"
 include: "rules/diagnostics.smk"
 include: "rules/gan.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 # Cheap bookkeeping jobs run on the submitting machine, not as cluster jobs.
@@ -60,4 +64,14 @@ rule all:
         reenactments=expand(f"{RESULTS}/pairs/{{pair}}/reenactment.mp4", pair=PAIRS),
         evaluations=expand(
             f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS
+        ),
+        report=f"{RESULTS}/report",
+        overlay_pages=expand(
+            f"{RESULTS}/videos/{{video}}/diagnostics/overlay.html", video=VIDEOS
+        ),
+        evaluation_pages=expand(
+            f"{RESULTS}/videos/{{video}}/evaluation/side_by_side.html", video=TARGETS
+        ),
+        reenactment_pages=expand(
+            f"{RESULTS}/pairs/{{pair}}/reenactment.html", pair=PAIRS
         ),
