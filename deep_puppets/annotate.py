@@ -29,7 +29,7 @@ def label(img: np.ndarray, text: str, colour=(255, 255, 255)) -> np.ndarray:
     if tw > room:
         scale *= room / tw
         (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-    y = (h + th) // 2
+    y = min((h + th - base) // 2, h - 1 - base)  # the text and its descenders inside the strip
     cv2.putText(img, text, (4, y), FONT, scale, colour, thickness, cv2.LINE_AA)
     return img
 

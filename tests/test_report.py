@@ -39,11 +39,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def _fit_like(true_rotation: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Camera vectors whose rotation is the truth seen through the model's axes and a constant offset."""
+    """Camera vectors of a fit that follows the truth exactly, for a photo whose own head pose (model frame) is the
+    rotation ``offset``: F·R(t) = R_true(t)·F·R_photo (deep_puppets.camera: image = scale·F·R·X + t)."""
     from deep_puppets.camera import rotation_matrix
 
     cam = np.zeros((len(true_rotation), 7))
-    cam[:, :3] = rotation_log(FLIP @ true_rotation @ rotation_matrix(offset))
+    cam[:, :3] = rotation_log(FLIP @ true_rotation @ FLIP @ rotation_matrix(offset))
     return cam
 
 
@@ -80,7 +81,7 @@ def test_side_by_side_labels_every_panel_on_a_dark_strip_readable_at_the_preview
         assert (below == 150).all()  # the picture itself is untouched
         text = strip.max(axis=-1) > 200
         assert (strip.min(axis=-1) < 60).mean() > 0.5  # a dark strip
-        assert text.sum() > 60 and np.ptp(np.nonzero(text)[0]) >= 0.4 * h  # white text, tall enough to read
+        assert text.sum() > 60 and np.ptp(np.nonzero(text)[0]) >= 0.3 * h  # white text, x-height a third of the strip
     assert not (plain.max(axis=-1) > 200).any()
 
 
