@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
-MIN_STRIP = 18  # pixels: the smallest strip (text about 11 px high)
+MIN_STRIP, MAX_STRIP = 18, 44  # pixels: the smallest strip (text about 11 px high) and the largest
 
 
 def strip_height(height: int) -> int:
-    """Height in pixels of the label strip of a panel ``height`` pixels high (a tenth, at least 18)."""
-    return max(MIN_STRIP, int(round(height / 10)))
+    """Height in pixels of the label strip of a panel ``height`` pixels high (a tenth, from 18 to 44)."""
+    return min(MAX_STRIP, max(MIN_STRIP, int(round(height / 10))))
 
 
 def label(img: np.ndarray, text: str, colour=(255, 255, 255)) -> np.ndarray:

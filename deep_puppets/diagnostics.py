@@ -177,13 +177,14 @@ def overlay_frames(frames, fitted2d: np.ndarray, detected: np.ndarray, valid: np
     for t, frame in enumerate(frames):
         img = np.ascontiguousarray(frame.copy())
         thick = max(1, int(round(min(img.shape[:2]) / 300)))
+        dot = max(1, int(round(min(img.shape[:2]) / 200)))
         pts = fitted2d[t, :, :2]
         if np.isfinite(pts[edges]).all():
             lines = np.round(pts[edges] * 4).astype(np.int32)  # 2 bits of sub-pixel precision
             cv2.polylines(img, list(lines), False, (60, 230, 60), thick, cv2.LINE_AA, shift=2)
         if valid[t]:
             for x, y in np.round(detected[t, outline, :2]).astype(int):
-                cv2.circle(img, (int(x), int(y)), thick + 1, (235, 40, 40), -1, cv2.LINE_AA)
+                cv2.circle(img, (int(x), int(y)), dot, (235, 40, 40), -1, cv2.LINE_AA)
         yield label(img, f"frame {t} / {n - 1}" + ("" if valid[t] else ": no face detected"))
 
 

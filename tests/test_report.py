@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from deep_puppets import demo, diagnostics as dg
+from deep_puppets import demo, diagnostics as dg, report_page
 from deep_puppets.annotate import label, strip_height
 from deep_puppets.camera import FLIP, rotation_log
 from deep_puppets.gan.synthesize import side_by_side
@@ -119,12 +119,16 @@ def test_tracking_table_shows_the_truth_scores_only_for_demo_clips():
     assert "known head motion" in text and "<td>1.50</td><td>2.00</td><td>0.50</td>" in text and "<td>0.990</td>" in text
 
 
-def test_video_page_embeds_the_mp4_bytes(tmp_path):
+def test_video_page_embeds_the_mp4_bytes_unless_too_large(tmp_path, monkeypatch):
     mp4 = tmp_path / "v.mp4"
     write_mp4(mp4, (np.full((32, 48, 3), 10 * i, np.uint8) for i in range(5)), 10.0)
     video_page(mp4, tmp_path / "v.html", "title")
     uri = re.search(r'src="data:video/mp4;base64,([^"]+)"', (tmp_path / "v.html").read_text()).group(1)
     assert base64.b64decode(uri) == mp4.read_bytes()
+    monkeypatch.setattr(report_page, "EMBED_MAX_BYTES", mp4.stat().st_size - 1)  # too large: named, not embedded
+    video_page(mp4, tmp_path / "v.html", "title")
+    text = (tmp_path / "v.html").read_text()
+    assert "base64" not in text and "too large to embed" in text and str(mp4) in text
 
 
 # ------------------------------------------------------------------------------------------- the browser
