@@ -45,6 +45,10 @@ include: "rules/report.smk"
 localrules:
     landmarks_summary,
     track,
+    report_page,
+    overlay_page,
+    evaluation_pages,
+    reenactment_pages,
 
 
 rule all:

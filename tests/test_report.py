@@ -226,6 +226,12 @@ def mp4_size(path) -> tuple[int, int]:
         return s.codec_context.width, s.codec_context.height
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """Chromium and Playwright are here (else skip, or fail in CI) — checked before the tiny run is made."""
+    need_browser()
+
+
 @pytest.fixture(scope="module")
 def demo_report(tiny_full_run, tmp_path_factory):
     """A copy of the tiny finished run, its report targets run: the report folder and Snakemake's report."""
@@ -238,8 +244,7 @@ def demo_report(tiny_full_run, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_every_video_of_the_demo_report_plays_in_chromium(demo_report, tmp_path):
-    need_browser()
+def test_every_video_of_the_demo_report_plays_in_chromium(browser, demo_report, tmp_path):
     results = demo_report / "results"
     folder = results / "report"
     pairs, targets = list((results / "pairs").iterdir()), sorted({p.name.split("__")[1] for p in (results / "pairs").iterdir()})
@@ -292,11 +297,10 @@ def open_item_in_snakemake_report(page, report_uri: str, key: str):
 
 
 @pytest.mark.slow
-def test_snakemake_report_plays_every_video_in_its_viewer(demo_report, tmp_path):
+def test_snakemake_report_plays_every_video_in_its_viewer(browser, demo_report, tmp_path):
     """Snakemake's report (``snakemake --report``) lists every video as an HTML page (no mp4 left as a download
     link); opened through its own UI (category, subcategory, label toggles, the eye button), each plays in the
     viewer's frame at the mp4's size."""
-    need_browser()
     uri = (demo_report / "report.html").as_uri()
     results = demo_report / "results"
     pairs = list((results / "pairs").iterdir())
