@@ -25,6 +25,9 @@ if os.path.exists("config.yaml"):
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
@@ -36,12 +39,17 @@ include: "rules/diagnostics.smk"
 include: "rules/gan.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
+include: "rules/report.smk"
 
 
 # Cheap bookkeeping jobs run on the submitting machine, not as cluster jobs.
 localrules:
     landmarks_summary,
     track,
+    report_page,
+    overlay_page,
+    evaluation_pages,
+    reenactment_pages,
 
 
 rule all:
@@ -63,6 +71,16 @@ rule all:
             f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS
         ),
         exports=export_targets(),
+        report=f"{RESULTS}/report",
+        overlay_pages=expand(
+            f"{RESULTS}/videos/{{video}}/diagnostics/overlay.html", video=VIDEOS
+        ),
+        evaluation_pages=expand(
+            f"{RESULTS}/videos/{{video}}/evaluation/side_by_side.html", video=TARGETS
+        ),
+        reenactment_pages=expand(
+            f"{RESULTS}/pairs/{{pair}}/reenactment.html", pair=PAIRS
+        ),
 
 
 # Every export of every configured video and pair (rules/export.smk); `deep-puppets export DIR` runs it.

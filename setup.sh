@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything Deep Puppets needs on Debian 12 (run as root, or with sudo available):
 #   - Debian packages: libgl1 + libegl1 (Mesa llvmpipe for headless ModernGL/EGL), libglib2.0-0 (OpenCV),
-#     python3-venv;
+#     python3-venv, chromium (Debian's, with H.264: the browser test of the report drives it headless through
+#     Playwright, which downloads no browser of its own);
 #   - a virtual environment in .venv with the exact pins of requirements.txt (torch==2.13.0 = CPU build);
 #   - this package, editable.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(libgl1 libegl1 libglib2.0-0 python3-venv)
+APT_PACKAGES=(libgl1 libegl1 libglib2.0-0 python3-venv chromium)
 PYTHON=${PYTHON:-python3}
 
 missing=()

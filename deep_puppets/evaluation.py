@@ -79,18 +79,6 @@ def summarize(values) -> dict:
     return {"mean": float(v.mean()), "median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "max": float(v.max()), "n": int(len(v))}
 
 
-def label(img: np.ndarray, text: str) -> np.ndarray:
-    """A copy of ``img`` with ``text`` written in its top-left corner (white on a dark band)."""
-    import cv2
-
-    img = np.ascontiguousarray(img.copy())
-    scale = max(0.3, img.shape[0] / 400)
-    h = int(22 * scale) + 4
-    img[:h] = (img[:h] * 0.35).astype(img.dtype)
-    cv2.putText(img, text, (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
-
-
 def legend_bar(width: int, vmax: float = HEAT_MAX) -> np.ndarray:
     """A colour bar of the heat maps' fixed scale (0 at the left, ``vmax`` at the right), labelled, for videos."""
     import cv2
@@ -284,23 +272,33 @@ def improvement_db(methods: dict, ours: str = "gan", region: str = FACE) -> dict
     return {m: mine - r[region]["psnr"]["mean"] for m, r in methods.items() if m != ours}
 
 
+REGION_TITLES = {FRAME: "whole frame", HEAD: "head crop", FACE: "face (blend mask)"}
+
+
 def e_col_plot(df, out_png, title: str) -> None:
-    """E_col per held-out frame and method, one panel per region."""
+    """E_col per held-out frame and method, one panel per region side by side (whole frame, head crop, face: the
+    face's error beside the whole frame's), each method in the same colour everywhere; per panel, a legend below
+    the axes with each method's mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     present = [r for r in REGIONS if r in set(df.region)] or sorted(set(df.region))
-    fig, axes = plt.subplots(len(present), 1, figsize=(9, 2.6 * len(present) + 0.6), sharex=True, squeeze=False)
-    for ax, region in zip(axes[:, 0], present):
+    methods = list(dict.fromkeys(df.method))
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(present), figsize=(4.6 * len(present), 4.6), sharex=True, squeeze=False)
+    for ax, region in zip(axes[0], present):
         for method, g in df[df.region == region].groupby("method", sort=False):
-            ax.plot(g.frame, g.e_col, lw=1.2, label=f"{method} (mean {g.e_col.mean():.4f})")
-        ax.set_ylabel(f"E_col, {region}")
+            ax.plot(g.frame, g.e_col, lw=1.4, color=colours[method], label=f"{method}: mean {g.e_col.mean():.4f}")
+        ax.set_title(REGION_TITLES.get(region, region), fontsize=11)
+        ax.set_xlabel("held-out frame", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0, 0].set_title(title, fontsize=10)
-    axes[-1, 0].set_xlabel("frame (held out from training)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+    axes[0, 0].set_ylabel("E_col (RGB L2 error, colours 0-1)", fontsize=10)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=110)
@@ -310,5 +308,7 @@ def e_col_plot(df, out_png, title: str) -> None:
 def comparison_frame(real: np.ndarray, synth: np.ndarray, err: np.ndarray, t: int, e: float, vmax: float = HEAT_MAX) -> np.ndarray:
     """real | synthesized | heat map (one frame, e.g. the head crops at a viewing size) labelled with the
     frame number and ``e`` (its E_col), with the heat maps' colour scale below."""
-    row = np.hstack([label(real, f"real #{int(t)}"), label(synth, f"E_col {e:.4f}"), label(heat_map(err, vmax), "error")])
+    from .annotate import label
+
+    row = np.hstack([label(real, f"real, frame {int(t)}"), label(synth, f"GAN pasted, E_col {e:.3f}"), label(heat_map(err, vmax), "error")])
     return np.vstack([row, legend_bar(row.shape[1], vmax)])

@@ -281,9 +281,12 @@ def transfer_pair(model_cfg, source_model_file, target_model_file, source_track,
 # ------------------------------------------------------------------------------------------ diagnostics
 
 
-def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landmark_files, video_path, probe_json, outs: dict, fit_cfg: dict, window: int):
+def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landmark_files, video_path, probe_json, outs: dict, fit_cfg: dict, window: int,
+                         truth_file=None):
     """Landmark error and jitter of the fitted track, the camera with and without smoothing over the first
-    ``window`` frames (refitted with λ_q = λ_c = 0), and an overlay video of the fitted mesh."""
+    ``window`` frames (refitted with λ_q = λ_c = 0), and an overlay video of the fitted face's outlines. For a demo
+    clip (``truth_file``: its known motion, layout ``demo_truth``) the fitted head rotation scored against the
+    true one (:func:`deep_puppets.diagnostics.rotation_vs_truth`), in the summary under ``truth`` and the figure."""
     from dataclasses import replace
 
     from . import diagnostics as dg
@@ -315,16 +318,24 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
     summary = dg.summary(nme, j_raw, j_fit, j_unsmoothed, valid)
     summary["window_frames"] = n
     summary["jitter_ratio_unsmoothed"] = float(np.nanmean(j_unsmoothed[:n]) / np.nanmean(j_raw[:n]))
-    dg.tracking_figure(nme, j_raw, j_fit, j_unsmoothed, fps, outs["tracking_png"], f"{video}: fitted model vs detector (NME mean {100 * summary['nme_mean']:.2f}%, jitter ratio {summary['jitter_ratio']:.2f})")
-    info = read_probe(probe_json)
-    if model.n_vertices < 5000:  # MediaPipe-sized meshes: the whole fitted mesh
-        screen = ScreenVertices(model, track.p, track.q, track.camera)
-        points2d, edges = np.stack([screen[t][:, :2] for t in range(len(screen))]), dg.mesh_edges(model.triangles)
-    else:  # dense models: the fitted landmark points, joined like the MediaPipe mesh
-        from .models.facemesh import triangles as mediapipe_triangles
+    curves = None
+    if truth_file:
+        from .demo import read_truth
 
-        points2d, edges = fitted[..., :2], dg.mesh_edges(mediapipe_triangles())
-    write_mp4(outs["overlay_mp4"], dg.overlay_frames(iter_frames(video_path, 0, None, info), points2d, det, valid, edges), fps)
+        truth, _ = read_truth(truth_file)
+        try:
+            scores = dg.rotation_vs_truth(track.camera, track.valid, truth["rotation"])
+        except ValueError as e:
+            raise InputError(truth_file, str(e)) from None
+        curves = scores.pop("curves")
+        summary["truth"] = {"file": str(truth_file), **scores}
+        log.info("%s head rotation vs the known motion: RMS %s deg, correlation %s", video,
+                 {k: round(v, 2) for k, v in scores["rms_deg"].items()}, {k: round(v, 3) for k, v in scores["correlation"].items()})
+    dg.tracking_figure(nme, j_raw, j_fit, j_unsmoothed, fps, outs["tracking_png"], f"{video}: fitted model vs detector (NME mean {100 * summary['nme_mean']:.2f}%, jitter ratio {summary['jitter_ratio']:.2f})",
+                       truth=curves)
+    info = read_probe(probe_json)
+    # the fitted face's outlines over the 478 fitted landmark points (every model places them)
+    write_mp4(outs["overlay_mp4"], dg.overlay_frames(iter_frames(video_path, 0, None, info), fitted[..., :2], det, valid, dg.outline_edges()), fps)
     write_json(outs["json"], summary)
     log.info("%s diagnostics: %s", video, summary)
     return summary
@@ -495,6 +506,25 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, video_p
              frames_text, face, {k: round(v, 2) for k, v in summary["gan_improvement_db"].items() if k != "region"},
              seam_figures["ratio"], ev.SEAM_BAR)
     return summary
+
+
+def report_page(out_dir, videos, pairs: list[dict], targets) -> str:
+    """The browser report folder ``{results}/report`` (:mod:`deep_puppets.report_page`): index.html with every
+    figure, table and video of the run."""
+    from .report_page import Pair, write_report
+
+    index = write_report(Path(out_dir).parent, out_dir, list(videos), [Pair(p["name"], p["source"], p["target"], p["mode"]) for p in pairs], list(targets))
+    log.info("report written to %s", index)
+    return str(index)
+
+
+def video_pages(mp4s: dict, pages: dict) -> None:
+    """Each video of ``mp4s`` (name -> mp4) wrapped in the HTML page ``pages[name]`` that plays it inline (for
+    Snakemake's report)."""
+    from .report_page import video_page
+
+    for name, mp4 in mp4s.items():
+        video_page(mp4, pages[name], f"{Path(mp4).parents[1].name}: {Path(mp4).stem.replace('_', ' ')}")
 
 
 # -------------------------------------------------------------------------------------------------- export

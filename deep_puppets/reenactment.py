@@ -43,6 +43,10 @@ from .progress import ProgressLog
 log = logging.getLogger(__name__)
 
 MODES = ("expression", "pose+expression")
+# The preview video: its three panels, labelled, at least this many pixels high (small crops are enlarged so
+# the labels stay readable).
+PREVIEW_LABELS = ("source", "conditioning", "output")
+PREVIEW_HEIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,6 @@ def write_reenactment(generator, conditioning_file, target_conditioning, source_
         tgt_whole = np.array([0, 0, tgt.width, tgt.height], float)
         boxes = (p_box[int(j)] if np.all(np.isfinite(p_box[int(j)])) else tgt_whole for j in pair_idx)
         crop = (crop_resize(f, b, size) for f, b in zip(iter_frames(out_mp4), boxes))
-        write_side_by_side(side_mp4, [source, colour, crop], tgt.fps)
+        write_side_by_side(side_mp4, [source, colour, crop], tgt.fps, height=max(PREVIEW_HEIGHT, size[0]), labels=PREVIEW_LABELS)
     log.info("re-enactment written to %s (%d frames)", out_mp4, n)
     return {"frames": n, "pair_frames": len(p_valid)}

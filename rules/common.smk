@@ -46,6 +46,13 @@ def video_path(wildcards):
     return config["videos"][wildcards.video]
 
 
+def demo_truth(wildcards):
+    """The known motion of a demo clip (its diagnostics score the fit against it); nothing for other videos."""
+    if dp_config.is_demo_video(wildcards.video, config):
+        return f"{RESULTS}/demo/{wildcards.video}_truth.h5"
+    return []
+
+
 def landmark_gate(wildcards):
     """The landmark summary: it fails when a video has too few frames with a face (the gate of every job that
     reads landmarks). ancient(): its time stamp alone (a new min_valid_fraction passed, say) reruns nothing.

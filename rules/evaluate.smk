@@ -29,20 +29,8 @@ rule evaluate:
             subcategory="{video}",
             labels={"target": "{video}", "figure": "error at the blend seam"},
         ),
-        heat_mp4=report(
-            f"{RESULTS}/videos/{{video}}/evaluation/heat_map.mp4",
-            caption="../report/heat_map.rst",
-            category="Self-reenactment",
-            subcategory="{video}",
-            labels={"target": "{video}", "figure": "error heat map"},
-        ),
-        side_mp4=report(
-            f"{RESULTS}/videos/{{video}}/evaluation/side_by_side.mp4",
-            caption="../report/evaluation_side_by_side.rst",
-            category="Self-reenactment",
-            subcategory="{video}",
-            labels={"target": "{video}", "figure": "real | GAN pasted | heat map"},
-        ),
+        heat_mp4=f"{RESULTS}/videos/{{video}}/evaluation/heat_map.mp4",
+        side_mp4=f"{RESULTS}/videos/{{video}}/evaluation/side_by_side.mp4",
     log:
         f"{LOGS}/evaluate/{{video}}.log",
     benchmark:

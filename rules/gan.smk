@@ -70,20 +70,8 @@ rule gan_synthesize:
         target_probe=pair_file("target", "probe.json"),
         target_conditioning=pair_file("target", "conditioning.h5"),
     output:
-        video=report(
-            f"{RESULTS}/pairs/{{pair}}/reenactment.mp4",
-            caption="../report/reenactment.rst",
-            category="Re-enactment",
-            subcategory="{pair}",
-            labels={"pair": "{pair}", "video": "re-enactment"},
-        ),
-        side_by_side=report(
-            f"{RESULTS}/pairs/{{pair}}/side_by_side.mp4",
-            caption="../report/side_by_side.rst",
-            category="Re-enactment",
-            subcategory="{pair}",
-            labels={"pair": "{pair}", "video": "source | conditioning | output"},
-        ),
+        video=f"{RESULTS}/pairs/{{pair}}/reenactment.mp4",
+        side_by_side=f"{RESULTS}/pairs/{{pair}}/side_by_side.mp4",
     log:
         f"{LOGS}/gan_synthesize/{{pair}}.log",
     benchmark:

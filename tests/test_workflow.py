@@ -97,5 +97,6 @@ def test_html_report(demo_run, tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(work / "report.zip").namelist()
-    for want in ("reenactment.mp4", "e_col.png", "heat_map.mp4", "camera_smoothing.png", "losses.png"):
+    for want in ("reenactment.html", "e_col.png", "heat_map.html", "overlay.html", "camera_smoothing.png", "losses.png"):
         assert any(n.endswith(want) for n in names), want
+    assert not [n for n in names if n.endswith(".mp4")], names  # every video is a page that plays it (tests/test_report.py)

@@ -16,6 +16,7 @@ def main(sm):
         {k: getattr(sm.output, k) for k in OUTS},
         sm.params.fit,
         sm.params.window,
+        truth_file=sm.input.truth or None,
     )
 
 

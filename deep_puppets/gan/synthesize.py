@@ -83,14 +83,20 @@ def synthesize_from_files(generator_path, conditioning_path, out_path, fps: floa
         return synthesize_video(generator_path, {n: f[n] for n in s.streams}, out_path, fps, out_size=out_size, device=device)
 
 
-def side_by_side(streams: Sequence[Iterable[np.ndarray]], height: int | None = None) -> Iterator[np.ndarray]:
+def side_by_side(streams: Sequence[Iterable[np.ndarray]], height: int | None = None,
+                 labels: Sequence[str] | None = None) -> Iterator[np.ndarray]:
     """Zip image streams and stack each group horizontally; every image is resized to ``height`` (default: the
-    first stream's height) keeping its aspect ratio. Grey images become RGB. Stops at the shortest stream."""
+    first stream's height) keeping its aspect ratio, then labelled with its stream's entry of ``labels`` (text on
+    a dark strip at the panel's top). Grey images become RGB. Stops at the shortest stream."""
+    from ..annotate import label_panels
+
     for group in zip(*streams):
         group = [np.repeat(g[:, :, None], 3, 2) if g.ndim == 2 else g for g in (np.asarray(g) for g in group)]
         h = height or group[0].shape[0]
-        yield np.hstack([resize(g, (h, max(1, round(g.shape[1] * h / g.shape[0])))) for g in group])
+        panels = [resize(g, (h, max(1, round(g.shape[1] * h / g.shape[0])))) for g in group]
+        yield np.hstack(label_panels(panels, labels) if labels else panels)
 
 
-def write_side_by_side(out_path, streams: Sequence[Iterable[np.ndarray]], fps: float, height: int | None = None) -> int:
-    return write_mp4(Path(out_path), side_by_side(streams, height), fps)
+def write_side_by_side(out_path, streams: Sequence[Iterable[np.ndarray]], fps: float, height: int | None = None,
+                       labels: Sequence[str] | None = None) -> int:
+    return write_mp4(Path(out_path), side_by_side(streams, height, labels), fps)

@@ -730,7 +730,7 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
     df = pd.read_csv(csv_path)
     if df.empty:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 5))
     for col in ("loss_g", "g_gan_image", "g_gan_video", "g_fm", "g_l1", "g_warp"):
         axes[0].plot(df["iteration"], df[col], label=col)
     axes[0].set_yscale("symlog", linthresh=1e-2)
@@ -739,13 +739,13 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
     ev = df.dropna(subset=["heldout_ecol"])
     axes[2].plot(ev["iteration"], ev["heldout_ecol"], "o-", label="held-out E_col")
     for ax, title in zip(axes, ("generator", "discriminators", "held-out photometric error")):
-        ax.set_title(title)
-        ax.set_xlabel("iteration")
-        ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("iteration", fontsize=10)
+        ax.legend(fontsize=9.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)  # below: never over the lines
         ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = png_path.with_name(f".{png_path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, png_path)
 

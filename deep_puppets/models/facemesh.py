@@ -156,6 +156,11 @@ def landmark_group(name: str) -> np.ndarray:
     return _group("FACEMESH_" + name.upper())
 
 
+def connection_edges(name: str) -> np.ndarray:
+    """Edges (E, 2) of a face_mesh_connections group (names as in :func:`landmark_group`)."""
+    return np.array(_connection_lists()["FACEMESH_" + name.upper()], dtype=np.int64).reshape(-1, 2)
+
+
 LIPS = landmark_group("lips")
 LEFT_EYE = landmark_group("left_eye")
 RIGHT_EYE = landmark_group("right_eye")

@@ -1,0 +1,249 @@
+"""The report people read in a browser: a self-contained folder ``{results}/report`` (``index.html``, a style
+sheet and the figures and videos it shows, hard-linked or copied beside it, so the folder can be zipped and
+moved) and, for Snakemake's own report (``snakemake --report``), each video wrapped in a small HTML page that
+plays it inline (Snakemake's viewer shows images, HTML and PDF, and offers anything else as a download).
+
+Plain static HTML and CSS: no script, no network. Videos are ``<video controls muted playsinline>`` elements
+referring to the H.264 mp4s by relative paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .files import atomic_path
+
+# Snakemake's report embeds every item as a data: URI, the wrapper pages embed their video the same way: videos
+# larger than this are not embedded (the page says where the file is instead).
+EMBED_MAX_BYTES = 64 * 1024 * 1024
+
+REGION_NAMES = {"frame": "whole frame", "head": "head crop", "face": "face"}
+# the table's rows, in this order (methods not named here follow)
+METHOD_NAMES = {"gan": "GAN (ours)", "nearest": "nearest training frame", "alpha": "rendered face over the nearest frame",
+                "mean": "mean training crop"}
+METRICS = (("e_col", "E_col ↓", "{:.4f}"), ("psnr", "PSNR (dB) ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"))
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 0 auto; padding: 1em 1.5em; color: #222;
+       line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+nav a { margin-right: 1em; }
+figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.92em; max-width: 60em; }
+video, img { max-width: 100%; height: auto; background: #111; }
+video { min-height: 256px; } img { max-width: min(100%, 1000px); }
+.videos { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.95em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+th { background: #f3f3f3; } td.name, th.name { text-align: left; }
+tr.ours td { font-weight: 600; background: #f4f9ff; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+INTRO = """
+<p>This report shows what the workflow made from your videos. In short, it
+<b>finds the face</b> in every frame of each video (468 points on the face and 10 on the eyes),
+<b>fits a 3D face model</b> to those points (the head's position and turn, and the face's expression, frame by
+frame), <b>moves the target person's face</b> the way the source person's face moves, <b>draws</b> that moving
+face as simple computer-graphics pictures, and <b>paints a realistic face</b> from those pictures with a neural
+network trained on the target person's own video only. The painted face is blended into the target video's
+own frames.</p>
+<p>The sections below show, for every pair of videos, the result (the <i>re-enactment</i>); for every target
+person, how close the painted face comes to the real one on frames the network never saw during training (a
+table and plots: lower E_col, higher PSNR and SSIM are better; the “face” region is where the painted face is
+blended in); and, for every video, how well the 3D face follows the person (an overlay video of the fitted face's
+outlines and plots). Every video plays in the page; click it to start.</p>
+"""
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    source: str
+    target: str
+    mode: str
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _place(src: Path, dst: Path) -> None:
+    """``src`` at ``dst``: a hard link where the file system allows it, else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+class _Page:
+    """The HTML body of index.html and the files it shows (copied into the folder when written)."""
+
+    def __init__(self, results: Path):
+        self.results = results
+        self.parts: list[str] = []
+        self.files: dict[str, Path] = {}  # path inside the report folder -> file under results
+
+    def media(self, rel: str) -> str:
+        """The report-folder path of ``{results}/{rel}`` (which must exist)."""
+        src = self.results / rel
+        if not src.is_file():
+            raise InputError(src, "is missing: the report shows it (run the workflow first)")
+        self.files[f"media/{rel}"] = src
+        return f"media/{rel}"
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def video(self, rel: str, caption: str) -> None:
+        path = self.media(rel)
+        self.add(f'<figure><video controls muted playsinline preload="metadata" src="{_e(path)}"></video>'
+                 f'<figcaption>{caption} <a href="{_e(path)}" download>download</a></figcaption></figure>')
+
+    def image(self, rel: str, caption: str) -> None:
+        path = self.media(rel)
+        self.add(f'<figure><a href="{_e(path)}"><img src="{_e(path)}" alt="{_e(caption)}"></a>'
+                 f"<figcaption>{caption}</figcaption></figure>")
+
+
+def metrics_table(summary: dict) -> str:
+    """The self-reenactment summary (evaluation/summary.json) as an HTML table: one row per method and region,
+    the mean E_col, PSNR and SSIM over the scored held-out frames."""
+    methods = {m: summary["methods"][m] for m in sorted(summary["methods"], key=lambda m: (list(METHOD_NAMES) + [m]).index(m))}
+    regions = [r for r in summary.get("regions", REGION_NAMES) if any(r in methods[m] for m in methods)]
+    head = "".join(f"<th>{_e(label)}</th>" for _, label, _ in METRICS)
+    rows = []
+    for m in methods:
+        for i, r in enumerate(regions):
+            cells = []
+            for key, _, fmt in METRICS:
+                v = methods[m].get(r, {}).get(key, {}).get("mean")
+                cells.append(f"<td>{fmt.format(v) if v is not None else '–'}</td>")
+            name = f'<td class="name" rowspan="{len(regions)}">{_e(METHOD_NAMES.get(m, m))}</td>' if i == 0 else ""
+            rows.append(f'<tr class="{"ours" if m == "gan" else ""}">{name}<td class="name">{_e(REGION_NAMES.get(r, r))}</td>{"".join(cells)}</tr>')
+    return (f'<table class="metrics"><thead><tr><th class="name">method</th><th class="name">region</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def tracking_table(summary: dict) -> str:
+    """The tracking diagnostics (diagnostics/tracking.json) as a small HTML table; with the demo's known motion,
+    a second table of the fitted head rotation against the true one."""
+    rows = [("frames with a detected face", f"{summary['valid_frames']} of {summary['frames']}"),
+            ("landmark error, mean (% of the eye distance)", f"{100 * summary['nme_mean']:.2f}"),
+            ("jitter of the fit ÷ jitter of the detector", f"{summary['jitter_ratio']:.2f}")]
+    out = '<table class="tracking"><tbody>' + "".join(f'<tr><td class="name">{_e(k)}</td><td>{_e(v)}</td></tr>' for k, v in rows) + "</tbody></table>"
+    truth = summary.get("truth")
+    if truth:
+        angles = list(truth["rms_deg"])
+        out += ("<p>This is a demo clip made with known head motion, so the fitted head turn can be checked against the "
+                f"truth ({truth['frames']} frames; one constant rotation, the photo's own head pose, removed first):</p>"
+                '<table class="truth"><thead><tr><th class="name"></th>' + "".join(f"<th>{_e(a)}</th>" for a in angles) + "</tr></thead><tbody>"
+                '<tr><td class="name">error, RMS (degrees)</td>' + "".join(f"<td>{truth['rms_deg'][a]:.2f}</td>" for a in angles) + "</tr>"
+                '<tr><td class="name">correlation with the truth</td>' + "".join(f"<td>{truth['correlation'][a]:.3f}</td>" for a in angles) + "</tr>"
+                '<tr><td class="name">true motion, spread (degrees)</td>' + "".join(f"<td>{truth['true_std_deg'][a]:.2f}</td>" for a in angles) + "</tr>"
+                "</tbody></table>")
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "is missing: the report shows it (run the workflow first)") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"is not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list[str]) -> tuple[str, dict[str, Path]]:
+    """index.html's body and the files it shows (report-folder path -> source file)."""
+    p = _Page(results)
+    nav = ['<a href="#reenactments">re-enactments</a>', '<a href="#evaluation">how close to the real face</a>',
+           '<a href="#tracking">face tracking</a>']
+    p.add(f"<h1>Deep Puppets report</h1><nav>{''.join(nav)}</nav>{INTRO}")
+    p.add('<h2 id="reenactments">Re-enactments</h2>')
+    for pair in pairs:
+        what = "head motion and expressions" if pair.mode == "pose+expression" else "expressions"
+        p.add(f"<h3>{_e(pair.target)} driven by {_e(pair.source)}</h3><p>{_e(pair.target)} with the {what} of "
+              f"{_e(pair.source)}.</p><div class='videos'>")
+        p.video(f"pairs/{pair.name}/reenactment.mp4", "The re-enactment, at the target video's size (with the source's sound, if any).")
+        p.video(f"pairs/{pair.name}/side_by_side.mp4", "Side by side, around the head: the source | the 3D face drawn with the "
+                "source's motion (what the network is given) | the network's output.")
+        p.add("</div>")
+    p.add('<h2 id="evaluation">How close to the real face (self-reenactment)</h2><p>Each target person\'s network '
+          "re-creates frames of their own video that it never saw in training, from the drawn 3D face alone; the "
+          "result is compared with the real frames, together with three simple alternatives.</p>")
+    for target in targets:
+        base = f"videos/{target}/evaluation"
+        summary = _read_json(results / base / "summary.json")
+        p.add(f"<h3>{_e(target)}</h3><p>Mean over {summary['n_frames']} held-out frames.</p>{metrics_table(summary)}")
+        p.image(f"{base}/e_col.png", "E_col per held-out frame and method: the whole frame, the head crop and the face side by side.")
+        p.add("<div class='videos'>")
+        p.video(f"{base}/side_by_side.mp4", "Held-out frames around the head: real | the network's face blended in | the error "
+                "(brighter = larger, scale below).")
+        p.video(f"{base}/heat_map.mp4", "The error of the network's face per pixel, on a fixed scale from 0 (black) to 0.5 (white).")
+        p.add("</div>")
+        p.image(f"{base}/seam.png", "The error at the edge of the blended face against its inside.")
+        p.image(f"videos/{target}/gan/losses.png", "The network's training losses.")
+    p.add('<h2 id="tracking">Face tracking</h2><p>How closely the fitted 3D face follows the points found on the face, '
+          "and how much it jitters.</p>")
+    for v in videos:
+        base = f"videos/{v}/diagnostics"
+        tracking = _read_json(results / base / "tracking.json")
+        p.add(f"<h3>{_e(v)}</h3>{tracking_table(tracking)}<div class='videos'>")
+        p.video(f"{base}/overlay.mp4", "The fitted face's outlines (green) over the video, with some of the points the detector "
+                "found (red); the frame number at the top.")
+        p.add("</div>")
+        p.image(f"{base}/tracking.png", "Landmark error and jitter over time" + (", and the head turn, fitted against true." if "truth" in tracking else "."))
+        p.image(f"{base}/camera_smoothing.png", "The head's position and turn over the first frames, fitted without and with smoothing.")
+    return "\n".join(p.parts), p.files
+
+
+def write_report(results, out_dir, videos: list[str], pairs: list[Pair], targets: list[str]) -> Path:
+    """Write the report folder ``out_dir`` (index.html, style.css, media/…) atomically: built in a temporary
+    folder beside it, then renamed into place. Returns the path of index.html."""
+    results, out_dir = Path(results), Path(out_dir)
+    body, files = page_body(results, videos, pairs, targets)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for rel, src in files.items():
+            _place(src, tmp / rel)
+        (tmp / "style.css").write_text(STYLE)
+        (tmp / "index.html").write_text(
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+            f'<title>Deep Puppets report</title><link rel="stylesheet" href="style.css"></head><body>\n{body}\n</body></html>\n')
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "index.html"
+
+
+def video_page(mp4, out_html, title: str) -> None:
+    """A small HTML page that plays ``mp4`` inline, the video embedded as a base64 data: URI (Snakemake's report
+    shows HTML items in its viewer, and the page must stand alone there). Larger than :data:`EMBED_MAX_BYTES`:
+    the page names the file instead."""
+    mp4 = Path(mp4)
+    size = mp4.stat().st_size
+    if size <= EMBED_MAX_BYTES:
+        uri = "data:video/mp4;base64," + base64.b64encode(mp4.read_bytes()).decode("ascii")
+        body = f'<video controls muted playsinline preload="auto" src="{uri}"></video>'
+    else:
+        body = (f"<p>This video ({size / 2**20:.0f} MB) is too large to embed in the report: open <code>{_e(mp4)}</code>, "
+                "or the workflow's own report folder (report/index.html).</p>")
+    text = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>body{{margin:0;'
+            f'background:#111;color:#eee;font-family:sans-serif}}video{{max-width:100%;max-height:95vh;display:block;margin:auto}}'
+            f"</style></head><body>{body}</body></html>\n")
+    with atomic_path(out_html) as tmp:
+        Path(tmp).write_text(text)

@@ -1,0 +1,9 @@
+from deep_puppets import jobs
+from deep_puppets.workflow import run_script
+
+
+def main(sm):
+    jobs.report_page(sm.output.folder, sm.params.videos, sm.params.pairs, sm.params.targets)
+
+
+run_script(snakemake, main)
