@@ -508,12 +508,15 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, video_p
     return summary
 
 
-def report_page(out_dir, videos, pairs: list[dict], targets) -> str:
+def report_page(out_dir, videos, pairs: list[dict], targets, exports=()) -> str:
     """The browser report folder ``{results}/report`` (:mod:`deep_puppets.report_page`): index.html with every
-    figure, table and video of the run."""
+    figure, table and video of the run, and download links to the exports (files under results)."""
     from .report_page import Pair, write_report
 
-    index = write_report(Path(out_dir).parent, out_dir, list(videos), [Pair(p["name"], p["source"], p["target"], p["mode"]) for p in pairs], list(targets))
+    results = Path(out_dir).parent
+    rel_exports = [str(Path(e).relative_to(results)) for e in exports]
+    index = write_report(results, out_dir, list(videos), [Pair(p["name"], p["source"], p["target"], p["mode"]) for p in pairs],
+                         list(targets), rel_exports)
     log.info("report written to %s", index)
     return str(index)
 

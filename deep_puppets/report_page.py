@@ -108,6 +108,11 @@ class _Page:
         self.add(f'<figure><video controls muted playsinline preload="metadata" src="{_e(path)}"></video>'
                  f'<figcaption>{caption} <a href="{_e(path)}" download>download</a></figcaption></figure>')
 
+    def download(self, rel: str, label: str) -> str:
+        """A download link to ``{results}/{rel}`` (copied into the folder like the media)."""
+        path = self.media(rel)
+        return f'<a href="{_e(path)}" download>{_e(label)}</a>'
+
     def image(self, rel: str, caption: str) -> None:
         path = self.media(rel)
         self.add(f'<figure><a href="{_e(path)}"><img src="{_e(path)}" alt="{_e(caption)}"></a>'
@@ -162,11 +167,37 @@ def _read_json(path: Path) -> dict:
         raise InputError(path, f"is not valid JSON ({e.msg}, line {e.lineno})") from None
 
 
-def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list[str]) -> tuple[str, dict[str, Path]]:
+EXPORT_FILES = {  # file of an export folder (rules/export.smk) -> what the link says
+    "face.glb": "3D face, animated (glTF: Blender, any glTF viewer)",
+    "parameters.csv": "head pose and expression per frame (CSV)",
+    "arkit.csv": "ARKit blendshapes (Live Link Face CSV)",
+}
+
+
+def exports_section(p: "_Page", exports: list[str]) -> None:
+    """Download links to the exported faces (``exports``: paths under results, ``export/{videos,pairs}/NAME/FILE``)."""
+    groups: dict[str, list[str]] = {}
+    for rel in exports:
+        parts = Path(rel).parts
+        if len(parts) == 4 and parts[3] in EXPORT_FILES:
+            groups.setdefault(f"{parts[1]}/{parts[2]}", []).append(rel)
+    if not groups:
+        return
+    p.add('<h2 id="exports">Exports</h2><p>The fitted (per video) and the transferred (per pair) 3D face, for other '
+          'tools: in Blender, File › Import › glTF 2.0 plays the face with its head motion.</p><ul class="exports">')
+    for key, rels in groups.items():
+        kind, name = key.split("/")
+        links = ", ".join(p.download(rel, EXPORT_FILES[Path(rel).name]) for rel in sorted(rels))
+        p.add(f"<li>{'pair' if kind == 'pairs' else 'video'} <b>{_e(name)}</b>: {links}</li>")
+    p.add("</ul>")
+
+
+def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list[str],
+              exports: list[str] = ()) -> tuple[str, dict[str, Path]]:
     """index.html's body and the files it shows (report-folder path -> source file)."""
     p = _Page(results)
     nav = ['<a href="#reenactments">re-enactments</a>', '<a href="#evaluation">how close to the real face</a>',
-           '<a href="#tracking">face tracking</a>']
+           '<a href="#tracking">face tracking</a>'] + (['<a href="#exports">exports</a>'] if exports else [])
     p.add(f"<h1>Deep Puppets report</h1><nav>{''.join(nav)}</nav>{INTRO}")
     p.add('<h2 id="reenactments">Re-enactments</h2>')
     for pair in pairs:
@@ -203,14 +234,15 @@ def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list
         p.add("</div>")
         p.image(f"{base}/tracking.png", "Landmark error and jitter over time" + (", and the head turn, fitted against true." if "truth" in tracking else "."))
         p.image(f"{base}/camera_smoothing.png", "The head's position and turn over the first frames, fitted without and with smoothing.")
+    exports_section(p, list(exports))
     return "\n".join(p.parts), p.files
 
 
-def write_report(results, out_dir, videos: list[str], pairs: list[Pair], targets: list[str]) -> Path:
+def write_report(results, out_dir, videos: list[str], pairs: list[Pair], targets: list[str], exports: list[str] = ()) -> Path:
     """Write the report folder ``out_dir`` (index.html, style.css, media/…) atomically: built in a temporary
     folder beside it, then renamed into place. Returns the path of index.html."""
     results, out_dir = Path(results), Path(out_dir)
-    body, files = page_body(results, videos, pairs, targets)
+    body, files = page_body(results, videos, pairs, targets, exports)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -29,6 +29,7 @@ rule report_page:
             pair=PAIRS,
             f=("reenactment.mp4", "side_by_side.mp4"),
         ),
+        exports=[e for e in export_targets() if not e.endswith(("obj", "ply"))],
     output:
         folder=directory(f"{RESULTS}/report"),
     log:

@@ -264,6 +264,13 @@ def test_every_video_of_the_demo_report_plays_in_chromium(browser, demo_report, 
     # the metrics table and the demo's tracking scored against its known motion are on the page
     html = (folder / "index.html").read_text()
     assert html.count('<table class="metrics">') == len(targets) and html.count('<table class="truth">') == len(videos)
+    # every video's and pair's exported face can be downloaded from the page, byte for byte the export
+    for kind, names in (("videos", videos), ("pairs", pairs)):
+        for d in names:
+            for f in ("face.glb", "parameters.csv"):
+                rel = f"media/export/{kind}/{d.name}/{f}"
+                assert f'href="{rel}" download' in html, rel
+                assert (folder / rel).read_bytes() == (results / "export" / kind / d.name / f).read_bytes()
 
 
 def open_item_in_snakemake_report(page, report_uri: str, key: str):
