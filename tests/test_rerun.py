@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 
+import h5py
 import pytest
 import torch
 
@@ -43,6 +44,21 @@ def test_smoothing_weight_reruns_fits_and_everything_downstream_not_landmarks(ru
     assert rules == FITS_AND_DOWNSTREAM, jobs
     # both videos are refitted: 40 frames in segments of 24 with overlap 6 -> 2 segments each
     assert rules_of(jobs)["fit_segment"] == 4 and rules_of(jobs)["track"] == 2
+
+
+def test_new_model_refits_in_one_run_though_the_landmark_gate_reruns_first(run_copy, ict_model_path):
+    """A new model changes the landmark gate's params (its faces needed) and the fits': one snakemake call
+    reruns the gate AND refits (an ancient() gate made Snakemake stop after the gate, reporting success)."""
+    config = merged(TINY_FULL, {"model": {"type": "ict", "path": str(ict_model_path)}})
+    target = "results/export/videos/demo_source/arkit.csv"  # an ARKit export reads a track fitted with ICT
+    r = run_workflow(run_copy, "--cores", "2", target, config=config)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-5000:]
+    assert re.search(r"^localrule landmarks_summary:$", out, re.M), out[-5000:]
+    assert (run_copy / target).exists(), out[-5000:]
+    with h5py.File(run_copy / "results/videos/demo_source/track.h5") as f:
+        assert f.attrs["model"].startswith("ict-facekit-light"), dict(f.attrs)
+    assert planned_jobs(run_copy, config, target) == []
 
 
 TARGET_DIR = "results/videos/demo_target"
