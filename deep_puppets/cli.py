@@ -46,8 +46,9 @@ class CliError(Exception):
 
 def video_name(path) -> str:
     """A video's name from its file stem, made to fit the workflow's names (letters, digits, '_', '-', starting
-    with a letter or digit): other characters become '_'."""
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem).lstrip("_-")
+    with a letter or digit): other characters become '_', and '__' (which separates the names in a pair's folder
+    name) a single '_'."""
+    stem = re.sub(r"__+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)).strip("_-")  # "__" separates pair names
     return stem or "video"
 
 
@@ -174,6 +175,14 @@ class Display:
 
 
 JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+# Lines of Snakemake's and the jobs' output not shown (they stay in DIR/.snakemake/log and the job logs): the
+# jobs' INFO log lines (their progress is drawn), TensorFlow Lite / MediaPipe start-up chatter, scheduler steps.
+QUIET = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) |[IW]\d{4} |INFO: Created TensorFlow|WARNING: All log messages before absl"
+                   r"|Select jobs to execute|Execute \d+ jobs|Updating checkpoint dependencies|DAG of jobs will be updated"
+                   r"|Using shell:|Provided cores:|Rules claiming more threads|Conda environments: ignored|Assuming unrestricted shared"
+                   r"|Using workflow specific profile|Building DAG of jobs|Complete log\(s\)|SNAKEMAKE$|=+$|  (Date|Workflow ID|Platform|Host|User"
+                   r"|Snakemake version|Python version|Command|Snakefile|Base directory|Run directory|Working directory|Config file\(s\)"
+                   r"|Config MD5):)")
 JOB_DETAIL = re.compile(r"^\s+(\w[\w ]*):\s?(.*)$")
 
 
@@ -201,7 +210,7 @@ class SnakemakeLines:
         if m:
             self.rule, self.details = m.group(1), {}
             return
-        if line.strip() and not line.startswith("["):  # Snakemake's time stamps: noise here
+        if line.strip() and not line.startswith("[") and not QUIET.match(line):  # "[date]": Snakemake's time stamps
             self.emit(line)
 
     def _flush(self):
@@ -299,7 +308,7 @@ REASONS = [
     (r"Missing output files: (.*)", "not made yet ({0})"),
     (r"Updated input files: (.*)", "input changed: {0} is newer than its output"),
     (r"Input files updated by another job: (.*)", "an earlier step runs first ({0})"),
-    (r"Params have changed since last execution", "settings changed since the last run"),
+    (r"Params have changed since last execution(?::.*)?", "settings changed since the last run"),
     (r"Code has changed since last execution", "its code changed since the last run"),
     (r"Set of input files has changed since last execution", "its list of input files changed"),
     (r"Software environment definition has changed since last execution", "its software environment changed"),
@@ -307,6 +316,23 @@ REASONS = [
     (r"Incomplete output files.*", "was interrupted in the last run"),
     (r"Job's output is incomplete.*", "was interrupted in the last run"),
 ]
+
+
+def changed_settings(text: str) -> str:
+    """``gan.iterations 20 -> 25``-style words for Snakemake's 'Params have changed ... before: {...} now: {...}'."""
+    import ast
+
+    m = re.search(r"before: (.*) now: (.*)$", text)
+    if not m:
+        return ""
+    try:
+        before, now = ast.literal_eval(m.group(1)), ast.literal_eval(m.group(2))
+    except (ValueError, SyntaxError):
+        return ""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return f"{before!r} -> {now!r}"
+    keys = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    return ", ".join(f"{k} {before.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}" for k in keys)
 
 
 def plain_reason(reason: str) -> str:
@@ -318,7 +344,10 @@ def plain_reason(reason: str) -> str:
             if m:
                 files = [Path(f.strip()).name for f in (m.group(1).split(",") if m.groups() else [])]
                 shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-                out.append(words.format(shown))
+                words = words.format(shown)
+                if "settings changed" in words and changed_settings(part):
+                    words += f": {changed_settings(part)}"
+                out.append(words)
                 break
         else:
             if part:
