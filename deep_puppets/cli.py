@@ -131,10 +131,11 @@ class Display:
     """Snakemake's lines above, a block of progress bars below (a terminal), or plain progress lines every
     ``every`` seconds (not a terminal)."""
 
-    def __init__(self, stream=None, tty: bool | None = None, every: float = 15.0, width: int = 24):
+    def __init__(self, stream=None, tty: bool | None = None, every: float | None = None, width: int = 24):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
-        self.every, self.width = every, width
+        self.every = float(os.environ.get("DEEP_PUPPETS_PROGRESS_EVERY", 15.0)) if every is None else every
+        self.width = width
         self.drawn, self.records, self.last_plain = 0, [], 0.0
 
     def _clear(self):

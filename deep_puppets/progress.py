@@ -82,7 +82,7 @@ def start_job(results, rule: str, wildcards: dict | None = None) -> JobProgress 
     global _job
     if not results:
         return None
-    label = rule + "".join(f" {k}={v}" for k, v in (wildcards or {}).items())
+    label = " ".join([rule, *(str(v) for v in (wildcards or {}).values())])
     _job = JobProgress(progress_file(results, rule, wildcards), label)
     return _job
 
@@ -148,16 +148,17 @@ UNIT_RATE = {"frames": "frames/s", "iterations": "it/s"}
 
 
 def describe(p: dict, width: int = 0) -> str:
-    """One line of a progress record: ``job  label  [####....] done/total unit  rate  ETA  extras``; the bar
-    only when ``width`` > 0."""
-    done, total = p.get("done", 0), max(p.get("total", 0), 1)
+    """One line of a progress record, most important first (a terminal cuts the end):
+    ``job: [####....] done/total unit  ETA  rate  extras  (label)``; the bar only when ``width`` > 0."""
+    done, total = p.get("done", 0), p.get("total", 0)
     bar = ""
     if width > 0:
-        filled = int(width * min(done / total, 1.0))
+        filled = int(width * min(done / max(total, 1), 1.0))
         bar = "[" + "#" * filled + "." * (width - filled) + "] "
-    rate = p.get("rate")
-    parts = [f"{p.get('job', '?')}: {p.get('label', '')}", f"{bar}{done}/{p.get('total', 0)} {p.get('unit', '')}",
-             f"{rate:.2f} {UNIT_RATE.get(p.get('unit'), p.get('unit', '') + '/s')}" if rate else "",
-             f"ETA {format_duration(p.get('eta_s'))}" if done < p.get("total", 0) else "done"]
+    rate, unit = p.get("rate"), p.get("unit", "")
+    parts = [f"{p.get('job', '?')}: {bar}{done}/{total} {unit}",
+             f"ETA {format_duration(p.get('eta_s'))}" if done < total else "done",
+             f"{rate:.2f} {UNIT_RATE.get(unit, unit + '/s')}" if rate else ""]
     parts += [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in (p.get("extra") or {}).items()]
+    parts.append(f"({p['label']})" if p.get("label") else "")
     return "  ".join(x for x in parts if x)
