@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -136,7 +137,7 @@ class Display:
         self.tty = self.stream.isatty() if tty is None else tty
         self.every = float(os.environ.get("DEEP_PUPPETS_PROGRESS_EVERY", 15.0)) if every is None else every
         self.width = width
-        self.drawn, self.records, self.last_plain = 0, [], 0.0
+        self.drawn, self.records, self.last_plain, self.printed = 0, [], 0.0, {}
 
     def _clear(self):
         if self.drawn:
@@ -165,7 +166,10 @@ class Display:
             self._draw()
         elif records and now - self.last_plain >= self.every:
             for r in records:
-                self.stream.write("progress: " + describe(r) + "\n")
+                key = (r.get("job"), r.get("label"), r.get("done"))
+                if self.printed.get(r.get("job")) != key:  # a job that has not moved on is not repeated
+                    self.stream.write("progress: " + describe(r) + "\n")
+                    self.printed[r.get("job")] = key
             self.last_plain = now
         self.stream.flush()
 
@@ -196,11 +200,14 @@ class SnakemakeLines:
         self.emit, self.rule, self.details = emit, None, {}
         self.nothing_to_do = False
         self.jobs_started = 0
+        self.errors: list[str] = []
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
         if NOTHING_TO_DO in line:
             self.nothing_to_do = True
+        if JOB_ERROR.match(line.strip()):
+            self.errors.append(line.strip())
         m = JOB_HEADER.match(line.strip()) if not line.startswith(" ") else None
         if self.rule is not None:
             d = JOB_DETAIL.match(line)
@@ -233,7 +240,10 @@ def run_snakemake(cmd: list[str], results: Path, display: Display | None = None,
     tail: list[str] = []
     t_start = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
+    # Snakemake and its jobs in a process group of their own: an interrupt of this command (Ctrl-C, `kill PID`)
+    # is passed to all of them, as a terminal's Ctrl-C would be, and no job is left running.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+                            start_new_session=True)
     q: queue.Queue = queue.Queue()
 
     def reader():
@@ -243,6 +253,11 @@ def run_snakemake(cmd: list[str], results: Path, display: Display | None = None,
 
     threading.Thread(target=reader, daemon=True).start()
     done = False
+
+    def stop(signum, frame):  # `kill PID` stops Snakemake (and so its jobs) too, as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
         while not done:
             deadline = time.monotonic() + poll_s
@@ -260,16 +275,48 @@ def run_snakemake(cmd: list[str], results: Path, display: Display | None = None,
         lines.close()
         rc = proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
+        interrupt_group(proc)
         display.close()
-        raise CliError("interrupted; rerun the same command to continue (finished jobs are kept)")
+        raise CliError("interrupted; rerun the same command to continue (finished jobs are kept, training resumes from its last checkpoint)")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     display.close()
     if rc != 0:
-        errors = [t for t in tail if t.startswith(("Error", "config error", "WorkflowError")) or "error" in t.lower()]
-        raise CliError(f"the workflow failed ({errors[-1].strip() if errors else f'snakemake exit status {rc}'}); "
+        raise CliError(f"the workflow failed: {failure_line(lines.errors + tail, rc)}; "
                        f"full log: {newest_log(Path(cmd[cmd.index('--directory') + 1]))}")
     return lines
+
+
+JOB_ERROR = re.compile(r"^Error in rule (\w+): (.+)$")  # a job's one line (deep_puppets.workflow.run_script)
+
+
+def failure_line(lines: list[str], rc: int) -> str:
+    """Why Snakemake failed, in one line: a job's own error line, else a config error, else its last error line."""
+    for line in lines:
+        m = JOB_ERROR.match(line.strip())
+        if m:
+            return f"{m.group(2)} (rule {m.group(1)})"
+    if any("Directory cannot be locked" in line for line in lines):
+        return ("another Snakemake run is using this folder, or one was killed (power loss, kill -9) and left its lock; "
+                "if none is running: snakemake --unlock -d DIR from the checkout")
+    for line in reversed(lines):
+        if "config error:" in line:
+            return line[line.index("config error:"):].strip()
+    errors = [t.strip() for t in lines if "error" in t.lower() and not t.strip().endswith(":")]
+    return errors[-1] if errors else f"snakemake exit status {rc}"
+
+
+def interrupt_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGINT to Snakemake's process group (it and its jobs); SIGKILL to the group after ``grace_s``."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
 
 
 def newest_log(out_dir: Path) -> Path | str:
