@@ -187,7 +187,8 @@ QUIET = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) |[IW]\d{4
                    r"|Using shell:|Provided cores:|Rules claiming more threads|Conda environments: ignored|Assuming unrestricted shared"
                    r"|Using workflow specific profile|Building DAG of jobs|Complete log\(s\)|SNAKEMAKE$|=+$|  (Date|Workflow ID|Platform|Host|User"
                    r"|Snakemake version|Python version|Command|Snakefile|Base directory|Run directory|Working directory|Config file\(s\)"
-                   r"|Config MD5):)")
+                   r"|Config MD5):|Some jobs were triggered by provenance|If you prefer that only modification time"
+                   r"|If you are sure that a change for a certain output|Rules with provenance triggered jobs)")
 JOB_DETAIL = re.compile(r"^\s+(\w[\w ]*):\s?(.*)$")
 
 
@@ -196,8 +197,8 @@ class SnakemakeLines:
     line; every other line (progress, finished jobs, errors) passes through. The full record stays in
     DIR/.snakemake/log."""
 
-    def __init__(self, emit):
-        self.emit, self.rule, self.details = emit, None, {}
+    def __init__(self, emit, verb: str = "start"):
+        self.emit, self.verb, self.rule, self.details = emit, verb, None, {}
         self.nothing_to_do = False
         self.jobs_started = 0
         self.errors: list[str] = []
@@ -224,7 +225,7 @@ class SnakemakeLines:
     def _flush(self):
         if self.rule is not None:
             wc = self.details.get("wildcards")
-            self.emit(f"start {self.rule}" + (f" ({wc})" if wc else ""))
+            self.emit(f"{self.verb} {self.rule}" + (f" ({wc})" if wc else ""))
             self.jobs_started += 1
         self.rule, self.details = None, {}
 
@@ -236,7 +237,7 @@ def run_snakemake(cmd: list[str], results: Path, display: Display | None = None,
     """Run Snakemake, its lines through :class:`SnakemakeLines`, progress bars from ``results/.progress`` while it
     runs. Raises CliError (one line) when it fails."""
     display = display or Display()
-    lines = SnakemakeLines(display.line)
+    lines = SnakemakeLines(display.line, "would run" if "-n" in cmd else "start")
     tail: list[str] = []
     t_start = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -474,10 +475,10 @@ def cmd_run(a) -> int:
 
 def run_and_print(out_dir: Path, config: dict, a) -> int:
     results = results_dir(out_dir, config)
-    extra = ["-n"] if getattr(a, "dry_run", False) else []
-    lines = run_snakemake(snakemake_cmd(out_dir, *extra, cores=a.cores, profile=a.profile), results)
-    if extra:
+    if getattr(a, "dry_run", False):  # what would run, and why, in plain words
+        print("\n".join(status(out_dir, a.profile)))
         return 0
+    lines = run_snakemake(snakemake_cmd(out_dir, cores=a.cores, profile=a.profile), results)
     if lines.nothing_to_do:
         print("Nothing needs doing: every output is up to date.")
     report = out_dir / REPORT_NAME
