@@ -290,6 +290,12 @@ def test_reenact_end_to_end_and_rerun_does_nothing(tmp_path):
     status = _cli("status", out)
     assert "  gan_train (video=bob): settings changed since the last run: iterations 20 -> 21" in status.stdout.splitlines()
     assert video.stat().st_mtime_ns == mtime
+    # a training killed with the new settings leaves no generator (Snakemake removes a job's outputs before it
+    # runs): the finished videos of the old generator must not count as up to date
+    (out / "results" / "videos" / "bob" / "gan" / "generator.pt").unlink()
+    plan = _cli("status", out).stdout.splitlines()
+    assert "  gan_train (video=bob): not made yet (generator.pt); settings changed since the last run: iterations 20 -> 21" in plan
+    assert "  gan_synthesize (pair=alice_smiles__bob__pose): an earlier step runs first (generator.pt)" in plan
 
     bad = _cli("reenact", clips / "alice smiles.mp4", clips / "bob.mp4", "--out", out, "--set", "gan.iterations=ten")
     assert bad.returncode == 2 and bad.stderr.strip() == "config error: 'gan.iterations': 'ten' is not an integer"
