@@ -337,17 +337,33 @@ def pair_outputs(results: Path, config: dict) -> list[Path]:
 # ------------------------------------------------------------------------------------------ the report
 
 
-def build_report(out_dir: Path, args_cmd=()) -> Path:
-    """The report of the run in ``out_dir``: Snakemake's report (every report() output of the workflow) into
-    ``DIR/report.html``. TODO(lead): when rules/report.smk documents its own target (``report_page``), run that
-    target here instead (``run_snakemake(snakemake_cmd(out_dir, "report_page"), ...)``) and return its page."""
+REPORT_PAGE = "report/index.html"  # under results: rule report_page (rules/report.smk), part of `rule all`
+
+
+def has_report_page() -> bool:
+    """Whether the workflow has the browser report page (target ``report_page``, built by ``rule all``)."""
+    smk = CHECKOUT / "rules" / "report.smk"
+    return smk.exists() and "rule report_page:" in smk.read_text()
+
+
+def snakemake_report(out_dir: Path) -> Path:
+    """Snakemake's own report (every report() output of the workflow) as ``DIR/report.html``."""
     path = out_dir / REPORT_NAME
-    cmd = snakemake_cmd(out_dir, "--report", path.resolve(), *args_cmd)
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(snakemake_cmd(out_dir, "--report", path.resolve()), capture_output=True, text=True)
     if r.returncode != 0 or not path.exists():
         last = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()][-1:] or ["no output"]
         raise CliError(f"the report could not be built: {last[0].strip()}")
     return path
+
+
+def build_report(out_dir: Path, results: Path) -> list[Path]:
+    """The reports of the run in ``out_dir``: the browser page ``{results}/report/index.html`` (target
+    ``report_page``, when the workflow has it) and Snakemake's ``DIR/report.html``."""
+    pages = []
+    if has_report_page():
+        run_snakemake(snakemake_cmd(out_dir, "report_page"), results)
+        pages.append(results / REPORT_PAGE)
+    return pages + [snakemake_report(out_dir)]
 
 
 # ------------------------------------------------------------------------------------------ status
@@ -434,7 +450,7 @@ def status(out_dir: Path, profile=None) -> list[str]:
         raise CliError((errors or last or ["snakemake -n failed"])[-1].strip())
     lines = [f"{out_dir}: config {out_dir / CONFIG_NAME}, results in {results}"]
     finished = [p for p in pair_outputs(results, config) if p.exists()]
-    finished += [p for p in [out_dir / REPORT_NAME] if p.exists()]
+    finished += [p for p in [results / REPORT_PAGE, out_dir / REPORT_NAME] if p.exists()]
     lines += ["finished:"] + [f"  {p}" for p in finished] if finished else ["finished: no video yet"]
     jobs = [j for j in planned_jobs(text) if j["rule"] != "all"]
     if not jobs:
@@ -481,9 +497,10 @@ def run_and_print(out_dir: Path, config: dict, a) -> int:
     lines = run_snakemake(snakemake_cmd(out_dir, cores=a.cores, profile=a.profile), results)
     if lines.nothing_to_do:
         print("Nothing needs doing: every output is up to date.")
-    report = out_dir / REPORT_NAME
-    if not a.no_report and (lines.jobs_started or not report.exists()):
-        report = build_report(out_dir)
+    # the browser report page is part of the workflow (rule all); without it, Snakemake's report is built here
+    report = results / REPORT_PAGE if has_report_page() else out_dir / REPORT_NAME
+    if not has_report_page() and not a.no_report and (lines.jobs_started or not report.exists()):
+        report = snakemake_report(out_dir)
     for p in pair_outputs(results, config):
         print(f"video:  {p}")
         print(f"        {p.with_name('side_by_side.mp4')} (source | conditioning | result)")
@@ -499,8 +516,8 @@ def cmd_status(a) -> int:
 
 def cmd_report(a) -> int:
     out_dir = Path(a.dir).expanduser().resolve()
-    load_dir_config(out_dir)
-    print(f"report: {build_report(out_dir)}")
+    for page in build_report(out_dir, results_dir(out_dir, load_dir_config(out_dir))):
+        print(f"report: {page}")
     return 0
 
 
@@ -534,7 +551,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("target", help="the video whose person is re-animated (the output has its size and frame rate)")
     r.add_argument("--mode", choices=["pose+expression", "expression"], default="pose+expression",
                    help="pose+expression: head pose and expression (default); expression: the target keeps its own head motion")
-    r.add_argument("--out", default="out", help="output folder (default: out): config.yaml, results/, report.html")
+    r.add_argument("--out", default="out", help="output folder (default: out): config.yaml, results/")
     r.add_argument("--preset", choices=["auto", "demo", "cpu", "gpu"], default="auto",
                    help="render size and training length: demo (128px, minutes), cpu (256px, ~45 min of training on 2 cores), "
                         "gpu (512px, a CUDA GPU); auto = cpu")
@@ -542,7 +559,7 @@ def parser() -> argparse.ArgumentParser:
                    help="any config value, e.g. --set gan.iterations=500 --set composite.audio=false "
                         "(keys: deep_puppets/schemas/config.schema.yaml)")
     r.add_argument("--dry-run", action="store_true", help="write the config and show what would run, run nothing")
-    r.add_argument("--no-report", action="store_true", help="do not build report.html")
+    r.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
     run_options(r)
     r.set_defaults(func=cmd_reenact)
 
@@ -551,7 +568,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("dir", help="an output folder of deep-puppets reenact")
     u.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a config value (written to DIR/config.yaml)")
     u.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
-    u.add_argument("--no-report", action="store_true", help="do not build report.html")
+    u.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
     run_options(u)
     u.set_defaults(func=cmd_run)
 
@@ -561,8 +578,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default=None, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_status)
 
-    rp = sub.add_parser("report", help="build DIR/report.html (videos, figures, metrics)",
-                        description="Build the HTML report of a finished run and print its path.")
+    rp = sub.add_parser("report", help="build the reports (videos, figures, metrics) and print their paths",
+                        description="Build the browser report page (results/report/index.html) and Snakemake's report "
+                                    "(DIR/report.html) of a finished run and print their paths.")
     rp.add_argument("dir", help="an output folder of deep-puppets reenact")
     rp.set_defaults(func=cmd_report)
 
