@@ -438,6 +438,9 @@ def planned_jobs(text: str) -> list[dict]:
     return jobs
 
 
+RUNNING_S = 300  # a progress file updated this recently belongs to a running job (a killed one leaves its file)
+
+
 def status(out_dir: Path, profile=None) -> list[str]:
     """Lines saying what is finished and what would (re)run and why."""
     config = load_dir_config(out_dir)
@@ -452,11 +455,13 @@ def status(out_dir: Path, profile=None) -> list[str]:
     finished = [p for p in pair_outputs(results, config) if p.exists()]
     finished += [p for p in [results / REPORT_PAGE, out_dir / REPORT_NAME] if p.exists()]
     lines += ["finished:"] + [f"  {p}" for p in finished] if finished else ["finished: no video yet"]
+    running = read_progress(results, since=time.time() - RUNNING_S)
+    lines += ["running now:"] + [f"  {describe(r)}" for r in running] if running else []
     jobs = [j for j in planned_jobs(text) if j["rule"] != "all"]
     if not jobs:
         lines.append("nothing to do: every output is up to date")
     else:
-        lines.append(f"would run {len(jobs)} job(s):")
+        lines.append(f"would run {len(jobs)} job(s)" + (", those running now included:" if running else ":"))
         for j in jobs:
             lines.append(f"  {j['rule']}" + (f" ({j['wildcards']})" if j["wildcards"] else "") + f": {plain_reason(j['reason'])}")
     if "checkpoint" in text and "alteration of the DAG" in text:
