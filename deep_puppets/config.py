@@ -78,7 +78,7 @@ def validate_schema(config: dict) -> dict:
     from snakemake.utils import validate
 
     schema = load_schema()
-    config = coerce_by_schema(copy.deepcopy(config) if config else {}, schema)
+    config = coerce_by_schema(copy.deepcopy(config) if config else {}, schema, strict=False)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
@@ -123,16 +123,16 @@ def _types(node: dict) -> list[str]:
     return [t] if isinstance(t, str) else list(t)
 
 
-def coerce_value(value, node: dict, key: str):
+def coerce_value(value, node: dict, key: str, strict: bool = True):
     """``value`` as the type the schema ``node`` declares, where it is a string (from a command line): integer,
     number, boolean, null where allowed, enum members, lists and mappings (YAML, or ``a,b`` for a list); other
     values are returned as they are. A string that is none of the allowed types is a one-line ConfigError
     naming the key (``'gan.iterations': 'ten' is not an integer``)."""
     if not isinstance(value, str):
         if isinstance(value, dict) and ("properties" in node or "additionalProperties" in node):
-            return coerce_by_schema(value, node, key)
+            return coerce_by_schema(value, node, key, strict)
         if isinstance(value, list) and isinstance(node.get("items"), dict):
-            return [coerce_value(v, node["items"], f"{key}[{i}]") for i, v in enumerate(value)]
+            return [coerce_value(v, node["items"], f"{key}[{i}]", strict) for i, v in enumerate(value)]
         return value
     text = value.strip()
     if "enum" in node:
@@ -174,17 +174,22 @@ def coerce_value(value, node: dict, key: str):
     raise ConfigError(f"'{key}': {value!r} is not {' or '.join(_TYPE_WORDS.get(t, t) for t in types)}")
 
 
-def coerce_by_schema(config: dict, schema: dict | None = None, prefix: str = "") -> dict:
+def coerce_by_schema(config: dict, schema: dict | None = None, prefix: str = "", strict: bool = True) -> dict:
     """A copy of ``config`` whose string values are typed by the schema (:func:`coerce_value`): what
     ``snakemake --config 'gan={iterations: 10}'`` passes ('10', a string) becomes 10. Keys the schema does not
-    know are left for the validation to name."""
+    know are left for the validation to name; so are values that fit no allowed type unless ``strict``."""
     schema = load_schema() if schema is None else schema
     out = {}
     for k, v in (config or {}).items():
         key = f"{prefix}.{k}" if prefix else str(k)
         props = schema.get("properties", {})
         node = props.get(k) if k in props else (schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None)
-        out[k] = v if node is None else coerce_value(v, node, key)
+        try:
+            out[k] = v if node is None else coerce_value(v, node, key, strict)
+        except ConfigError:
+            if strict:
+                raise
+            out[k] = v
     return out
 
 

@@ -69,8 +69,8 @@ def test_prepare_types_the_strings_snakemake_config_passes():
     assert given["gan"]["iterations"] == "10"
     config = dp_config.prepare({**given, "demo": {"enabled": True}}, REPO, source_dir=REPO / "nowhere")
     assert config["gan"]["iterations"] == 10 and config["gan"]["lr_g"] == 1e-4 and config["composite"]["audio"] is False
-    with pytest.raises(ConfigError, match=r"^'gan.iterations': 'ten' is not an integer$"):
-        dp_config.prepare(parse_config(["gan={iterations: ten}"]), REPO, source_dir=REPO / "nowhere")
+    with pytest.raises(ConfigError, match=r"^'gan.iterations': 'ten' is not of type 'integer'$"):
+        dp_config.prepare(parse_config(["gan={seed: 3, iterations: ten}"]), REPO, source_dir=REPO / "nowhere")
 
 
 def test_snakemake_config_on_the_command_line(tmp_path):
