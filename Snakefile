@@ -66,6 +66,10 @@ rule all:
             f"{RESULTS}/videos/{{video}}/conditioning.h5", video=TARGETS
         ),
         pair_renders=expand(f"{RESULTS}/pairs/{{pair}}/conditioning.h5", pair=PAIRS),
+        # Requested itself: a training killed after its new settings were written leaves no generator, and
+        # without this the finished videos of the old one would count as up to date (Snakemake rebuilds a
+        # missing intermediate file only for a job that runs anyway).
+        generators=expand(f"{RESULTS}/videos/{{video}}/gan/generator.pt", video=TARGETS),
         reenactments=expand(f"{RESULTS}/pairs/{{pair}}/reenactment.mp4", pair=PAIRS),
         evaluations=expand(
             f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS

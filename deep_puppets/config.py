@@ -77,8 +77,8 @@ def validate_schema(config: dict) -> dict:
     import jsonschema
     from snakemake.utils import validate
 
-    config = copy.deepcopy(config) if config else {}
     schema = load_schema()
+    config = coerce_by_schema(copy.deepcopy(config) if config else {}, schema, strict=False)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
@@ -88,6 +88,127 @@ def validate_schema(config: dict) -> dict:
     validate(config, str(schema_path()), set_default=True)
     for pair in config.get("pairs", []):
         pair.setdefault("mode", "pose+expression")
+    return config
+
+
+# ------------------------------------------------------------------ values typed by the schema (--set, --config)
+
+_NULL = ("null", "none", "~", "")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_TYPE_WORDS = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string",
+               "null": "null", "array": "a list", "object": "a mapping"}
+
+
+def schema_node(key: str, schema: dict | None = None) -> dict:
+    """The schema of the dotted config key ``key`` (``gan.iterations``, ``videos.alice``); a one-line ConfigError
+    naming the key when the schema has no such key."""
+    node = load_schema() if schema is None else schema
+    done = []
+    for part in key.split("."):
+        props = node.get("properties", {})
+        if part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict) and node.get("type") == "object":
+            node = node["additionalProperties"]
+        else:
+            where = f" in '{'.'.join(done)}'" if done else ""
+            known = ", ".join(sorted(props))
+            raise ConfigError(f"'{key}': unknown key {part!r}{where}" + (f" (known: {known})" if known else ""))
+        done.append(part)
+    return node
+
+
+def _types(node: dict) -> list[str]:
+    t = node.get("type", [])
+    return [t] if isinstance(t, str) else list(t)
+
+
+def coerce_value(value, node: dict, key: str, strict: bool = True):
+    """``value`` as the type the schema ``node`` declares, where it is a string (from a command line): integer,
+    number, boolean, null where allowed, enum members, lists and mappings (YAML, or ``a,b`` for a list); other
+    values are returned as they are. A string that is none of the allowed types is a one-line ConfigError
+    naming the key (``'gan.iterations': 'ten' is not an integer``)."""
+    if not isinstance(value, str):
+        if isinstance(value, dict) and ("properties" in node or "additionalProperties" in node):
+            return coerce_by_schema(value, node, key, strict)
+        if isinstance(value, list) and isinstance(node.get("items"), dict):
+            return [coerce_value(v, node["items"], f"{key}[{i}]", strict) for i, v in enumerate(value)]
+        return value
+    text = value.strip()
+    if "enum" in node:
+        for member in node["enum"]:
+            if text == str(member) or (isinstance(member, bool) and text.lower() in (_TRUE if member else _FALSE)):
+                return member
+        raise ConfigError(f"'{key}': {value!r} is not one of {', '.join(str(m).lower() if isinstance(m, bool) else str(m) for m in node['enum'])}")
+    types = _types(node)
+    if not types:
+        return value
+    low = text.lower()
+    for t in types:
+        if t == "null" and low in _NULL:
+            return None
+        if t == "boolean" and low in _TRUE + _FALSE:
+            return low in _TRUE
+        if t == "integer":
+            try:
+                return int(text)
+            except ValueError:
+                pass
+        if t == "number":
+            try:
+                number = float(text)
+                return int(number) if number.is_integer() and "." not in text and "e" not in low else number
+            except ValueError:
+                pass
+        if t in ("array", "object"):
+            try:
+                parsed = yaml.safe_load(text)
+            except yaml.YAMLError:
+                parsed = None
+            if t == "array" and not isinstance(parsed, list):
+                parsed = [v.strip() for v in text.split(",") if v.strip()]
+            if isinstance(parsed, list if t == "array" else dict):
+                return coerce_value(parsed, node, key)
+        if t == "string":
+            return value
+    raise ConfigError(f"'{key}': {value!r} is not {' or '.join(_TYPE_WORDS.get(t, t) for t in types)}")
+
+
+def coerce_by_schema(config: dict, schema: dict | None = None, prefix: str = "", strict: bool = True) -> dict:
+    """A copy of ``config`` whose string values are typed by the schema (:func:`coerce_value`): what
+    ``snakemake --config 'gan={iterations: 10}'`` passes ('10', a string) becomes 10. Keys the schema does not
+    know are left for the validation to name; so are values that fit no allowed type unless ``strict``."""
+    schema = load_schema() if schema is None else schema
+    out = {}
+    for k, v in (config or {}).items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        props = schema.get("properties", {})
+        node = props.get(k) if k in props else (schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None)
+        try:
+            out[k] = v if node is None else coerce_value(v, node, key, strict)
+        except ConfigError:
+            if strict:
+                raise
+            out[k] = v
+    return out
+
+
+def set_value(config: dict, assignment: str, schema: dict | None = None) -> dict:
+    """Apply one ``key=value`` (dotted key, ``gan.iterations=10``) to ``config`` in place, the value typed by the
+    schema; returns ``config``. An unknown key or a bad value is a one-line ConfigError naming the key."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{assignment!r}: expected key=value (e.g. gan.iterations=10)")
+    typed = coerce_value(value, schema_node(key, schema), key)
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[last] = typed
     return config
 
 

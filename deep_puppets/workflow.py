@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -103,23 +104,46 @@ def no_space_message(outputs, inputs=()) -> str:
     return f"no space left on device while writing {path}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
+def job_wildcards(snakemake) -> dict:
+    w = getattr(snakemake, "wildcards", None)
+    return dict(w.items()) if w is not None else {}
+
+
+def job_name(snakemake) -> str:
+    """``rule (name=value, ...)``: how a job is named in its log's first and last lines."""
+    wildcards = job_wildcards(snakemake)
+    return snakemake.rule + (f" ({', '.join(f'{k}={v}' for k, v in wildcards.items())})" if wildcards else "")
+
+
 def run_script(snakemake, main) -> None:
+    from . import progress
+
     log_path = snakemake.log[0] if len(snakemake.log) else None
     setup_logging(log_path)
     limit_threads(snakemake.threads)
+    log = logging.getLogger("deep_puppets")
+    name, t0 = job_name(snakemake), time.perf_counter()
+    log.info("job %s started (threads %d)", name, snakemake.threads)
     if os.environ.get("SLURM_JOB_ID"):
-        logging.getLogger("deep_puppets").info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
+        log.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
+    progress.start_job((getattr(snakemake, "config", None) or {}).get("results"), snakemake.rule, job_wildcards(snakemake))
     try:
         main(snakemake)
     except DeepPuppetsError as e:
-        logging.getLogger("deep_puppets").error("%s", e)
+        log.error("%s", e)
+        log.error("job %s failed after %.1f s", name, time.perf_counter() - t0)
         print(f"Error in rule {snakemake.rule}: {e}", file=sys.stderr)
         sys.exit(1)
     except Exception as e:
         if is_no_space(e):
             msg = no_space_message(list(snakemake.output), list(snakemake.input))
-            logging.getLogger("deep_puppets").error("%s", msg)
+            log.error("%s", msg)
+            log.error("job %s failed after %.1f s", name, time.perf_counter() - t0)
             print(f"Error in rule {snakemake.rule}: {msg}", file=sys.stderr)
             sys.exit(1)
-        logging.getLogger("deep_puppets").exception("unexpected failure in rule %s", snakemake.rule)
+        log.exception("unexpected failure in rule %s", snakemake.rule)
+        log.error("job %s failed after %.1f s", name, time.perf_counter() - t0)
         raise
+    finally:
+        progress.end_job()
+    log.info("job %s finished in %.1f s", name, time.perf_counter() - t0)

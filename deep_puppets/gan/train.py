@@ -51,6 +51,7 @@ import torch
 from ..errors import BusyError, ConfigError, DeepPuppetsError, InputError
 from ..files import write_json
 from ..workflow import attempt_header
+from ..progress import report as report_progress
 from . import losses as L
 from .data import ClipDataset, batch_items, clip_ends, split_frames
 from .networks import MultiscaleDiscriminator, UNetGenerator, count_parameters, receptive_fields
@@ -917,6 +918,7 @@ def _train_locked(conditioning, frames, flow, settings, out_dir: Path, final_pat
             progress.add(losses)
             it = trainer.iteration
             checkpoint = it % s.checkpoint_every == 0 or it == s.iterations
+            ecol = None
             if it % s.log_every == 0 or checkpoint or it == end:
                 ecol = held_out_error(trainer, dataset, eval_idx) if checkpoint and len(eval_idx) else None
                 progress.report(it, ecol)
@@ -924,6 +926,7 @@ def _train_locked(conditioning, frames, flow, settings, out_dir: Path, final_pat
                     log.info("checkpoint %s", save_checkpoint(trainer, out_dir, s.keep_checkpoints, inputs))
                     plot_losses(csv_path, png_path)
                 progress.restart(it)
+            report_progress("GAN training", it, s.iterations, "iterations", **({"held-out E_col": ecol} if ecol is not None else {}))
     done = None
     if trainer.iteration >= s.iterations and final_path is not None:
         done = save_generator(trainer, final_path, inputs)

@@ -1,0 +1,612 @@
+"""``deep-puppets``: the command line front end, a thin layer over the same Snakemake workflow.
+
+``deep-puppets reenact SOURCE TARGET --out DIR`` writes ``DIR/config.yaml`` (validated, editable) and runs
+``snakemake -s <checkout>/Snakefile --directory DIR``: DIR is the workflow's working directory, so Snakemake
+reads DIR/config.yaml (and never the checkout's config.yaml), keeps its records (``DIR/.snakemake``: what ran
+with which settings, locks) there, and the outputs go to ``DIR/results``. Reruns, caching, ``--profile``
+(SLURM) are Snakemake's own. While it runs, the jobs' progress files (:mod:`deep_puppets.progress`) are drawn
+as bars (plain lines when the output is not a terminal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from . import config as dp_config
+from .errors import ConfigError
+from .progress import describe, read_progress
+
+CHECKOUT = dp_config.SOURCE_DIR
+SNAKEFILE = CHECKOUT / "Snakefile"
+CONFIG_NAME = "config.yaml"
+RESULTS_NAME = "results"  # DIR/results: the config's `results`, relative to DIR
+REPORT_NAME = "report.html"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+NOTHING_TO_DO = "Nothing to be done"
+SNAKEMAKE_LOG = ".snakemake/log"
+
+
+class CliError(Exception):
+    """A problem with the command line or its files: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+
+def video_name(path) -> str:
+    """A video's name from its file stem, made to fit the workflow's names (letters, digits, '_', '-', starting
+    with a letter or digit): other characters become '_', and '__' (which separates the names in a pair's folder
+    name) a single '_'."""
+    stem = re.sub(r"__+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)).strip("_-")  # "__" separates pair names
+    return stem or "video"
+
+
+def video_names(source, target) -> tuple[str, str]:
+    """Names of the source and target videos: their stems; the same file twice is one name, two files of the
+    same stem get ``-source`` / ``-target`` suffixes."""
+    s, t = video_name(source), video_name(target)
+    if Path(source).resolve() == Path(target).resolve():
+        return s, s
+    if s == t:
+        return f"{s}-source", f"{t}-target"
+    return s, t
+
+
+def reenact_config(source, target, mode: str, preset: str, sets=()) -> dict:
+    """The config ``reenact`` writes: the two videos (absolute paths), one pair, the preset, ``--set`` values
+    (typed by the schema), ``results: results`` (relative to the output folder), demo off."""
+    for p in (source, target):
+        if not Path(p).exists():
+            raise CliError(f"{p}: no such file")
+    s, t = video_names(source, target)
+    config = {"results": RESULTS_NAME, "preset": preset,
+              "videos": {s: str(Path(source).resolve()), t: str(Path(target).resolve())},
+              "pairs": [{"source": s, "target": t, "mode": mode}], "demo": {"enabled": False}}
+    for assignment in sets:
+        dp_config.set_value(config, assignment)
+    return config
+
+
+def check_config(config: dict, out_dir: Path) -> dict:
+    """The workflow's own validation of ``config`` as if run in ``out_dir`` (before any job): the prepared config."""
+    from .needs import check_stage_settings
+
+    prepared = dp_config.prepare(config, out_dir, CHECKOUT)
+    check_stage_settings(prepared)
+    return prepared
+
+
+def write_config(config: dict, out_dir: Path) -> Path:
+    from .files import atomic_path
+
+    path = out_dir / CONFIG_NAME
+    header = ("# Written by deep-puppets reenact. Edit and rerun with `deep-puppets run DIR` (or `snakemake -d DIR`"
+              " from the checkout).\n# Every key, its meaning and its default: deep_puppets/schemas/config.schema.yaml\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def load_dir_config(out_dir: Path) -> dict:
+    path = out_dir / CONFIG_NAME
+    if not path.is_file():
+        raise CliError(f"{path}: no such file (is {out_dir} an output folder of deep-puppets reenact?)")
+    dp_config.check_yaml_file(path)
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def results_dir(out_dir: Path, config: dict) -> Path:
+    return dp_config.resolve(os.path.expanduser(str(config.get("results", "results"))), out_dir)
+
+
+# ------------------------------------------------------------------------------------------ running Snakemake
+
+
+def snakemake_cmd(out_dir: Path, *args, cores=None, profile=None) -> list[str]:
+    if not SNAKEFILE.exists():
+        raise CliError(f"{SNAKEFILE}: not found (deep-puppets runs the workflow of its checkout; install it with pip -e)")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(out_dir)]
+    if cores:
+        cmd += ["--cores", str(cores)]
+    if profile:
+        p = Path(profile)
+        if not p.exists() and (CHECKOUT / profile).exists():  # profiles/slurm from anywhere
+            p = CHECKOUT / profile
+        cmd += ["--profile", str(p)]
+    return cmd + [str(a) for a in args]
+
+
+class Display:
+    """Snakemake's lines above, a block of progress bars below (a terminal), or plain progress lines every
+    ``every`` seconds (not a terminal)."""
+
+    def __init__(self, stream=None, tty: bool | None = None, every: float | None = None, width: int = 24):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.every = float(os.environ.get("DEEP_PUPPETS_PROGRESS_EVERY", 15.0)) if every is None else every
+        self.width = width
+        self.drawn, self.records, self.last_plain, self.printed = 0, [], 0.0, {}
+
+    def _clear(self):
+        if self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+    def _draw(self):
+        cols = shutil.get_terminal_size((120, 20)).columns
+        for r in self.records:
+            self.stream.write(describe(r, self.width)[: cols - 1] + "\n")
+        self.drawn = len(self.records)
+
+    def line(self, text: str) -> None:
+        if self.tty:
+            self._clear()
+        self.stream.write(text + "\n")
+        if self.tty:
+            self._draw()
+        self.stream.flush()
+
+    def update(self, records: list[dict], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.records = records
+        if self.tty:
+            self._clear()
+            self._draw()
+        elif records and now - self.last_plain >= self.every:
+            for r in records:
+                key = (r.get("job"), r.get("label"), r.get("done"))
+                if self.printed.get(r.get("job")) != key:  # a job that has not moved on is not repeated
+                    self.stream.write("progress: " + describe(r) + "\n")
+                    self.printed[r.get("job")] = key
+            self.last_plain = now
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self._clear()
+            self.stream.flush()
+
+
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+# Lines of Snakemake's and the jobs' output not shown (they stay in DIR/.snakemake/log and the job logs): the
+# jobs' INFO log lines (their progress is drawn), TensorFlow Lite / MediaPipe start-up chatter, scheduler steps.
+QUIET = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) |[IW]\d{4} |INFO: Created TensorFlow|WARNING: All log messages before absl"
+                   r"|Select jobs to execute|Execute \d+ jobs|Updating checkpoint dependencies|DAG of jobs will be updated"
+                   r"|Using shell:|Provided cores:|Rules claiming more threads|Conda environments: ignored|Assuming unrestricted shared"
+                   r"|Using workflow specific profile|Building DAG of jobs|Complete log\(s\)|SNAKEMAKE$|=+$|  (Date|Workflow ID|Platform|Host|User"
+                   r"|Snakemake version|Python version|Command|Snakefile|Base directory|Run directory|Working directory|Config file\(s\)"
+                   r"|Config MD5):|Some jobs were triggered by provenance|If you prefer that only modification time"
+                   r"|If you are sure that a change for a certain output|Rules with provenance triggered jobs)")
+JOB_DETAIL = re.compile(r"^\s+(\w[\w ]*):\s?(.*)$")
+
+
+class SnakemakeLines:
+    """Shortens Snakemake's job blocks (``rule x:`` + input/output/log/... lines) to one ``start x (wildcards)``
+    line; every other line (progress, finished jobs, errors) passes through. The full record stays in
+    DIR/.snakemake/log."""
+
+    def __init__(self, emit, verb: str = "start"):
+        self.emit, self.verb, self.rule, self.details = emit, verb, None, {}
+        self.nothing_to_do = False
+        self.jobs_started = 0
+        self.errors: list[str] = []
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\n")
+        if NOTHING_TO_DO in line:
+            self.nothing_to_do = True
+        if JOB_ERROR.match(line.strip()):
+            self.errors.append(line.strip())
+        m = JOB_HEADER.match(line.strip()) if not line.startswith(" ") else None
+        if self.rule is not None:
+            d = JOB_DETAIL.match(line)
+            if d and line.startswith(" "):
+                self.details[d.group(1)] = d.group(2)
+                return
+            self._flush()
+        if m:
+            self.rule, self.details = m.group(1), {}
+            return
+        if line.strip() and not line.startswith("[") and not QUIET.match(line):  # "[date]": Snakemake's time stamps
+            self.emit(line)
+
+    def _flush(self):
+        if self.rule is not None:
+            wc = self.details.get("wildcards")
+            self.emit(f"{self.verb} {self.rule}" + (f" ({wc})" if wc else ""))
+            self.jobs_started += 1
+        self.rule, self.details = None, {}
+
+    def close(self):
+        self._flush()
+
+
+def run_snakemake(cmd: list[str], results: Path, display: Display | None = None, poll_s: float = 0.5) -> SnakemakeLines:
+    """Run Snakemake, its lines through :class:`SnakemakeLines`, progress bars from ``results/.progress`` while it
+    runs. Raises CliError (one line) when it fails."""
+    display = display or Display()
+    lines = SnakemakeLines(display.line, "would run" if "-n" in cmd else "start")
+    tail: list[str] = []
+    t_start = time.time()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Snakemake and its jobs in a process group of their own: an interrupt of this command (Ctrl-C, `kill PID`)
+    # is passed to all of them, as a terminal's Ctrl-C would be, and no job is left running.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+                            start_new_session=True)
+    q: queue.Queue = queue.Queue()
+
+    def reader():
+        for line in proc.stdout:
+            q.put(line)
+        q.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    done = False
+
+    def stop(signum, frame):  # `kill PID` stops Snakemake (and so its jobs) too, as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        while not done:
+            deadline = time.monotonic() + poll_s
+            while time.monotonic() < deadline:
+                try:
+                    line = q.get(timeout=max(deadline - time.monotonic(), 0.01))
+                except queue.Empty:
+                    continue
+                if line is None:
+                    done = True
+                    break
+                tail = (tail + [line.rstrip()])[-40:]
+                lines.feed(line)
+            display.update(read_progress(results, since=t_start))
+        lines.close()
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        interrupt_group(proc)
+        display.close()
+        raise CliError("interrupted; rerun the same command to continue (finished jobs are kept, training resumes from its last checkpoint)")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    display.close()
+    if rc != 0:
+        raise CliError(f"the workflow failed: {failure_line(lines.errors + tail, rc)}; "
+                       f"full log: {newest_log(Path(cmd[cmd.index('--directory') + 1]))}")
+    return lines
+
+
+JOB_ERROR = re.compile(r"^Error in rule (\w+): (.+)$")  # a job's one line (deep_puppets.workflow.run_script)
+
+
+def failure_line(lines: list[str], rc: int) -> str:
+    """Why Snakemake failed, in one line: a job's own error line, else a config error, else its last error line."""
+    for line in lines:
+        m = JOB_ERROR.match(line.strip())
+        if m:
+            return f"{m.group(2)} (rule {m.group(1)})"
+    if any("Directory cannot be locked" in line for line in lines):
+        return ("another Snakemake run is using this folder, or one was killed (power loss, kill -9) and left its lock; "
+                "if none is running: snakemake --unlock -d DIR from the checkout")
+    for line in reversed(lines):
+        if "config error:" in line:
+            return line[line.index("config error:"):].strip()
+    errors = [t.strip() for t in lines if "error" in t.lower() and not t.strip().endswith(":")]
+    return errors[-1] if errors else f"snakemake exit status {rc}"
+
+
+def interrupt_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGINT to Snakemake's process group (it and its jobs); SIGKILL to the group after ``grace_s``."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
+def newest_log(out_dir: Path) -> Path | str:
+    logs = sorted((out_dir / SNAKEMAKE_LOG).glob("*.log"), key=lambda p: p.stat().st_mtime)
+    return logs[-1] if logs else out_dir / SNAKEMAKE_LOG
+
+
+def pair_outputs(results: Path, config: dict) -> list[Path]:
+    """The re-enactment videos of the config's pairs."""
+    out = []
+    for pair in config.get("pairs") or []:
+        pid = dp_config.pair_id({"mode": "pose+expression", **pair})
+        out.append(results / "pairs" / pid / "reenactment.mp4")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+REPORT_PAGE = "report/index.html"  # under results: rule report_page (rules/report.smk), part of `rule all`
+
+
+def has_report_page() -> bool:
+    """Whether the workflow has the browser report page (target ``report_page``, built by ``rule all``)."""
+    smk = CHECKOUT / "rules" / "report.smk"
+    return smk.exists() and "rule report_page:" in smk.read_text()
+
+
+def snakemake_report(out_dir: Path) -> Path:
+    """Snakemake's own report (every report() output of the workflow) as ``DIR/report.html``."""
+    path = out_dir / REPORT_NAME
+    r = subprocess.run(snakemake_cmd(out_dir, "--report", path.resolve()), capture_output=True, text=True)
+    if r.returncode != 0 or not path.exists():
+        last = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()][-1:] or ["no output"]
+        raise CliError(f"the report could not be built: {last[0].strip()}")
+    return path
+
+
+def build_report(out_dir: Path, results: Path) -> list[Path]:
+    """The reports of the run in ``out_dir``: the browser page ``{results}/report/index.html`` (target
+    ``report_page``, when the workflow has it) and Snakemake's ``DIR/report.html``."""
+    pages = []
+    if has_report_page():
+        run_snakemake(snakemake_cmd(out_dir, "report_page"), results)
+        pages.append(results / REPORT_PAGE)
+    return pages + [snakemake_report(out_dir)]
+
+
+# ------------------------------------------------------------------------------------------ status
+
+
+REASONS = [
+    (r"Missing output files: (.*)", "not made yet ({0})"),
+    (r"Updated input files: (.*)", "input changed: {0} is newer than its output"),
+    (r"Input files updated by another job: (.*)", "an earlier step runs first ({0})"),
+    (r"Params have changed since last execution(?::.*)?", "settings changed since the last run"),
+    (r"Code has changed since last execution", "its code changed since the last run"),
+    (r"Set of input files has changed since last execution", "its list of input files changed"),
+    (r"Software environment definition has changed since last execution", "its software environment changed"),
+    (r"Forced execution", "forced (--forcerun)"),
+    (r"Incomplete output files.*", "was interrupted in the last run"),
+    (r"Job's output is incomplete.*", "was interrupted in the last run"),
+]
+
+
+def changed_settings(text: str) -> str:
+    """``gan.iterations 20 -> 25``-style words for Snakemake's 'Params have changed ... before: {...} now: {...}'."""
+    import ast
+
+    m = re.search(r"before: (.*) now: (.*)$", text)
+    if not m:
+        return ""
+    try:
+        before, now = ast.literal_eval(m.group(1)), ast.literal_eval(m.group(2))
+    except (ValueError, SyntaxError):
+        return ""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return f"{before!r} -> {now!r}"
+    keys = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    return ", ".join(f"{k} {before.get(k, '(unset)')!r} -> {now.get(k, '(unset)')!r}" for k in keys)
+
+
+def plain_reason(reason: str) -> str:
+    """Snakemake's ``reason:`` of a planned job in plain words (each ``;``-separated part)."""
+    out = []
+    for part in (p.strip() for p in reason.split(";")):
+        for pattern, words in REASONS:
+            m = re.fullmatch(pattern, part)
+            if m:
+                files = [Path(f.strip()).name for f in (m.group(1).split(",") if m.groups() else [])]
+                shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+                words = words.format(shown)
+                if "settings changed" in words and changed_settings(part):
+                    words += f": {changed_settings(part)}"
+                out.append(words)
+                break
+        else:
+            if part:
+                out.append(part)
+    return "; ".join(out)
+
+
+def planned_jobs(text: str) -> list[dict]:
+    """``{rule, wildcards, reason}`` of every job in a Snakemake dry run's output."""
+    jobs, cur = [], None
+    for line in text.splitlines():
+        m = JOB_HEADER.match(line.strip()) if not line.startswith(" ") else None
+        if m:
+            cur = {"rule": m.group(1), "wildcards": "", "reason": ""}
+            jobs.append(cur)
+            continue
+        d = JOB_DETAIL.match(line)
+        if cur is not None and d and line.startswith(" "):
+            if d.group(1) in ("wildcards", "reason"):
+                cur[d.group(1)] = d.group(2).strip()
+        elif cur is not None and line.strip():
+            cur = None
+    return jobs
+
+
+RUNNING_S = 300  # a progress file updated this recently belongs to a running job (a killed one leaves its file)
+
+
+def status(out_dir: Path, profile=None) -> list[str]:
+    """Lines saying what is finished and what would (re)run and why."""
+    config = load_dir_config(out_dir)
+    results = results_dir(out_dir, config)
+    r = subprocess.run(snakemake_cmd(out_dir, "-n", profile=profile), capture_output=True, text=True)
+    text = r.stdout + r.stderr
+    if r.returncode != 0:
+        last = [line for line in text.splitlines() if line.strip()]
+        errors = [line for line in last if "error" in line.lower()]
+        raise CliError((errors or last or ["snakemake -n failed"])[-1].strip())
+    lines = [f"{out_dir}: config {out_dir / CONFIG_NAME}, results in {results}"]
+    finished = [p for p in pair_outputs(results, config) if p.exists()]
+    finished += [p for p in [results / REPORT_PAGE, out_dir / REPORT_NAME] if p.exists()]
+    lines += ["finished:"] + [f"  {p}" for p in finished] if finished else ["finished: no video yet"]
+    running = read_progress(results, since=time.time() - RUNNING_S)
+    lines += ["running now:"] + [f"  {describe(r)}" for r in running] if running else []
+    jobs = [j for j in planned_jobs(text) if j["rule"] != "all"]
+    if not jobs:
+        lines.append("nothing to do: every output is up to date")
+    else:
+        lines.append(f"would run {len(jobs)} job(s)" + (", those running now included:" if running else ":"))
+        for j in jobs:
+            lines.append(f"  {j['rule']}" + (f" ({j['wildcards']})" if j["wildcards"] else "") + f": {plain_reason(j['reason'])}")
+    if "checkpoint" in text and "alteration of the DAG" in text:
+        lines.append("(more jobs are planned once the videos are probed)")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_reenact(a) -> int:
+    out_dir = Path(a.out).expanduser().resolve()
+    config = reenact_config(a.source, a.target, a.mode, a.preset, a.set or [])
+    prepared = check_config(config, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = write_config(config, out_dir)
+    print(f"config: {path}  (preset {prepared['preset']}: render.size {prepared['render']['size']}, "
+          f"gan.iterations {prepared['gan']['iterations']})", flush=True)
+    return run_and_print(out_dir, config, a)
+
+
+def cmd_run(a) -> int:
+    out_dir = Path(a.dir).expanduser().resolve()
+    config = load_dir_config(out_dir)
+    for assignment in a.set or []:
+        dp_config.set_value(config, assignment)
+    check_config(config, out_dir)
+    if a.set:
+        write_config(config, out_dir)
+    return run_and_print(out_dir, config, a)
+
+
+def run_and_print(out_dir: Path, config: dict, a) -> int:
+    results = results_dir(out_dir, config)
+    if getattr(a, "dry_run", False):  # what would run, and why, in plain words
+        print("\n".join(status(out_dir, a.profile)))
+        return 0
+    lines = run_snakemake(snakemake_cmd(out_dir, cores=a.cores, profile=a.profile), results)
+    if lines.nothing_to_do:
+        print("Nothing needs doing: every output is up to date.")
+    # the browser report page is part of the workflow (rule all); without it, Snakemake's report is built here
+    report = results / REPORT_PAGE if has_report_page() else out_dir / REPORT_NAME
+    if not has_report_page() and not a.no_report and (lines.jobs_started or not report.exists()):
+        report = snakemake_report(out_dir)
+    for p in pair_outputs(results, config):
+        print(f"video:  {p}")
+        print(f"        {p.with_name('side_by_side.mp4')} (source | conditioning | result)")
+    if report.exists():
+        print(f"report: {report}")
+    return 0
+
+
+def cmd_status(a) -> int:
+    print("\n".join(status(Path(a.dir).expanduser().resolve(), a.profile)))
+    return 0
+
+
+def cmd_report(a) -> int:
+    out_dir = Path(a.dir).expanduser().resolve()
+    for page in build_report(out_dir, results_dir(out_dir, load_dir_config(out_dir))):
+        print(f"report: {page}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    out_dir = Path(a.dir).expanduser().resolve()
+    config = load_dir_config(out_dir)
+    results = results_dir(out_dir, config)
+    run_snakemake(snakemake_cmd(out_dir, "export_all", cores=a.cores, profile=a.profile), results)
+    print(f"exports: {results / 'export'}")  # the export rule's folder (rules/export.smk)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deep-puppets",
+        description="Re-animate the person in a TARGET video with the head motion and expressions of a SOURCE video. "
+                    "Each command runs the project's Snakemake workflow in an output folder: finished steps are never redone.",
+        epilog="Example: deep-puppets reenact me.mp4 actor.mp4 --out out/actor   (then: deep-puppets status out/actor)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def run_options(sp):
+        sp.add_argument("--cores", default=None, help="CPU cores to use (a number or 'all'; default all)")
+        sp.add_argument("--profile", default=None, help="a Snakemake profile, e.g. profiles/slurm to run the jobs on a SLURM cluster")
+
+    r = sub.add_parser("reenact", help="re-animate TARGET with SOURCE's motion (writes DIR/config.yaml, runs everything)",
+                       description="Write a validated config for SOURCE -> TARGET into the output folder and run the whole "
+                                   "workflow: landmarks, 3D face fits, transfer, conditioning renders, training the target's "
+                                   "generator, the re-enactment video, evaluation and the report. Running it again with the "
+                                   "same arguments does nothing; with other settings only what they change reruns.")
+    r.add_argument("source", help="the driving video (its head motion and expressions are used)")
+    r.add_argument("target", help="the video whose person is re-animated (the output has its size and frame rate)")
+    r.add_argument("--mode", choices=["pose+expression", "expression"], default="pose+expression",
+                   help="pose+expression: head pose and expression (default); expression: the target keeps its own head motion")
+    r.add_argument("--out", default="out", help="output folder (default: out): config.yaml, results/")
+    r.add_argument("--preset", choices=["auto", "demo", "cpu", "gpu"], default="auto",
+                   help="render size and training length: demo (128px, minutes), cpu (256px, ~45 min of training on 2 cores), "
+                        "gpu (512px, a CUDA GPU); auto = cpu")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any config value, e.g. --set gan.iterations=500 --set composite.audio=false "
+                        "(keys: deep_puppets/schemas/config.schema.yaml)")
+    r.add_argument("--dry-run", action="store_true", help="write the config and show what would run, run nothing")
+    r.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
+    run_options(r)
+    r.set_defaults(func=cmd_reenact)
+
+    u = sub.add_parser("run", help="run again on DIR/config.yaml (after editing it)",
+                       description="Run the workflow on the output folder's config.yaml (edit it first, or use --set).")
+    u.add_argument("dir", help="an output folder of deep-puppets reenact")
+    u.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a config value (written to DIR/config.yaml)")
+    u.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
+    u.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
+    run_options(u)
+    u.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="what is finished, what would rerun and why",
+                       description="List the finished videos and report, and every step that would run next and why.")
+    s.add_argument("dir", help="an output folder of deep-puppets reenact")
+    s.add_argument("--profile", default=None, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_status)
+
+    rp = sub.add_parser("report", help="build the reports (videos, figures, metrics) and print their paths",
+                        description="Build the browser report page (results/report/index.html) and Snakemake's report "
+                                    "(DIR/report.html) of a finished run and print their paths.")
+    rp.add_argument("dir", help="an output folder of deep-puppets reenact")
+    rp.set_defaults(func=cmd_report)
+
+    e = sub.add_parser("export", help="export the fitted faces (glTF, OBJ/PLY, CSV, ARKit CSV)",
+                       description="Run the export step for every video and pair and print the export folder.")
+    e.add_argument("dir", help="an output folder of deep-puppets reenact")
+    run_options(e)
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+    except CliError as e:
+        print(f"deep-puppets: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
