@@ -42,7 +42,7 @@ include: "rules/export.smk"
 include: "rules/report.smk"
 
 
-# Cheap bookkeeping jobs run on the submitting machine, not as cluster jobs.
+# Cheap bookkeeping jobs (and the exports: seconds each) run on the submitting machine, not as cluster jobs.
 localrules:
     landmarks_summary,
     track,
@@ -50,6 +50,8 @@ localrules:
     overlay_page,
     evaluation_pages,
     reenactment_pages,
+    export_face,
+    export_arkit,
 
 
 rule all:

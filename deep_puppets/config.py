@@ -94,7 +94,8 @@ def validate_schema(config: dict) -> dict:
 # ------------------------------------------------------------------ values typed by the schema (--set, --config)
 
 _NULL = ("null", "none", "~", "")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+# booleans only as `true`/`false` (YAML 1.2): "yes" or "1" for `model.allow_pickle` must stay an error, not consent
+_TRUE, _FALSE = ("true",), ("false",)
 _TYPE_WORDS = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string",
                "null": "null", "array": "a list", "object": "a mapping"}
 

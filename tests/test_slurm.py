@@ -184,6 +184,10 @@ def _csv_close(a: Path, b: Path) -> bool:
     return True
 
 
+SLURM_TARGETS = ("pairs/demo_source__demo_target__pose/reenactment.mp4", "videos/demo_target/evaluation/summary.json",
+                 "videos/demo_source/diagnostics/tracking.json")
+
+
 def compared_outputs(results: Path) -> list[Path]:
     return sorted(p.relative_to(results) for p in results.rglob("*")
                   if p.is_file() and p.suffix in COMPARED_SUFFIXES and p.relative_to(results).parts[0] not in SKIPPED_DIRS
@@ -197,7 +201,10 @@ def test_demo_dag_runs_through_slurm_and_matches_a_local_run(slurm_cluster, tiny
     cmd = workflow_cmd(work, TINY_FULL, "--profile", str(REPO / "profiles" / "slurm"),
                        # test-only: check job states after 2 s, not the plugin's 40 s; ask sacct (accounting)
                        "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3",
-                       "--slurm-status-command", "sacct", "--slurm-no-account")
+                       "--slurm-status-command", "sacct", "--slurm-no-account",
+                       # the stages up to the videos and the scores (the reports and exports after them are local,
+                       # cheap jobs, tested elsewhere): every cluster rule, without their per-job overhead
+                       *[f"results/{t}" for t in SLURM_TARGETS])
     t0 = time.monotonic()
     # the plugin waits for job states for ever if they never come: always under a hard time limit
     r = subprocess.run(["timeout", "-k", "20", "1200", *cmd], cwd=work, env=env, capture_output=True, text=True)
@@ -234,8 +241,9 @@ def test_demo_dag_runs_through_slurm_and_matches_a_local_run(slurm_cluster, tiny
 
     # the same outputs as the local run of the same config
     local, remote = tiny_full_run / "results", work / "results"
-    files = compared_outputs(local)
-    assert len(files) > 30 and files == compared_outputs(remote), set(files) ^ set(compared_outputs(remote))
+    files = compared_outputs(remote)
+    assert len(files) > 25 and set(files) <= set(compared_outputs(local)), set(files) - set(compared_outputs(local))
+    assert {Path(t) for t in SLURM_TARGETS} <= set(files), SLURM_TARGETS
     for rel in files:
         _same_file(local / rel, remote / rel, str(rel))
 
