@@ -547,6 +547,13 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--cores", default=None, help="CPU cores to use (a number or 'all'; default all)")
         sp.add_argument("--profile", default=None, help="a Snakemake profile, e.g. profiles/slurm to run the jobs on a SLURM cluster")
 
+    def workflow_options(sp, set_help: str, dry_run_help: str):
+        """The options of the commands that run the whole workflow (reenact, run)."""
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+        sp.add_argument("--dry-run", action="store_true", help=dry_run_help)
+        sp.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
+        run_options(sp)
+
     r = sub.add_parser("reenact", help="re-animate TARGET with SOURCE's motion (writes DIR/config.yaml, runs everything)",
                        description="Write a validated config for SOURCE -> TARGET into the output folder and run the whole "
                                    "workflow: landmarks, 3D face fits, transfer, conditioning renders, training the target's "
@@ -560,21 +567,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=["auto", "demo", "cpu", "gpu"], default="auto",
                    help="render size and training length: demo (128px, minutes), cpu (256px, ~45 min of training on 2 cores), "
                         "gpu (512px, a CUDA GPU); auto = cpu")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any config value, e.g. --set gan.iterations=500 --set composite.audio=false "
-                        "(keys: deep_puppets/schemas/config.schema.yaml)")
-    r.add_argument("--dry-run", action="store_true", help="write the config and show what would run, run nothing")
-    r.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
-    run_options(r)
+    workflow_options(r, "any config value, e.g. --set gan.iterations=500 --set composite.audio=false "
+                        "(keys: deep_puppets/schemas/config.schema.yaml)",
+                     "write the config and show what would run, run nothing")
     r.set_defaults(func=cmd_reenact)
 
     u = sub.add_parser("run", help="run again on DIR/config.yaml (after editing it)",
                        description="Run the workflow on the output folder's config.yaml (edit it first, or use --set).")
     u.add_argument("dir", help="an output folder of deep-puppets reenact")
-    u.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a config value (written to DIR/config.yaml)")
-    u.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
-    u.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
-    run_options(u)
+    workflow_options(u, "change a config value (written to DIR/config.yaml)", "show what would run, run nothing")
     u.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="what is finished, what would rerun and why",
