@@ -326,24 +326,14 @@ def newest_log(out_dir: Path) -> Path | str:
 
 
 def pair_outputs(results: Path, config: dict) -> list[Path]:
-    """The re-enactment videos of the config's pairs."""
-    out = []
-    for pair in config.get("pairs") or []:
-        pid = dp_config.pair_id({"mode": "pose+expression", **pair})
-        out.append(results / "pairs" / pid / "reenactment.mp4")
-    return out
+    """The re-enactment videos of the pairs of a checked config (:func:`check_config`: every pair has its mode)."""
+    return [results / "pairs" / dp_config.pair_id(pair) / "reenactment.mp4" for pair in config["pairs"]]
 
 
 # ------------------------------------------------------------------------------------------ the report
 
 
 REPORT_PAGE = "report/index.html"  # under results: rule report_page (rules/report.smk), part of `rule all`
-
-
-def has_report_page() -> bool:
-    """Whether the workflow has the browser report page (target ``report_page``, built by ``rule all``)."""
-    smk = CHECKOUT / "rules" / "report.smk"
-    return smk.exists() and "rule report_page:" in smk.read_text()
 
 
 def snakemake_report(out_dir: Path) -> Path:
@@ -358,12 +348,9 @@ def snakemake_report(out_dir: Path) -> Path:
 
 def build_report(out_dir: Path, results: Path) -> list[Path]:
     """The reports of the run in ``out_dir``: the browser page ``{results}/report/index.html`` (target
-    ``report_page``, when the workflow has it) and Snakemake's ``DIR/report.html``."""
-    pages = []
-    if has_report_page():
-        run_snakemake(snakemake_cmd(out_dir, "report_page"), results)
-        pages.append(results / REPORT_PAGE)
-    return pages + [snakemake_report(out_dir)]
+    ``report_page``) and Snakemake's ``DIR/report.html``."""
+    run_snakemake(snakemake_cmd(out_dir, "report_page"), results)
+    return [results / REPORT_PAGE, snakemake_report(out_dir)]
 
 
 # ------------------------------------------------------------------------------------------ status
@@ -443,7 +430,7 @@ RUNNING_S = 300  # a progress file updated this recently belongs to a running jo
 
 def status(out_dir: Path, profile=None) -> list[str]:
     """Lines saying what is finished and what would (re)run and why."""
-    config = load_dir_config(out_dir)
+    config = check_config(load_dir_config(out_dir), out_dir)
     results = results_dir(out_dir, config)
     r = subprocess.run(snakemake_cmd(out_dir, "-n", profile=profile), capture_output=True, text=True)
     text = r.stdout + r.stderr
@@ -480,7 +467,7 @@ def cmd_reenact(a) -> int:
     path = write_config(config, out_dir)
     print(f"config: {path}  (preset {prepared['preset']}: render.size {prepared['render']['size']}, "
           f"gan.iterations {prepared['gan']['iterations']})", flush=True)
-    return run_and_print(out_dir, config, a)
+    return run_and_print(out_dir, prepared, a)
 
 
 def cmd_run(a) -> int:
@@ -488,13 +475,14 @@ def cmd_run(a) -> int:
     config = load_dir_config(out_dir)
     for assignment in a.set or []:
         dp_config.set_value(config, assignment)
-    check_config(config, out_dir)
+    prepared = check_config(config, out_dir)
     if a.set:
         write_config(config, out_dir)
-    return run_and_print(out_dir, config, a)
+    return run_and_print(out_dir, prepared, a)
 
 
 def run_and_print(out_dir: Path, config: dict, a) -> int:
+    """Run the workflow on the checked ``config`` (:func:`check_config`) and print the videos and the report."""
     results = results_dir(out_dir, config)
     if getattr(a, "dry_run", False):  # what would run, and why, in plain words
         print("\n".join(status(out_dir, a.profile)))
@@ -502,10 +490,7 @@ def run_and_print(out_dir: Path, config: dict, a) -> int:
     lines = run_snakemake(snakemake_cmd(out_dir, cores=a.cores, profile=a.profile), results)
     if lines.nothing_to_do:
         print("Nothing needs doing: every output is up to date.")
-    # the browser report page is part of the workflow (rule all); without it, Snakemake's report is built here
-    report = results / REPORT_PAGE if has_report_page() else out_dir / REPORT_NAME
-    if not has_report_page() and not a.no_report and (lines.jobs_started or not report.exists()):
-        report = snakemake_report(out_dir)
+    report = results / REPORT_PAGE  # the browser report page is part of the workflow (rule all)
     for p in pair_outputs(results, config):
         print(f"video:  {p}")
         print(f"        {p.with_name('side_by_side.mp4')} (source | conditioning | result)")
@@ -551,7 +536,6 @@ def parser() -> argparse.ArgumentParser:
         """The options of the commands that run the whole workflow (reenact, run)."""
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
         sp.add_argument("--dry-run", action="store_true", help=dry_run_help)
-        sp.add_argument("--no-report", action="store_true", help="do not build Snakemake's report.html (where the workflow has no report page)")
         run_options(sp)
 
     r = sub.add_parser("reenact", help="re-animate TARGET with SOURCE's motion (writes DIR/config.yaml, runs everything)",

@@ -496,7 +496,7 @@ def write_arkit_csv(path, anim: FaceAnimation) -> Path:
 # ------------------------------------------------------------------------------------------ one job
 
 
-def export_face(anim: FaceAnimation, glb, csv, meta) -> None:
+def write_face_exports(anim: FaceAnimation, glb, csv, meta) -> None:
     """The exports every face gets: glTF, parameter CSV + sidecar JSON."""
     write_glb(glb, anim)
     write_parameters(csv, meta, anim)

@@ -543,9 +543,9 @@ def export_animation(model_cfg, model_file, kind: str, name: str, data_file):
 
 def export_face(model_cfg, model_file, kind: str, name: str, data_file, outs: dict):
     """glTF (.glb) and parameter CSV + JSON of one video or pair."""
-    from .export import export_face as export
+    from .export import write_face_exports
 
-    export(export_animation(model_cfg, model_file, kind, name, data_file), outs["glb"], outs["csv"], outs["json"])
+    write_face_exports(export_animation(model_cfg, model_file, kind, name, data_file), outs["glb"], outs["csv"], outs["json"])
 
 
 def export_arkit(model_cfg, model_file, kind: str, name: str, data_file, out):

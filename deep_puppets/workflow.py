@@ -127,23 +127,25 @@ def run_script(snakemake, main) -> None:
     if os.environ.get("SLURM_JOB_ID"):
         log.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.uname().nodename)
     progress.start_job((getattr(snakemake, "config", None) or {}).get("results"), snakemake.rule, job_wildcards(snakemake))
+    finished = False
     try:
         main(snakemake)
+        finished = True
     except DeepPuppetsError as e:
         log.error("%s", e)
-        log.error("job %s failed after %.1f s", name, time.perf_counter() - t0)
         print(f"Error in rule {snakemake.rule}: {e}", file=sys.stderr)
         sys.exit(1)
     except Exception as e:
         if is_no_space(e):
             msg = no_space_message(list(snakemake.output), list(snakemake.input))
             log.error("%s", msg)
-            log.error("job %s failed after %.1f s", name, time.perf_counter() - t0)
             print(f"Error in rule {snakemake.rule}: {msg}", file=sys.stderr)
             sys.exit(1)
         log.exception("unexpected failure in rule %s", snakemake.rule)
-        log.error("job %s failed after %.1f s", name, time.perf_counter() - t0)
         raise
     finally:
         progress.end_job()
-    log.info("job %s finished in %.1f s", name, time.perf_counter() - t0)
+        if finished:
+            log.info("job %s finished in %.1f s", name, time.perf_counter() - t0)
+        else:
+            log.error("job %s failed after %.1f s", name, time.perf_counter() - t0)

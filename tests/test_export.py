@@ -244,7 +244,7 @@ def test_ict_fit_exports_live_link_face_csv(ict_model_path, tmp_path):
     seq = synthetic_sequence(ict, 12, noise_px=1.0, seed=3)
     fit = fit_segment(ict, seq.landmarks, seq.valid, p=seq.p)
     anim = export.FaceAnimation("ict", ict, fit.p, fit.q, fit.camera, fit.valid, 30.0, 640, 480)
-    export.export_face(anim, tmp_path / "face.glb", tmp_path / "p.csv", tmp_path / "p.json")
+    export.write_face_exports(anim, tmp_path / "face.glb", tmp_path / "p.csv", tmp_path / "p.json")
     check_glb(tmp_path / "face.glb", ict, fit.p, fit.q, fit.camera, 30.0, ict.exp_names)
     check_parameters(tmp_path / "p.csv", tmp_path / "p.json", ict, fit.p, fit.q, fit.camera, list(ict.exp_names))
 

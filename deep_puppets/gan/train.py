@@ -926,7 +926,7 @@ def _train_locked(conditioning, frames, flow, settings, out_dir: Path, final_pat
                     log.info("checkpoint %s", save_checkpoint(trainer, out_dir, s.keep_checkpoints, inputs))
                     plot_losses(csv_path, png_path)
                 progress.restart(it)
-            report_progress("GAN training", it, s.iterations, "iterations", **({"held-out E_col": ecol} if ecol is not None else {}))
+            report_progress("GAN training", it, s.iterations, "iterations", **{"held-out E_col": ecol})
     done = None
     if trainer.iteration >= s.iterations and final_path is not None:
         done = save_generator(trainer, final_path, inputs)
