@@ -8,7 +8,7 @@ on the content). The first ``--warmup`` iterations are not timed. ``it_per_s`` i
 machine gives), ``it_per_s_mean`` the plain mean rate.
 
 Usage: ``python benchmarks/gan.py [--threads 2] [--iters 12] [--sizes 128 256] [--set key=value ...]``
-(``--set`` overrides :class:`~deep_puppets.gan.train.TrainSettings`, e.g. ``--set gen_base=64``). On CUDA it also
+(``--set`` overrides :class:`~deep_puppets.gan.settings.TrainSettings`, e.g. ``--set gen_base=64``). On CUDA it also
 times the settings suggested for GPUs (:data:`GPU_SETTINGS`). The last line printed is one JSON object.
 """
 
@@ -41,7 +41,7 @@ def time_training(settings, device: str, n_frames: int, iters: int, warmup: int)
     import torch
 
     from deep_puppets.gan.data import ClipDataset, batch_items, split_frames
-    from deep_puppets.gan.train import Trainer, seed_everything
+    from deep_puppets.gan.trainer import Trainer, seed_everything
 
     h, w = settings.size
     rng = np.random.default_rng(0)
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from deep_puppets.gan.train import TrainSettings
+    from deep_puppets.gan.settings import TrainSettings
 
     torch.set_num_threads(args.threads)
     overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}

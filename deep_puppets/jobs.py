@@ -346,7 +346,7 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
 
 def gan_settings(gan_cfg: dict, render_cfg: dict):
     """Training settings: the ``gan`` section at the frame size of the conditioning renders."""
-    from .gan.train import TrainSettings
+    from .gan.settings import TrainSettings
 
     return TrainSettings.at_render_size(gan_cfg, render_cfg)
 
@@ -371,7 +371,8 @@ def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: 
     import shutil
 
     from .files import atomic_path
-    from .gan.train import LOCK_NAME, TrainingLock, input_digests, remove_superseded_runs, train_from_files
+    from .gan.run_folder import LOCK_NAME, TrainingLock, input_digests, remove_superseded_runs
+    from .gan.train import train_from_files
     from .needs import check_training_frames
     from .render import open_conditioning
 
@@ -426,7 +427,7 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, video_p
     from .gan.data import crop_resize, split_frames
     from .gan.flow import open_flow_file
     from .gan.held_out import METHODS, held_out_composites
-    from .gan.train import load_generator, resolve_device
+    from .gan.inference import load_generator, resolve_device
     from .ingest import read_probe
     from .render import open_conditioning
     from .tracks import read_track

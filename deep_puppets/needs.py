@@ -70,7 +70,7 @@ def check_stage_settings(config: dict) -> None:
     :class:`ConfigError` naming the user's key (before any job starts)."""
     from .fitting import FitSettings
     from .framing import FramingSettings
-    from .gan.train import TrainSettings
+    from .gan.settings import TrainSettings
     from .landmarks import LandmarkSettings
     from .models.registry import OPTIONS
     from .transfer import TransferSettings

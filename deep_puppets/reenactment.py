@@ -258,8 +258,8 @@ def write_reenactment(generator, conditioning_file, target_conditioning, source_
     the frame counts."""
     from .errors import InputError
     from .gan.data import crop_resize
-    from .gan.synthesize import generate, write_side_by_side
-    from .gan.train import load_generator, resolve_device
+    from .gan.inference import generate, load_generator, resolve_device
+    from .gan.synthesize import write_side_by_side
     from .render import open_conditioning
     from .video import iter_frames, write_mp4
 

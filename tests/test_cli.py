@@ -123,7 +123,8 @@ def test_training_reports_iterations_and_held_out_error(tmp_path, monkeypatch):
     import torch
 
     from deep_puppets.gan.flow import compute_flow
-    from deep_puppets.gan.train import TrainSettings, train
+    from deep_puppets.gan.settings import TrainSettings
+    from deep_puppets.gan.train import train
 
     from .test_gan import TINY, synthetic
 

@@ -90,7 +90,7 @@ def test_snakemake_stops_before_any_job_with_the_key(tmp_path):
         ("landmarks", "deep_puppets.landmarks:LandmarkSettings"),
         ("fit", "deep_puppets.fitting:FitSettings"),
         ("transfer", "deep_puppets.transfer:TransferSettings"),
-        ("gan", "deep_puppets.gan.train:TrainSettings"),
+        ("gan", "deep_puppets.gan.settings:TrainSettings"),
     ],
 )
 def test_schema_defaults_are_the_code_defaults(section, factory):

@@ -152,7 +152,7 @@ def test_alpha_compositing_differs_from_nearest_only_inside_the_silhouette():
 
 def _held_out_setup(run, track_file=None, cond_file=None):
     from deep_puppets.gan.data import split_frames
-    from deep_puppets.gan.train import load_generator
+    from deep_puppets.gan.inference import load_generator
     from deep_puppets.tracks import read_track
 
     res = run / "results" / "videos" / "demo_target"

@@ -286,7 +286,8 @@ def test_model_files_are_never_unpickled_by_default(tmp_path):
 def test_checkpoints_and_generators_load_with_weights_only(tmp_path):
     import torch
 
-    from deep_puppets.gan.train import load_checkpoint, load_generator
+    from deep_puppets.gan.checkpoints import load_checkpoint
+    from deep_puppets.gan.inference import load_generator
 
     marker = tmp_path / "unpickled"
     bad = tmp_path / "iter_00000010.pt"

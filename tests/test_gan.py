@@ -25,18 +25,12 @@ from deep_puppets.gan.baselines import mean_frame, nearest_neighbours, photometr
 from deep_puppets.gan.data import ClipDataset, batch_items, crop_resize, fill_boxes, split_frames, stack_window, window_indices
 from deep_puppets.gan.flow import FLOW, compute_flow, open_flow_file, write_flow_file
 from deep_puppets.gan.networks import MultiscaleDiscriminator, receptive_field
-from deep_puppets.gan.synthesize import generate, side_by_side, synthesize_video
-from deep_puppets.gan.train import (
-    TrainSettings,
-    Trainer,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    load_generator,
-    seed_everything,
-    train,
-    train_from_files,
-)
+from deep_puppets.gan.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
+from deep_puppets.gan.inference import generate, load_generator
+from deep_puppets.gan.settings import TrainSettings
+from deep_puppets.gan.synthesize import side_by_side, synthesize_video
+from deep_puppets.gan.train import train, train_from_files
+from deep_puppets.gan.trainer import Trainer, seed_everything
 
 from .conftest import REPO
 
@@ -370,7 +364,8 @@ import sys, torch
 torch.set_num_threads(1)
 from tests.test_gan import synthetic, TINY, Recorder
 from deep_puppets.gan.flow import compute_flow
-from deep_puppets.gan.train import TrainSettings, train
+from deep_puppets.gan.settings import TrainSettings
+from deep_puppets.gan.train import train
 cond, real = synthetic(30, 32)
 flow, frames = compute_flow(real, (32, 32))
 slow = Recorder(frames, set(), delay=0.01)  # slower reads only: the arithmetic is unchanged
@@ -489,7 +484,7 @@ def test_damaged_checkpoint_is_skipped_and_resume_falls_back(uninterrupted, data
 
 LOCK_SCRIPT = """
 import sys, time
-from deep_puppets.gan.train import LOCK_NAME, TrainingLock
+from deep_puppets.gan.run_folder import LOCK_NAME, TrainingLock
 with TrainingLock(sys.argv[1] + "/" + LOCK_NAME):
     print("locked", flush=True)
     time.sleep(120)
@@ -649,7 +644,8 @@ def test_preset_networks_build_run_and_see_the_whole_crop(preset):
     and D_I's largest patch covers at least 3/4 of the crop (the seed report's head-detaches-from-body finding)."""
     from deep_puppets import config as dp_config
     from deep_puppets.gan.networks import receptive_fields
-    from deep_puppets.gan.train import build_generator, build_image_discriminator
+    from deep_puppets.gan.inference import build_generator
+    from deep_puppets.gan.trainer import build_image_discriminator
     from deep_puppets.jobs import gan_settings
 
     cfg = dp_config.prepare({"preset": preset})

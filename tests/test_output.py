@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from deep_puppets.composite import face_alpha
-from deep_puppets.gan.train import TrainSettings, build_generator, save_generator
+from deep_puppets.gan.inference import build_generator, save_generator
+from deep_puppets.gan.settings import TrainSettings
 from deep_puppets.reenactment import (
     PREVIEW_HEIGHT,
     CompositeSettings,

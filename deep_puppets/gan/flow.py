@@ -17,7 +17,9 @@ from typing import Iterable
 import numpy as np
 
 from .. import h5io
+from ..errors import InputError
 from ..h5io import Dataset, Layout
+from ..video import iter_frames, probe
 from .data import crop_resize, fill_boxes, resize
 
 FLOW = h5io.register(
@@ -47,21 +49,21 @@ FLOW = h5io.register(
     )
 )
 
-PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}  # cv2.DISOPTICAL_FLOW_PRESET_*
+DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}  # cv2.DISOPTICAL_FLOW_PRESET_*
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
-    import cv2
+    import cv2  # here, not at the top: the package imports this module (its HDF5 layout) and stays light
 
     return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
 
 
 def dis(preset: str = "medium"):
-    import cv2
+    import cv2  # as in _grey
 
-    if preset not in PRESETS:
-        raise ValueError(f"unknown DIS preset {preset!r}; known: {sorted(PRESETS)}")
-    return cv2.DISOpticalFlow_create(PRESETS[preset])
+    if preset not in DIS_PRESETS:
+        raise ValueError(f"unknown DIS preset {preset!r}; known: {sorted(DIS_PRESETS)}")
+    return cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
 
 
 def backward_flow(current: np.ndarray, previous: np.ndarray, preset: str = "medium", engine=None) -> np.ndarray:
@@ -98,8 +100,6 @@ def write_flow_file(video_path, out_path, size: tuple[int, int] | int, preset: s
     ``boxes``: the conditioning file's ``box`` dataset when the conditioning images are crops (frames without a
     box take the nearest frame's); None: the whole frame.
     """
-    from ..video import iter_frames, probe
-
     size = (size, size) if isinstance(size, int) else tuple(size)
     if boxes is None:
         info = probe(video_path)
@@ -123,8 +123,6 @@ def open_flow_file(path, size: tuple[int, int] | None = None, boxes=None):
     have been computed at that training size, with ``boxes`` (the conditioning's crop boxes) for those boxes
     (within half a pixel; frames without a box compared with the nearest frame's). The caller closes the file.
     """
-    from ..errors import InputError
-
     _, attrs = h5io.read(path, FLOW, load=False)
     if size is not None and (int(attrs["height"]), int(attrs["width"])) != tuple(size):
         raise InputError(path, f"flow computed at {attrs['height']}x{attrs['width']}, "

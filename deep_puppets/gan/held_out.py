@@ -26,7 +26,7 @@ import numpy as np
 from ..composite import face_alpha, frame_alpha, paste, silhouette
 from .baselines import mean_frame, nearest_neighbours
 from .data import resize
-from .synthesize import generate
+from .inference import generate
 
 METHODS = ("gan", "nearest", "alpha", "mean")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-GAN_MODES = ("lsgan", "hinge")
+from .settings import GAN_MODES
 
 
 def _logits(preds: list[list[torch.Tensor]]) -> list[torch.Tensor]:
