@@ -10,6 +10,7 @@ second one fails at once naming the first. Once the final generator is written t
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -20,13 +21,21 @@ from pathlib import Path
 
 from ..errors import BusyError, InputError
 from .checkpoints import list_checkpoints
-from .torch_files import file_sha256
 
 log = logging.getLogger("deep_puppets.gan")
 
 LOCK_NAME = ".train.lock"  # fcntl.flock-ed by the live trainer of a run folder (and of a target's gan folder)
 DONE_NAME = "done.json"  # written (atomically) once a run folder's generator is written: the run is complete
 LOG_NAME = "train.log"  # every attempt on a run folder, appended
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def input_digests(conditioning_path, flow_path) -> dict[str, str]:

@@ -30,15 +30,6 @@ def atomic_save(obj, path: Path) -> None:
             tmp.unlink()
 
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def state_digest(state: Mapping) -> str:
     """sha256 over every entry of a saved dict but ``sha256`` itself: each tensor's dtype, shape and bytes, every
     other value's repr, in key order. Stored inside checkpoints and generators and verified on load."""

@@ -41,9 +41,8 @@ from .data import ClipDataset, batch_items, clip_ends, split_frames
 from .flow import open_flow_file
 from .inference import generate, save_generator
 from .networks import count_parameters, receptive_fields
-from .run_folder import DONE_NAME, LOCK_NAME, LOG_NAME, TrainingLock, clear_run, input_digests, read_done_mark
+from .run_folder import DONE_NAME, LOCK_NAME, LOG_NAME, TrainingLock, clear_run, file_sha256, input_digests, read_done_mark
 from .settings import TrainSettings
-from .torch_files import file_sha256
 from .trainer import Trainer, seed_everything
 from .training_log import TrainingProgress, plot_losses, trim_csv
 
