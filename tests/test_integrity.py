@@ -114,7 +114,7 @@ def _readers():
     from deep_puppets.fitting import read_fit_identity
     from deep_puppets.gan.flow import open_flow_file
     from deep_puppets.landmark_sets import read_video_landmarks
-    from deep_puppets.models.person import load_model
+    from deep_puppets.models.person import load_person_model
     from deep_puppets.render import iter_stream
     from deep_puppets.texture import TEXTURE
     from deep_puppets.transfer import read_transfer
@@ -133,7 +133,7 @@ def _readers():
         ("fit identity", [f"{v}/fit/identity.h5"], 0, "camera", lambda p: read_fit_identity(p[0])),
         ("track", [f"{v}/track.h5"], 0, "q", lambda p: read_track(p[0])),
         ("texture", [f"{v}/texture.h5"], 0, "albedo", lambda p: h5io.read(p[0], TEXTURE)),
-        ("person model", [f"{v}/model.h5"], 0, "exp_basis", lambda p: load_model(p[0])),
+        ("person model", [f"{v}/model.h5"], 0, "exp_basis", lambda p: load_person_model(p[0])),
         ("transfer", [f"pairs/{PAIR}/transfer.h5"], 0, "camera", lambda p: read_transfer(p[0])),
         ("flow", [f"{v}/gan/flow.h5"], 0, "flow", flow_frames),
         ("flow box", [f"{v}/gan/flow.h5"], 0, "box", flow_frames),
