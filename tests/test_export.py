@@ -18,7 +18,7 @@ import trimesh
 from deep_puppets import export
 from deep_puppets.camera import project, rotation_matrix
 from deep_puppets.errors import InputError
-from deep_puppets.jobs import ScreenVertices
+from deep_puppets.jobs.model import ScreenVertices
 from deep_puppets.models.person import load_person_model
 
 from .conftest import TINY_FULL, copy_run, merged, run_workflow

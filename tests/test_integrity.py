@@ -110,7 +110,7 @@ def test_flipped_byte_in_a_deflated_colour_chunk_is_detected(tmp_path, encoder):
 
 def _readers():
     """(kind, files of the tiny run to copy, the file to corrupt, dataset, consumer reading the copies)."""
-    from deep_puppets import jobs
+    from deep_puppets.jobs import fit as fit_jobs
     from deep_puppets.fitting import read_fit_identity
     from deep_puppets.gan.flow import open_flow_file
     from deep_puppets.landmark_sets import read_video_landmarks
@@ -129,7 +129,7 @@ def _readers():
 
     return [
         ("landmarks", [f"{v}/landmarks/seg000.h5", f"{v}/landmarks/seg001.h5"], 1, "landmarks", read_video_landmarks),
-        ("fit segment", [f"{v}/fit/seg000.h5", f"{v}/fit/seg001.h5"], 0, "q", lambda p: jobs.merge_track(p, p[0].parent / "merged.h5")),
+        ("fit segment", [f"{v}/fit/seg000.h5", f"{v}/fit/seg001.h5"], 0, "q", lambda p: fit_jobs.track(fit_files=p, out=p[0].parent / "merged.h5")),
         ("fit identity", [f"{v}/fit/identity.h5"], 0, "camera", lambda p: read_fit_identity(p[0])),
         ("track", [f"{v}/track.h5"], 0, "q", lambda p: read_track(p[0])),
         ("texture", [f"{v}/texture.h5"], 0, "albedo", lambda p: h5io.read(p[0], TEXTURE)),
