@@ -3,13 +3,13 @@ from deep_puppets.workflow import run_script
 
 
 def main(sm):
-    kw = dict(
-        model_cfg=sm.params.model,
-        model_file=sm.input.model,
-        kind=sm.wildcards.kind,
-        name=sm.wildcards.name,
-        data_file=sm.input.data,
-    )
+    kw = {
+        "model_cfg": sm.params.model,
+        "model_file": sm.input.model,
+        "kind": sm.wildcards.kind,
+        "name": sm.wildcards.name,
+        "data_file": sm.input.data,
+    }
     if sm.rule == "export_arkit":
         export.export_arkit(out=sm.output.csv, **kw)
     elif sm.rule == "export_meshes":

@@ -5,15 +5,15 @@ STREAMS = ("colour", "correspondence", "gaze")
 
 
 def main(sm):
-    kw = dict(
-        model_cfg=sm.params.model,
-        model_file=sm.input.model,
-        texture_file=sm.input.texture,
-        out=sm.output.h5,
-        previews=dict(zip(STREAMS, sm.output.previews)),
-        render_cfg=sm.params.render,
-        framing_cfg=sm.params.framing,
-    )
+    kw = {
+        "model_cfg": sm.params.model,
+        "model_file": sm.input.model,
+        "texture_file": sm.input.texture,
+        "out": sm.output.h5,
+        "previews": dict(zip(STREAMS, sm.output.previews)),
+        "render_cfg": sm.params.render,
+        "framing_cfg": sm.params.framing,
+    }
     if sm.rule == "render_track":
         render.render_track(track_file=sm.input.params, **kw)
     else:
