@@ -38,7 +38,7 @@ def child(model_name: str, frames: int, threads: int) -> dict:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from deep_puppets.fitting import FitSettings, fit_segment
+    from deep_puppets.fitting import FitSettings, solve_segment
     from deep_puppets.models.ict import load_ict
     from tests.synthetic_faces import draw_landmarks, synthetic_model, synthetic_motion
 
@@ -52,7 +52,7 @@ def child(model_name: str, frames: int, threads: int) -> dict:
     del q, cam
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wall, cpu = time.perf_counter(), time.process_time()
-    res = fit_segment(model, landmarks, valid, FitSettings(), p=p, threads=threads)
+    res = solve_segment(model, landmarks, valid, FitSettings(), p=p, threads=threads)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return dict(
         model=model_name,

@@ -35,7 +35,7 @@ def figures(track_file, model_file, settings) -> dict:
 
     from deep_puppets import framing
     from deep_puppets.fitting import check_model
-    from deep_puppets.jobs import load_video_model
+    from deep_puppets.jobs.model import load_video_model
     from deep_puppets.tracks import read_track
 
     track, attrs = read_track(track_file)

@@ -713,7 +713,7 @@ def _interpolate_missing(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- the fit
 
 
-def fit_segment(
+def solve_segment(
     model: MorphableModel, landmarks: np.ndarray, valid: np.ndarray, settings: FitSettings | None = None, p=None, threads: int = 1
 ) -> FitResult:
     """Fit identity (unless ``p`` is given), expressions and cameras to a segment's landmarks.
@@ -754,20 +754,20 @@ def fit_segment(
 
 
 def identity_frames(valid: np.ndarray, count: int) -> np.ndarray:
-    """Indices of up to ``count`` frames with a face, spread evenly over the video (for :func:`fit_identity`)."""
+    """Indices of up to ``count`` frames with a face, spread evenly over the video (for :func:`solve_identity`)."""
     good = np.flatnonzero(np.asarray(valid, bool))
     if len(good) <= count:
         return good
     return good[np.round(np.linspace(0, len(good) - 1, count)).astype(int)]
 
 
-def fit_identity(model: MorphableModel, landmarks: np.ndarray, settings: FitSettings | None = None, threads: int = 1) -> FitResult:
+def solve_identity(model: MorphableModel, landmarks: np.ndarray, settings: FitSettings | None = None, threads: int = 1) -> FitResult:
     """Estimate the identity ``p`` from a sample of frames of a video (landmarks (N, 478, 3), all with a
     face, e.g. picked by :func:`identity_frames`). The frames need not be consecutive: the temporal terms are
     off. Every segment of the video is then fitted with this ``p`` fixed, so that they agree."""
     settings = replace(settings or FitSettings(), lambda_q=0.0, lambda_c=0.0)
     landmarks = np.asarray(landmarks)
-    return fit_segment(model, landmarks, np.ones(len(landmarks), bool), settings, p=None, threads=threads)
+    return solve_segment(model, landmarks, np.ones(len(landmarks), bool), settings, p=None, threads=threads)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Glue for the thin scripts in ``workflow_scripts/``: logging to the rule's log, clean errors, threads.
 
-A script does ``run_script(snakemake, main)``; ``main(snakemake)`` holds one call into the package. A
+A script does ``run_script(snakemake, main)``; ``main(snakemake)`` holds one call into :mod:`deep_puppets.jobs`. A
 :class:`~deep_puppets.errors.DeepPuppetsError` (bad input, bad config) ends the job with one line naming the
 file and the problem, not a traceback; so does a full disk (:func:`no_space_message`); anything else is a bug
 and keeps its traceback in the log.

@@ -208,7 +208,8 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
 
     import yaml
 
-    from deep_puppets import config as dp_config, jobs
+    from deep_puppets import config as dp_config
+    from deep_puppets.jobs import evaluate, gan, render
     from deep_puppets.tracks import read_track, write_track
 
     from .conftest import REPO, TINY_FULL, merged
@@ -222,18 +223,18 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
     write_track(tmp_path / "track.h5", track, attrs)
     cond = tmp_path / "conditioning.h5"
     # (whole-frame boxes: head boxes would follow the displaced face and render it)
-    jobs.render_conditioning(cfg["model"], res / "model.h5", tmp_path / "track.h5", res / "texture.h5", cond, {}, cfg["render"], "track",
-                             {"mode": "frame"})  # fmt: skip
+    render.render_track(model_cfg=cfg["model"], model_file=res / "model.h5", track_file=tmp_path / "track.h5", texture_file=res / "texture.h5",
+                        out=cond, previews={}, render_cfg=cfg["render"], framing_cfg={"mode": "frame"})  # fmt: skip
     # the real crops of the flow file follow the conditioning's boxes: recomputed for the new ones
     video = tiny_full_run / "results" / "demo" / "demo_target.mp4"
     flow = tmp_path / "flow.h5"
-    jobs.gan_flow(video, cond, flow, cfg["gan"], cfg["render"])
+    gan.gan_flow(video_path=video, conditioning_file=cond, out=flow, gan_cfg=cfg["gan"], render_cfg=cfg["render"])
 
     outs = {k: tmp_path / name for k, name in [("csv", "metrics.csv"), ("json", "summary.json"), ("plot", "e_col.png"), ("seam_plot", "seam.png"),
                                                ("heat_mp4", "heat.mp4"), ("side_mp4", "side.mp4")]}
     with caplog.at_level(logging.INFO, logger="deep_puppets"):
-        jobs.evaluate_target(res / "gan" / "generator.pt", cond, flow, tmp_path / "track.h5", video, res / "probe.json",
-                             outs, cfg["composite"])
+        evaluate.evaluate(generator=res / "gan" / "generator.pt", conditioning_file=cond, flow_file=flow, track_file=tmp_path / "track.h5",
+                          video_path=video, probe_json=res / "probe.json", outs=outs, composite_cfg=cfg["composite"])
 
     import pandas as pd
 

@@ -18,8 +18,8 @@ import trimesh
 from deep_puppets import export
 from deep_puppets.camera import project, rotation_matrix
 from deep_puppets.errors import InputError
-from deep_puppets.jobs import ScreenVertices
-from deep_puppets.models.person import load_model as load_person
+from deep_puppets.jobs.model import ScreenVertices
+from deep_puppets.models.person import load_person_model
 
 from .conftest import TINY_FULL, copy_run, merged, run_workflow
 from .test_integrity import corrupt
@@ -149,7 +149,7 @@ def test_exports_of_the_tiny_run_round_trip(tiny_full_run):
     faces.append((f"pairs/{PAIR}", TARGET, tr.p, tr.q, tr.camera, attrs["fps"]))
     assert not np.allclose(faces[2][3], faces[1][3][: len(faces[2][3])])  # the pair's target moves as the source
     for rel, model_of, p, q, camera, fps in faces:
-        model = load_person(results / f"videos/{model_of}/model.h5")
+        model = load_person_model(results / f"videos/{model_of}/model.h5")
         out = results / "export" / rel
         names = [f"expr_{j:02d}" for j in range(model.n_exp)]  # a person (PCA) model has no names
         check_glb(out / "face.glb", model, p, q, camera, fps, names)
@@ -183,7 +183,7 @@ def test_mesh_sequence_on_request_and_a_damaged_track_is_one_line(tiny_full_run,
     assert ran == {"export_meshes"}, ran  # the other faces' glTF/CSV were up to date
 
     fit, _ = read_track(work / f"results/videos/{TARGET}/track.h5")
-    model = load_person(work / f"results/videos/{TARGET}/model.h5")
+    model = load_person_model(work / f"results/videos/{TARGET}/model.h5")
     anim = export.FaceAnimation(TARGET, model, fit.p, fit.q, fit.camera, fit.valid, 25.0, 160, 160)
     world = export.world_vertices(anim)
     files = sorted((work / f"results/export/videos/{TARGET}/ply").glob("*.ply"))
@@ -235,14 +235,14 @@ def test_ict_fit_exports_live_link_face_csv(ict_model_path, tmp_path):
     """A fit with the ICT model: the glTF carries its 55 named components (53 ARKit-like + 2 gaze), the
     parameter CSV round-trips, and the ARKit CSV has Live Link Face's 61 columns in order, weights in [0, 1],
     the merged shapes averaged, TongueOut 0, head angles in radians."""
-    from deep_puppets.fitting import fit_segment
+    from deep_puppets.fitting import solve_segment
     from deep_puppets.models.ict import load_ict
 
     from .synthetic_faces import synthetic_sequence
 
     ict = load_ict(ict_model_path)
     seq = synthetic_sequence(ict, 12, noise_px=1.0, seed=3)
-    fit = fit_segment(ict, seq.landmarks, seq.valid, p=seq.p)
+    fit = solve_segment(ict, seq.landmarks, seq.valid, p=seq.p)
     anim = export.FaceAnimation("ict", ict, fit.p, fit.q, fit.camera, fit.valid, 30.0, 640, 480)
     export.write_face_exports(anim, tmp_path / "face.glb", tmp_path / "p.csv", tmp_path / "p.json")
     check_glb(tmp_path / "face.glb", ict, fit.p, fit.q, fit.camera, 30.0, ict.exp_names)
@@ -269,11 +269,11 @@ def test_ict_fit_exports_live_link_face_csv(ict_model_path, tmp_path):
 
 
 def test_arkit_csv_is_refused_for_a_person_model_in_one_line(tiny_full_run):
-    model = load_person(tiny_full_run / f"results/videos/{TARGET}/model.h5")
+    model = load_person_model(tiny_full_run / f"results/videos/{TARGET}/model.h5")
     anim = export.video_animation(tiny_full_run / f"results/videos/{TARGET}/track.h5", model)
     with pytest.raises(InputError, match="no ARKit-named blendshapes") as e:
         export.arkit_table(anim)
     assert "\n" not in str(e.value)
-    other = load_person(tiny_full_run / f"results/videos/{SOURCE}/model.h5")
+    other = load_person_model(tiny_full_run / f"results/videos/{SOURCE}/model.h5")
     with pytest.raises(InputError, match="fitted with model 'person:demo_target'"):
         export.video_animation(tiny_full_run / f"results/videos/{TARGET}/track.h5", other)

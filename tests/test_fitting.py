@@ -10,7 +10,7 @@ import pytest
 from deep_puppets import fitting as F
 from deep_puppets.camera import blend_rotations, left_jacobian, project, rotation_log, rotation_matrix
 from deep_puppets.errors import ConfigError
-from deep_puppets.fitting import FitSettings, fit_identity, fit_segment, identity_frames, projected_landmarks
+from deep_puppets.fitting import FitSettings, identity_frames, projected_landmarks, solve_identity, solve_segment
 from deep_puppets.segments import Segment
 
 from .synthetic_faces import IOD_CM, synthetic_model, synthetic_sequence
@@ -257,7 +257,7 @@ def test_gradient_of_the_whole_energy(model):
 @pytest.mark.parametrize("free_p", [True, False])
 def test_recovers_synthetic_ground_truth(model, free_p):
     seq = synthetic_sequence(model, 120, noise_px=2.0, seed=1)
-    res = fit_segment(model, seq.landmarks, seq.valid, p=None if free_p else seq.p)
+    res = solve_segment(model, seq.landmarks, seq.valid, p=None if free_p else seq.p)
     assert res.converged and res.valid.all()
     assert vertex_error(model, res, seq) <= 0.02 * IOD_CM
     rot = rotation_errors_deg(res.camera, seq.camera)
@@ -275,12 +275,12 @@ def test_recovers_ict_ground_truth(ict_model_path):
     seq = synthetic_sequence(ict, 100, noise_px=2.0, seed=3)
     # the face the landmarks cover: vertices within 1 cm of one (ears, neck and skull are not observed)
     face = cKDTree(ict.landmark_points(ict.mean)).query(ict.mean)[0] < 1.0
-    fixed = fit_segment(ict, seq.landmarks, seq.valid, p=seq.p)
+    fixed = solve_segment(ict, seq.landmarks, seq.valid, p=seq.p)
     assert vertex_error(ict, fixed, seq) <= 0.02 * IOD_CM  # identity given: the whole mesh
     assert rotation_errors_deg(fixed.camera, seq.camera).mean() <= 1.0
     # identity free: under weak perspective the face's overall size trades with the camera scale, so the
     # shape is compared after a similarity alignment
-    free = fit_segment(ict, seq.landmarks, seq.valid)
+    free = solve_segment(ict, seq.landmarks, seq.valid)
     aligned = similarity_aligned_error(ict.shape(free.p, free.q)[:, face], ict.shape(seq.p, seq.q)[:, face])
     assert aligned <= 0.02 * IOD_CM
     assert rotation_errors_deg(free.camera, seq.camera).mean() <= 1.0
@@ -291,10 +291,10 @@ def test_identity_step_then_fixed_identity(model):
     seq = synthetic_sequence(model, 300, noise_px=2.0, seed=6)
     frames = identity_frames(seq.valid, 40)
     assert len(frames) == 40 and np.all(np.diff(frames) > 0)
-    ident = fit_identity(model, seq.landmarks[frames])
+    ident = solve_identity(model, seq.landmarks[frames])
     assert ident.settings.lambda_q == 0 and ident.settings.lambda_c == 0
     assert np.linalg.norm(model.shape(ident.p) - model.shape(seq.p), axis=1).mean() <= 0.02 * IOD_CM
-    res = fit_segment(model, seq.landmarks[:100], seq.valid[:100], p=ident.p)
+    res = solve_segment(model, seq.landmarks[:100], seq.valid[:100], p=ident.p)
     assert np.array_equal(res.p, ident.p)
     assert np.linalg.norm(model.shape(res.p, res.q) - model.shape(seq.p, seq.q[:100]), axis=2).mean() <= 0.02 * IOD_CM
 
@@ -310,8 +310,8 @@ def test_smoothing_lowers_jitter_and_error(model):
     """On noisy landmarks the temporal prior lowers both the second differences of q and c and the error to
     the ground truth, compared with fitting every frame on its own (λ = 0)."""
     seq = synthetic_sequence(model, 150, noise_px=4.0, seed=7, period=40)
-    raw = fit_segment(model, seq.landmarks, seq.valid, FitSettings(lambda_q=0, lambda_c=0), p=seq.p)
-    smooth = fit_segment(model, seq.landmarks, seq.valid, FitSettings(), p=seq.p)
+    raw = solve_segment(model, seq.landmarks, seq.valid, FitSettings(lambda_q=0, lambda_c=0), p=seq.p)
+    smooth = solve_segment(model, seq.landmarks, seq.valid, FitSettings(), p=seq.p)
     for part in (slice(None), slice(0, 3), slice(3, 6), slice(6, 7)):  # all, rotation, translation, scale
         assert second_difference_rms(smooth.camera[:, part]) < 0.5 * second_difference_rms(raw.camera[:, part])
     assert second_difference_rms(smooth.q) < 0.5 * second_difference_rms(raw.q)
@@ -330,7 +330,7 @@ def test_faceless_frames_are_bridged_and_flagged(model):
     gap = slice(50, 56)
     seq.valid[gap] = False
     seq.landmarks[gap] = np.nan
-    res = fit_segment(model, seq.landmarks, seq.valid, p=seq.p)
+    res = solve_segment(model, seq.landmarks, seq.valid, p=seq.p)
     assert not res.valid[gap].any() and res.valid[:50].all() and res.valid[56:].all()
     assert np.isnan(res.residual[gap]).all() and np.isfinite(res.residual[res.valid]).all()
     truth = project(model.landmark_points(model.shape(seq.p, seq.q)), seq.camera)[..., :2]
@@ -343,7 +343,7 @@ def test_faceless_frames_at_the_ends_hold_still(model):
     seq = synthetic_sequence(model, 60, seed=9)
     seq.valid[:10] = seq.valid[-10:] = False
     seq.landmarks[~seq.valid] = np.nan
-    res = fit_segment(model, seq.landmarks, seq.valid, p=seq.p)
+    res = solve_segment(model, seq.landmarks, seq.valid, p=seq.p)
     assert np.isfinite(res.camera).all() and not res.valid[:10].any() and not res.valid[-10:].any()
     # no extrapolation into the unknown: the nearest fitted frame is held
     assert np.all(res.camera[:10] == res.camera[10]) and np.all(res.q[-10:] == res.q[-11])
@@ -351,7 +351,7 @@ def test_faceless_frames_at_the_ends_hold_still(model):
 
 def test_segment_without_a_face(model):
     lm = np.full((20, 478, 3), np.nan, np.float32)
-    res = fit_segment(model, lm, np.zeros(20, bool))
+    res = solve_segment(model, lm, np.zeros(20, bool))
     assert not res.valid.any() and np.isnan(res.camera).all() and res.q.shape == (20, model.n_exp)
 
 
@@ -364,11 +364,11 @@ def test_missing_landmarks_and_gross_outliers(model):
     lm[:, rng.choice(478, 20, replace=False)] = np.nan  # 20 landmarks never detected
     bad = rng.random((60, 478)) < 0.04
     lm[bad, :2] += rng.normal(scale=40, size=(bad.sum(), 2)).astype(np.float32)  # 4% thrown ~40 px off
-    robust = fit_segment(model, lm, seq.valid, FitSettings(robust="huber", robust_px=3.0), p=seq.p)
-    plain = fit_segment(model, lm, seq.valid, FitSettings(robust="none"), p=seq.p)
+    robust = solve_segment(model, lm, seq.valid, FitSettings(robust="huber", robust_px=3.0), p=seq.p)
+    plain = solve_segment(model, lm, seq.valid, FitSettings(robust="none"), p=seq.p)
     assert vertex_error(model, robust, seq) <= 0.01 * IOD_CM
     assert vertex_error(model, robust, seq) < 0.5 * vertex_error(model, plain, seq)
-    gm = fit_segment(model, lm, seq.valid, FitSettings(robust="geman_mcclure", robust_px=3.0), p=seq.p)
+    gm = solve_segment(model, lm, seq.valid, FitSettings(robust="geman_mcclure", robust_px=3.0), p=seq.p)
     assert vertex_error(model, gm, seq) <= 0.01 * IOD_CM
 
 
@@ -379,7 +379,7 @@ def test_detector_landmarks_the_model_does_not_place(model):
     m2 = F.MorphableModel(**{**model.__dict__, "lm_weight": w})
     seq = synthetic_sequence(model, 40, seed=11)
     seq.landmarks[:, :100] = 1e6
-    res = fit_segment(m2, seq.landmarks, seq.valid, p=seq.p)
+    res = solve_segment(m2, seq.landmarks, seq.valid, p=seq.p)
     assert vertex_error(model, res, seq) <= 0.02 * IOD_CM
 
 
@@ -390,7 +390,7 @@ def test_fit_files_roundtrip(model, tmp_path):
     seq = synthetic_sequence(model, 30, seed=12)
     seq.valid[5] = False
     seq.landmarks[5] = np.nan
-    res = fit_segment(model, seq.landmarks, seq.valid, p=seq.p)
+    res = solve_segment(model, seq.landmarks, seq.valid, p=seq.p)
     seg = Segment(2, 100, 130, 110, 125)
     meta = dict(model=model, video="alice", width=640, height=480, fps=25.0)
     path = F.write_fit_segment(tmp_path / "seg2.h5", res, frame_index=np.arange(100, 130), segment=seg, **meta)
@@ -406,7 +406,7 @@ def test_fit_files_roundtrip(model, tmp_path):
     other = synthetic_model(n_vertices=600, k_id=8, k_exp=12, seed=1)
     with pytest.raises(F.FitError, match="fitted with model"):
         F.check_model(attrs, other)
-    ident = fit_identity(model, seq.landmarks[[0, 10, 20]])
+    ident = solve_identity(model, seq.landmarks[[0, 10, 20]])
     path = F.write_fit_identity(tmp_path / "identity.h5", ident, frame_index=[0, 10, 20], **meta)
     back, attrs, frame_index = F.read_fit_identity(path)
     assert np.array_equal(back.p, ident.p) and list(frame_index) == [0, 10, 20]

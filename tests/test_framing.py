@@ -199,7 +199,7 @@ def test_pose_mode_pair_boxes_follow_the_transferred_head(model):
 
 
 def test_tiny_face_warning_uses_the_per_frame_boxes(model, caplog):
-    from deep_puppets.jobs import face_height_px, warn_if_face_small
+    from deep_puppets.jobs.render import face_height_px, warn_if_face_small
 
     cam = moving_cameras(30, 30.0)
     lm = model.landmark_points(model.mean)
@@ -282,7 +282,7 @@ def test_pair_boxes_follow_the_transferred_head_in_the_workflow(tiny_full_run):
     with f:
         colour = f["colour"][()]
     result, attrs = read_transfer(pair / "transfer.h5")
-    from deep_puppets.jobs import load_video_model
+    from deep_puppets.jobs.model import load_video_model
 
     model = load_video_model({"type": "person"}, res / "videos" / "demo_target" / "model.h5")
     centre, _, known = framing.head_track(model, result.p, result.camera, result.valid)

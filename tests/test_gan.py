@@ -646,7 +646,7 @@ def test_preset_networks_build_run_and_see_the_whole_crop(preset):
     from deep_puppets.gan.networks import receptive_fields
     from deep_puppets.gan.inference import build_generator
     from deep_puppets.gan.trainer import build_image_discriminator
-    from deep_puppets.jobs import gan_settings
+    from deep_puppets.jobs.gan import gan_settings
 
     cfg = dp_config.prepare({"preset": preset})
     s = gan_settings(cfg["gan"], cfg["render"])

@@ -110,15 +110,15 @@ def test_flipped_byte_in_a_deflated_colour_chunk_is_detected(tmp_path, encoder):
 
 def _readers():
     """(kind, files of the tiny run to copy, the file to corrupt, dataset, consumer reading the copies)."""
-    from deep_puppets import jobs
     from deep_puppets.fitting import read_fit_identity
     from deep_puppets.gan.flow import open_flow_file
+    from deep_puppets.jobs import fit as fit_jobs
     from deep_puppets.landmark_sets import read_video_landmarks
-    from deep_puppets.models.person import load_model
+    from deep_puppets.models.person import load_person_model
     from deep_puppets.render import iter_stream
     from deep_puppets.texture import TEXTURE
-    from deep_puppets.transfer import read_transfer
     from deep_puppets.tracks import read_track
+    from deep_puppets.transfer import read_transfer
 
     v = f"videos/{TARGET}"
 
@@ -129,11 +129,11 @@ def _readers():
 
     return [
         ("landmarks", [f"{v}/landmarks/seg000.h5", f"{v}/landmarks/seg001.h5"], 1, "landmarks", read_video_landmarks),
-        ("fit segment", [f"{v}/fit/seg000.h5", f"{v}/fit/seg001.h5"], 0, "q", lambda p: jobs.merge_track(p, p[0].parent / "merged.h5")),
+        ("fit segment", [f"{v}/fit/seg000.h5", f"{v}/fit/seg001.h5"], 0, "q", lambda p: fit_jobs.track(fit_files=p, out=p[0].parent / "merged.h5")),
         ("fit identity", [f"{v}/fit/identity.h5"], 0, "camera", lambda p: read_fit_identity(p[0])),
         ("track", [f"{v}/track.h5"], 0, "q", lambda p: read_track(p[0])),
         ("texture", [f"{v}/texture.h5"], 0, "albedo", lambda p: h5io.read(p[0], TEXTURE)),
-        ("person model", [f"{v}/model.h5"], 0, "exp_basis", lambda p: load_model(p[0])),
+        ("person model", [f"{v}/model.h5"], 0, "exp_basis", lambda p: load_person_model(p[0])),
         ("transfer", [f"pairs/{PAIR}/transfer.h5"], 0, "camera", lambda p: read_transfer(p[0])),
         ("flow", [f"{v}/gan/flow.h5"], 0, "flow", flow_frames),
         ("flow box", [f"{v}/gan/flow.h5"], 0, "box", flow_frames),

@@ -197,7 +197,7 @@ def test_transfer_matrix_is_identity_between_equal_models(synthetic_person):
 def test_person_model_save_load_round_trip(tmp_path, synthetic_person):
     model = synthetic_person[0]
     path = person.save_model(tmp_path / "p.h5", model, {"video": "clip"})
-    back = person.load_model(path)
+    back = person.load_person_model(path)
     assert back.content_hash() == model.content_hash()
     for name in ("mean", "id_basis", "id_std", "exp_basis", "exp_std", "triangles", "lm_tri", "lm_bary", "lm_weight"):
         assert np.array_equal(getattr(back, name), getattr(model, name)), name
@@ -213,15 +213,15 @@ def test_person_model_file_errors_name_the_file(tmp_path, synthetic_person):
     with h5py.File(path, "r+") as f:
         f["mean"][0, 0] += 1.0
     with pytest.raises(InputError, match="content_hash") as e:
-        person.load_model(path)
+        person.load_person_model(path)
     assert e.value.path == str(path)
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
         f.attrs["layout"] = "landmarks"
     with pytest.raises(InputError, match="expected layout 'person_model'"):
-        person.load_model(other)
+        person.load_person_model(other)
     with pytest.raises(InputError, match="does not exist"):
-        person.load_model(tmp_path / "missing.h5")
+        person.load_person_model(tmp_path / "missing.h5")
 
 
 # ------------------------------------------------------------------------------------------------ ICT
@@ -546,12 +546,12 @@ def test_registry_refuses_pickle_unless_opted_in(tmp_path):
 # ----------------------------------------------------------------------------- loaded models also fit
 def _fit_and_score(model):
     """Fit a noisy synthetic sequence drawn from ``model``; return (landmark error px, rotation error °)."""
-    from deep_puppets.fitting import FitSettings, fit_segment, projected_landmarks
+    from deep_puppets.fitting import FitSettings, projected_landmarks, solve_segment
 
     from .synthetic_faces import synthetic_sequence
 
     seq = synthetic_sequence(model, 40, noise_px=1.0, seed=3)
-    fit = fit_segment(model, seq.landmarks, seq.valid, FitSettings(), p=seq.p)
+    fit = solve_segment(model, seq.landmarks, seq.valid, FitSettings(), p=seq.p)
     truth = synthetic_sequence(model, 40, noise_px=0.0, seed=3).landmarks
     used = model.lm_weight > 0 if model.lm_weight is not None else slice(None)
     err = np.linalg.norm(projected_landmarks(model, fit)[:, used, :2] - truth[:, used, :2], axis=-1).mean()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from deep_puppets import diagnostics as dg
-from deep_puppets.fitting import FitSettings, fit_identity, fit_segment, identity_frames, projected_landmarks
+from deep_puppets.fitting import FitSettings, identity_frames, projected_landmarks, solve_identity, solve_segment
 from deep_puppets.landmarks import LandmarkSettings, detect_frames
 from deep_puppets.models.person import build_person_model
 from deep_puppets.video import iter_frames
@@ -25,8 +25,8 @@ def d6_landmarks():
 def d6_fit(d6_landmarks):
     lm, valid = d6_landmarks["landmarks"], d6_landmarks["valid"]
     model = build_person_model(lm, valid, 20)
-    ident = fit_identity(model, lm[identity_frames(valid, 60)])
-    return model, fit_segment(model, lm, valid, FitSettings(), p=ident.p), ident
+    ident = solve_identity(model, lm[identity_frames(valid, 60)])
+    return model, solve_segment(model, lm, valid, FitSettings(), p=ident.p), ident
 
 
 def test_fit_follows_the_detector(d6_landmarks, d6_fit):
@@ -47,6 +47,6 @@ def test_smoothing_lowers_jitter_on_the_real_clip(d6_landmarks, d6_fit):
 
     model, fit, ident = d6_fit
     lm, valid = d6_landmarks["landmarks"], d6_landmarks["valid"]
-    raw = fit_segment(model, lm, valid, replace(FitSettings(), lambda_q=0.0, lambda_c=0.0), p=ident.p)
+    raw = solve_segment(model, lm, valid, replace(FitSettings(), lambda_q=0.0, lambda_c=0.0), p=ident.p)
     d2 = lambda c: np.nanmean(np.linalg.norm(c[:-2] - 2 * c[1:-1] + c[2:], axis=1))  # noqa: E731
     assert d2(fit.camera) < 0.5 * d2(raw.camera)

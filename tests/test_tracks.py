@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deep_puppets.camera import rotation_log, rotation_matrix
-from deep_puppets.fitting import FitError, FitResult, FitSettings, fit_identity, fit_segment, identity_frames, projected_landmarks, write_fit_segment
+from deep_puppets.fitting import FitError, FitResult, FitSettings, identity_frames, projected_landmarks, solve_identity, solve_segment, write_fit_segment
 from deep_puppets.segments import Segment, plan_segments
 from deep_puppets.tracks import merge_segment_files, merge_segments, read_track, segment_weights, smoothstep, write_track
 
@@ -41,11 +41,11 @@ def test_one_segment_and_four_segments_agree_at_the_borders(model):
     seq = synthetic_sequence(model, T, noise_px=2.0, seed=21)
     seq.valid[170:174] = False  # a faceless stretch inside an overlap
     seq.landmarks[~seq.valid] = np.nan
-    p = fit_identity(model, seq.landmarks[identity_frames(seq.valid, 30)]).p
-    whole = fit_segment(model, seq.landmarks, seq.valid, p=p)
+    p = solve_identity(model, seq.landmarks[identity_frames(seq.valid, 30)]).p
+    whole = solve_segment(model, seq.landmarks, seq.valid, p=p)
     segs = plan_segments(T, 120, 30)
     assert len(segs) == 4
-    parts = [fit_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=p) for s in segs]
+    parts = [solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=p) for s in segs]
     track = merge_segments(parts, segs)
     assert np.array_equal(track.valid, seq.valid) and np.array_equal(track.p, p)
     a, b = projected_landmarks(model, whole)[..., :2], projected_landmarks(model, track)[..., :2]
@@ -83,7 +83,7 @@ def test_faceless_segment_is_bridged(model):
     seq.valid[50:120] = False
     seq.landmarks[~seq.valid] = np.nan
     segs = plan_segments(150, 60, 20)
-    fits = [fit_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p) for s in segs]
+    fits = [solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p) for s in segs]
     assert any(np.isnan(f.camera).all() for f in fits)  # one segment has no face at all
     track = merge_segments(fits, segs)
     assert np.isfinite(track.camera).all() and np.array_equal(track.valid, seq.valid)
@@ -92,7 +92,7 @@ def test_faceless_segment_is_bridged(model):
 def test_merge_refuses_different_identities(model):
     seq = synthetic_sequence(model, 40, seed=23)
     segs = plan_segments(40, 25, 10)
-    fits = [fit_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop]) for s in segs]  # p free
+    fits = [solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop]) for s in segs]  # p free
     with pytest.raises(FitError, match="identity"):
         merge_segments(fits, segs)
 
@@ -103,7 +103,7 @@ def test_track_files(model, tmp_path):
     segs = plan_segments(T, 40, 10)
     paths = []
     for s in segs:
-        fit = fit_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p)
+        fit = solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p)
         paths.append(
             write_fit_segment(tmp_path / f"seg{s.index}.h5", fit, frame_index=np.arange(s.start, s.stop), segment=s, model=model, video="bob", width=640, height=480, fps=30.0)
         )

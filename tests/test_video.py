@@ -348,7 +348,7 @@ def face_points(n, top, height, width=200, cols=20):
 
 def test_tiny_face_in_conditioning_images_warns_once(caplog):
     from deep_puppets.framing import frame_box
-    from deep_puppets.jobs import face_height_px, warn_if_face_small
+    from deep_puppets.jobs.render import face_height_px, warn_if_face_small
 
     box = frame_box(720, 1280)  # a portrait phone frame padded to 1280x1280
     small = face_points(30, 600, 100)  # 100 px of 1280 -> 20 px at 256

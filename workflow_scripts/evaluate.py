@@ -1,21 +1,19 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import evaluate
 from deep_puppets.workflow import run_script
 
 OUTS = ("csv", "json", "plot", "seam_plot", "heat_mp4", "side_mp4")
 
-
-def main(sm):
-    jobs.evaluate_target(
-        sm.input.generator,
-        sm.input.conditioning,
-        sm.input.flow,
-        sm.input.track,
-        sm.input.video,
-        sm.input.probe,
-        {k: getattr(sm.output, k) for k in OUTS},
-        sm.params.composite,
+run_script(
+    snakemake,
+    lambda sm: evaluate.evaluate(
+        generator=sm.input.generator,
+        conditioning_file=sm.input.conditioning,
+        flow_file=sm.input.flow,
+        track_file=sm.input.track,
+        video_path=sm.input.video,
+        probe_json=sm.input.probe,
+        outs={k: getattr(sm.output, k) for k in OUTS},
+        composite_cfg=sm.params.composite,
         device=sm.params.device,
-    )
-
-
-run_script(snakemake, main)
+    ),
+)

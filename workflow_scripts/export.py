@@ -1,15 +1,24 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import export
 from deep_puppets.workflow import run_script
 
 
 def main(sm):
-    args = (sm.params.model, sm.input.model, sm.wildcards.kind, sm.wildcards.name, sm.input.data)
+    kw = {
+        "model_cfg": sm.params.model,
+        "model_file": sm.input.model,
+        "kind": sm.wildcards.kind,
+        "name": sm.wildcards.name,
+        "data_file": sm.input.data,
+    }
     if sm.rule == "export_arkit":
-        jobs.export_arkit(*args, sm.output.csv)
+        export.export_arkit(out=sm.output.csv, **kw)
     elif sm.rule == "export_meshes":
-        jobs.export_meshes(*args, sm.output.folder, sm.params.meshes)
+        export.export_meshes(out=sm.output.folder, fmt=sm.params.meshes, **kw)
     else:
-        jobs.export_face(*args, {"glb": sm.output.glb, "csv": sm.output.csv, "json": sm.output.json})
+        export.export_face(
+            outs={"glb": sm.output.glb, "csv": sm.output.csv, "json": sm.output.json},
+            **kw,
+        )
 
 
 run_script(snakemake, main)

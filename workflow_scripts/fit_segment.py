@@ -1,15 +1,15 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import fit
 from deep_puppets.workflow import run_script
 
 run_script(
     snakemake,
-    lambda sm: jobs.fit_segment(
-        sm.params.model,
-        sm.input.model,
-        sm.input.identity,
-        sm.input.landmarks,
-        sm.output.h5,
-        sm.params.fit,
-        sm.threads,
+    lambda sm: fit.fit_segment(
+        model_cfg=sm.params.model,
+        model_file=sm.input.model,
+        identity_file=sm.input.identity,
+        landmark_file=sm.input.landmarks,
+        out=sm.output.h5,
+        fit_cfg=sm.params.fit,
+        threads=sm.threads,
     ),
 )

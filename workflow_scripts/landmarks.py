@@ -1,18 +1,15 @@
-from deep_puppets.ingest import read_probe, segment_of
-from deep_puppets.landmarks import LandmarkSettings, run_segment
+from deep_puppets.jobs import landmarks
 from deep_puppets.workflow import run_script
 
-
-def main(sm):
-    info = read_probe(sm.input.probe)
-    run_segment(
-        sm.wildcards.video,
-        sm.input.video,
-        info,
-        segment_of(info, sm.params.segments, sm.wildcards.seg),
-        sm.output.h5,
-        LandmarkSettings.from_config(sm.params.settings),
-    )
-
-
-run_script(snakemake, main)
+run_script(
+    snakemake,
+    lambda sm: landmarks.landmarks(
+        video=sm.wildcards.video,
+        video_path=sm.input.video,
+        probe_json=sm.input.probe,
+        segments_cfg=sm.params.segments,
+        seg=sm.wildcards.seg,
+        out=sm.output.h5,
+        landmarks_cfg=sm.params.settings,
+    ),
+)

@@ -1,21 +1,23 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import render
 from deep_puppets.workflow import run_script
 
 STREAMS = ("colour", "correspondence", "gaze")
 
 
 def main(sm):
-    jobs.render_conditioning(
-        sm.params.model,
-        sm.input.model,
-        sm.input.params,
-        sm.input.texture,
-        sm.output.h5,
-        dict(zip(STREAMS, sm.output.previews)),
-        sm.params.render,
-        sm.params.kind,
-        sm.params.framing,
-    )
+    kw = {
+        "model_cfg": sm.params.model,
+        "model_file": sm.input.model,
+        "texture_file": sm.input.texture,
+        "out": sm.output.h5,
+        "previews": dict(zip(STREAMS, sm.output.previews)),
+        "render_cfg": sm.params.render,
+        "framing_cfg": sm.params.framing,
+    }
+    if sm.rule == "render_track":
+        render.render_track(track_file=sm.input.params, **kw)
+    else:
+        render.render_pair(transfer_file=sm.input.params, **kw)
 
 
 run_script(snakemake, main)

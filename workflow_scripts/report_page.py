@@ -1,9 +1,13 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import report
 from deep_puppets.workflow import run_script
 
-
-def main(sm):
-    jobs.report_page(sm.output.folder, sm.params.videos, sm.params.pairs, sm.params.targets, sm.input.exports)
-
-
-run_script(snakemake, main)
+run_script(
+    snakemake,
+    lambda sm: report.report_page(
+        out_dir=sm.output.folder,
+        videos=sm.params.videos,
+        pairs=sm.params.pairs,
+        targets=sm.params.targets,
+        exports=sm.input.exports,
+    ),
+)

@@ -1,4 +1,6 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import fit
 from deep_puppets.workflow import run_script
 
-run_script(snakemake, lambda sm: jobs.merge_track(list(sm.input.fits), sm.output.h5))
+run_script(
+    snakemake, lambda sm: fit.track(fit_files=list(sm.input.fits), out=sm.output.h5)
+)

@@ -1,16 +1,16 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import transfer
 from deep_puppets.workflow import run_script
 
 run_script(
     snakemake,
-    lambda sm: jobs.transfer_pair(
-        sm.params.model,
-        sm.input.source_model,
-        sm.input.target_model,
-        sm.input.source_track,
-        sm.input.target_track,
-        sm.output.h5,
-        sm.params.mode,
-        sm.params.transfer,
+    lambda sm: transfer.transfer(
+        model_cfg=sm.params.model,
+        source_model_file=sm.input.source_model,
+        target_model_file=sm.input.target_model,
+        source_track=sm.input.source_track,
+        target_track=sm.input.target_track,
+        out=sm.output.h5,
+        mode=sm.params.mode,
+        transfer_cfg=sm.params.transfer,
     ),
 )

@@ -1,9 +1,9 @@
-from deep_puppets import jobs
+from deep_puppets.jobs import report
 from deep_puppets.workflow import run_script
 
-
-def main(sm):
-    jobs.video_pages(dict(sm.input.items()), dict(sm.output.items()))
-
-
-run_script(snakemake, main)
+run_script(
+    snakemake,
+    lambda sm: report.video_pages(
+        mp4s=dict(sm.input.items()), pages=dict(sm.output.items())
+    ),
+)

@@ -11,7 +11,7 @@ Heavy submodules are imported lazily by the registry; import them directly when 
 """
 
 from .base import N_LANDMARKS, MorphableModel
-from .person import build_person_model, load_model as load_person_model, save_model
+from .person import build_person_model, load_person_model, save_model
 from .registry import load_model
 
 __all__ = ["MorphableModel", "N_LANDMARKS", "build_person_model", "load_model", "load_person_model", "save_model"]

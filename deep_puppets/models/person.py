@@ -32,7 +32,7 @@ Mesh: 478 vertices, vertex i = landmark i (so ``lm_tri``/``lm_bary`` put weight 
 FaceMesh triangles plus, for each iris, a fan of 4 triangles (centre + 4 contour points) filling the iris
 disk: renderable, and the irises are in the model so gaze can be fitted and transferred.
 
-Stored per video in an HDF5 file of layout ``person_model`` (:func:`save_model`, :func:`load_model`); the
+Stored per video in an HDF5 file of layout ``person_model`` (:func:`save_model`, :func:`load_person_model`); the
 layout holds any :class:`MorphableModel`, with float64 arrays so the content hash survives the round trip.
 """
 
@@ -320,7 +320,7 @@ def save_model(path, model: MorphableModel, attrs: dict | None = None) -> Path:
     return h5io.write(path, PERSON_MODEL, arrays, attrs)
 
 
-def load_model(path) -> MorphableModel:
+def load_person_model(path) -> MorphableModel:
     """Read a model written by :func:`save_model`; :class:`InputError` when the file is not one or was altered.
 
     The file's attributes are in ``model.extra['attrs']``.

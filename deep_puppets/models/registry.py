@@ -80,9 +80,9 @@ def load_model(spec: dict, base_dir=".", where: str = "model", require_landmarks
 
 def _dispatch(kind: str, path: Path, allow_pickle: bool, kw: dict) -> MorphableModel:
     if kind == "person":
-        from .person import load_model as load_person
+        from .person import load_person_model
 
-        return load_person(path)
+        return load_person_model(path)
     if kind == "ict":
         from .ict import load_ict
 
