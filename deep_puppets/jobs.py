@@ -138,7 +138,10 @@ def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, 
     from .files import json_text
     from .fitting import check_model
     from .ingest import read_probe
-    from .texture import TEXTURE, estimate_albedo_and_lighting, vertex_normals, visible_vertices
+    from .mesh import vertex_normals_float64
+    from .texture.albedo import estimate_albedo_and_lighting
+    from .texture.texture_file import TEXTURE
+    from .texture.visibility import visible_vertices
     from .tracks import read_track
     from .video import iter_frames
 
@@ -153,7 +156,7 @@ def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, 
     frames = [f for i, f in enumerate(iter_frames(video_path, 0, int(good[-1]) + 1, info)) if i in wanted]
     screen = ScreenVertices(model, track.p, track.q, track.camera)
     verts = np.stack([screen[t] for t in good])
-    normals = vertex_normals(verts, model.triangles)
+    normals = vertex_normals_float64(verts, model.triangles)
     visible = visible_vertices(verts, normals, model.triangles, (info.height, info.width))
     albedo, sh, stats = estimate_albedo_and_lighting(frames, verts[..., :2], normals, visible, triangles=model.triangles, n_frames=len(good), smooth=smooth)
     h5io.write(
@@ -209,7 +212,10 @@ def render_conditioning(
     head, a transfer's follow the transferred head (the source's motion in pose+expression mode)."""
     from .fitting import check_model
     from .framing import FramingSettings, fit_boxes
-    from .render import Renderer, write_conditioning, write_previews
+    from .render.conditioning_file import write_previews
+    from .render.gl import Renderer
+    from .render.sequence import write_conditioning
+    from .texture.texture_file import TEXTURE
 
     model = load_video_model(model_cfg, model_file)
     if kind == "track":
@@ -225,7 +231,7 @@ def render_conditioning(
             raise InputError(params_file, "was transferred onto a different model than the target's")
         fit = result.to_fit()
     width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
-    tex, tex_attrs = h5io.read(texture_file, h5io.LAYOUTS["texture"])
+    tex, tex_attrs = h5io.read(texture_file, TEXTURE)
     if tex_attrs["model_hash"] != model.content_hash():
         raise InputError(texture_file, "belongs to a different model than the one rendered")
     screen = ScreenVertices(model, fit.p, fit.q, fit.camera)
@@ -353,7 +359,7 @@ def gan_settings(gan_cfg: dict, render_cfg: dict):
 
 def gan_flow(video_path, conditioning_file, out, gan_cfg: dict, render_cfg: dict):
     from .gan.flow import write_flow_file
-    from .render import open_conditioning
+    from .render.conditioning_file import open_conditioning
 
     settings = gan_settings(gan_cfg, render_cfg)
     f, _, boxes = open_conditioning(conditioning_file)
@@ -373,7 +379,7 @@ def gan_train(conditioning_file, flow_file, generator_out, losses_png, gan_cfg: 
     from .files import atomic_path
     from .gan.train import LOCK_NAME, TrainingLock, input_digests, remove_superseded_runs, train_from_files
     from .needs import check_training_frames
-    from .render import open_conditioning
+    from .render.conditioning_file import open_conditioning
 
     settings = gan_settings(gan_cfg, render_cfg)
     with open_conditioning(conditioning_file, settings.streams)[0] as fc:
@@ -428,7 +434,7 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, video_p
     from .gan.held_out import METHODS, held_out_composites
     from .gan.train import load_generator, resolve_device
     from .ingest import read_probe
-    from .render import open_conditioning
+    from .render.conditioning_file import open_conditioning
     from .tracks import read_track
     from .video import Mp4Feed, iter_frames
 

@@ -40,7 +40,7 @@ from deep_puppets.gan.train import (
 
 from .conftest import REPO
 
-STREAMS = ("colour", "correspondence", "gaze")
+from deep_puppets.render.conditioning_file import STREAMS
 
 
 def synthetic(n: int = 36, size: int = 64):

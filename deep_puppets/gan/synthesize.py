@@ -76,7 +76,7 @@ def synthesize_video(generator_path, conditioning: Mapping[str, object], out_pat
 def synthesize_from_files(generator_path, conditioning_path, out_path, fps: float, out_size=None,
                           device: str = "auto") -> int:
     """:func:`synthesize_video` on a conditioning HDF5 file (datasets named like the generator's streams)."""
-    from ..render import open_conditioning
+    from ..render.conditioning_file import open_conditioning
 
     _, s = load_generator(generator_path)
     with open_conditioning(conditioning_path, s.streams)[0] as f:  # a corrupted chunk names the file
