@@ -1,7 +1,7 @@
 """Conditioning images of a fitted face: colour, correspondence and eye gaze, rendered headless with OpenGL.
 
-One :class:`~deep_puppets.render.gl.Renderer` holds a ModernGL context (EGL backend: Mesa llvmpipe on a CPU, the GPU where there is
-one) for the whole job. The mesh topology, its Loop-subdivision operator and the static per-vertex
+One :class:`~.gl.Renderer` holds a ModernGL context (EGL backend: Mesa llvmpipe on a CPU, the GPU where there
+is one) for the whole job. The mesh topology, its Loop-subdivision operator and the static per-vertex
 attributes are uploaded once; each frame costs the vertex normals of the base mesh, one sparse product
 ``S @ [vertices | normals]`` (refinement), one buffer write, one draw into two colour attachments (MRT) and
 two read-backs into uint8 arrays. The gaze image is rasterised on the CPU with OpenCV (four small polygons).
@@ -17,8 +17,8 @@ Conventions
   at ``(col + 0.5, row + 0.5)``.
 * **Crop box** ``(x0, y0, x1, y1)`` in frame pixels maps onto the whole output image: output pixel
   ``(u, v)`` of a ``W × H`` image covers ``x0 + [u, u + 1) (x1 - x0) / W`` (same for ``y``). The full frame
-  is ``(0, 0, width, height)`` (:func:`deep_puppets.framing.frame_rectangle`). A box whose aspect differs from the output's
-  stretches the face; use square boxes for square outputs.
+  is ``(0, 0, width, height)`` (:func:`deep_puppets.framing.frame_rectangle`). A box whose aspect differs from
+  the output's stretches the face; use square boxes for square outputs.
 * **Normals** (and the SH lighting) are in camera coordinates as :mod:`deep_puppets.texture` defines them
   (OpenCV: ``x`` right, ``y`` down, ``z`` away from the camera), i.e. ``(x, y, z)`` of the screen-space
   vertices when smaller z is nearer and ``(x, y, -z)`` otherwise. Triangles are counter-clockwise seen from
@@ -29,20 +29,21 @@ Conventions
 The three images
 ----------------
 1. ``colour``: ``clip(albedo × (sh_basis(n) @ sh), 0, 1)`` evaluated per vertex of the refined mesh (in the
-   vertex shader) and interpolated over its triangles, the model of :func:`deep_puppets.texture.shade`. The
-   normals are the base mesh's area-weighted vertex normals carried to the refined vertices by ``S``
+   vertex shader) and interpolated over its triangles, the model of :func:`deep_puppets.texture.lighting.shade`.
+   The normals are the base mesh's area-weighted vertex normals carried to the refined vertices by ``S``
    (renormalised), i.e. smooth normal interpolation over the base triangles. Any real order-2
    spherical-harmonics basis works (its constants, order and signs are read off the ``sh_basis`` function
-   once, see :func:`~deep_puppets.render.shading.quadratic_basis_matrix`); the default is :func:`deep_puppets.texture.sh_basis`
-   (Ramamoorthi–Hanrahan irradiance constants), so the images match :func:`deep_puppets.texture.shade`.
+   once, see :func:`~.shading.quadratic_basis_matrix`); the default is
+   :func:`deep_puppets.texture.lighting.sh_basis` (Ramamoorthi–Hanrahan irradiance constants), so the images
+   match :func:`deep_puppets.texture.lighting.shade`.
    ``sh=None`` gives shading 1 (albedo only).
 2. ``correspondence``: each surface point coloured by its position on the model's mean shape,
    ``(mean - min) / (max - min)`` per axis → RGB, a fixed attribute: the same point of the face has the same
    colour in every frame and for every actor.
 3. ``gaze``: on black, the eye openings (closed eyelid contours) in ``eye_colour`` and the irises (ellipses
    through the 4 rim points around the iris centre, clipped to the eye opening) in ``iris_colour``; drawn in
-   2D from landmark points (:class:`~deep_puppets.render.gaze.EyeLayout`, MediaPipe's 478-point layout by default), without occlusion
-   by the face itself.
+   2D from landmark points (:class:`~.gaze.EyeLayout`, MediaPipe's 478-point layout by default), without
+   occlusion by the face itself.
 
 Modules (import them directly; this package imports nothing)
 -------------------------------------------------------------

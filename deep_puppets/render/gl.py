@@ -85,7 +85,7 @@ def create_context(llvmpipe_threads: int | None = LLVMPIPE_THREADS):
 
 
 class Renderer:
-    """Renders :class:`~.conditioning_file.Frame` s of one mesh topology; create once per job, call :meth:`render` per frame.
+    """Renders :class:`~.conditioning_file.Frame` s of one topology; create once per job, call :meth:`render` per frame.
 
     ``triangles`` (F, 3) counter-clockwise from the front; ``mean`` (N, 3) the model's mean shape (for the
     correspondence colours); ``albedo`` (N, 3) in [0, 1] (default grey, see :meth:`set_albedo`);
@@ -184,7 +184,8 @@ class Renderer:
 
     def normals(self, vertices: np.ndarray) -> np.ndarray:
         """Unit camera-frame vertex normals (N, 3) of base screen-space ``vertices`` (outward: front n_z < 0)."""
-        return vertex_normals_keep_dtype(camera_positions(vertices, self.nearer_z), self.base_triangles, self._incidence)
+        camera = camera_positions(vertices, self.nearer_z)
+        return vertex_normals_keep_dtype(camera, self.base_triangles, self._incidence)
 
     def geometry(self, vertices: np.ndarray) -> np.ndarray:
         """Refined positions and normals (M, 6) float32: ``S @ [V | normals(V)]`` (normals not unit length)."""

@@ -58,7 +58,7 @@ def estimate_albedo_and_lighting(
 
     Inputs per frame t: ``frames[t]`` RGB (H, W, 3), ``points2d[t]`` (N, 2) image projections of the
     vertices, ``normals[t]`` (N, 3) unit normals in camera coordinates, ``visible[t]`` (N,) bool
-    (:func:`~deep_puppets.texture.visibility.visible_vertices`). ``valid`` (T,) flags usable frames (others are skipped); the first
+    (:func:`~.visibility.visible_vertices`). ``valid`` (T,) flags usable frames (others are skipped); the first
     ``n_frames`` valid frames with any visible vertex are used. ``weights`` (T, N) optionally down-weights
     samples (e.g. by facing cosine). Samples with a channel ≥ ``saturation`` (clipped highlights) or with
     non-finite inputs are ignored.
