@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 def animation(n_frames: int, seed: int = 0) -> dict:
     """Screen-space vertices (T, 478, 3), crop boxes (T, 4), SH (T, 9, 3) and the topology."""
-    from deep_puppets import camera, texture
+    from deep_puppets import camera
+    from deep_puppets.texture.lighting import sh_directional
     from deep_puppets.models import facemesh
 
     mean = np.asarray(facemesh.canonical_face(), dtype=np.float64)  # cm, y up, z to the viewer
@@ -59,7 +60,7 @@ def animation(n_frames: int, seed: int = 0) -> dict:
     lo, hi = verts[..., :2].min(axis=1), verts[..., :2].max(axis=1)
     centre, half = (lo + hi) / 2, 0.6 * (hi - lo).max(axis=1)
     boxes = np.concatenate([centre - half[:, None], centre + half[:, None]], axis=1)
-    sh = np.stack([texture.sh_directional([np.sin(a), -0.3, -np.cos(a)], 0.7, 0.4) for a in t / 60.0])
+    sh = np.stack([sh_directional([np.sin(a), -0.3, -np.cos(a)], 0.7, 0.4) for a in t / 60.0])
     return {"vertices": verts, "boxes": boxes, "sh": sh, "triangles": tri, "mean": mean}
 
 
@@ -85,7 +86,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--profile", action="store_true", help="print where the time goes (cProfile)")
     args = ap.parse_args(argv)
 
-    from deep_puppets.render import DEFAULT_ENCODER, DEFAULT_LEVELS, Renderer, render_sequence, write_conditioning
+    from deep_puppets.render.conditioning_file import DEFAULT_ENCODER, DEFAULT_LEVELS
+    from deep_puppets.render.gl import Renderer
+    from deep_puppets.render.sequence import render_sequence, write_conditioning
 
     encoder = args.encoder or DEFAULT_ENCODER
 

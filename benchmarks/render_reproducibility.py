@@ -3,7 +3,7 @@
 Each run is a fresh Python process that renders the benchmark animation of ``benchmarks/render.py``
 (``--frames`` frames at 256²) and streams it into a ``conditioning`` HDF5 file with one deflate encoder and
 level; the figure is the number of distinct file checksums among ``--runs`` runs (1 = reproducible). ISA-L's
-levels ≥ 1 are why the default is its level 0 (see ``deep_puppets.render.DEFAULT_LEVELS``).
+levels ≥ 1 are why the default is its level 0 (see ``deep_puppets.render.conditioning_file.DEFAULT_LEVELS``).
 
 Usage: ``python benchmarks/render_reproducibility.py [--runs 8] [--frames 1008] [--settings isal:0 isal:1 zlib:1]``.
 Prints one line per setting, then as the last line one JSON object ``{setting: {runs, distinct, ...}}``.
@@ -26,7 +26,8 @@ _CHILD = """
 import sys
 sys.path[:0] = [{repo!r}, {bench!r}]
 from render import animation
-from deep_puppets.render import Renderer, write_conditioning
+from deep_puppets.render.gl import Renderer
+from deep_puppets.render.sequence import write_conditioning
 a = animation({frames})
 r = Renderer(a["triangles"], a["mean"], size=(256, 256), subdivisions=1)
 write_conditioning({out!r}, r, a["vertices"], a["boxes"], sh=a["sh"], eye_points=a["vertices"], encoder={encoder!r}, level={level})

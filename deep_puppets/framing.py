@@ -81,6 +81,12 @@ def frame_box(width: int, height: int) -> np.ndarray:
     return np.array([x0, y0, x0 + side, y0 + side], float)
 
 
+def frame_rectangle(width: int, height: int) -> np.ndarray:
+    """The video frame itself, ``(0, 0, width, height)`` in frame pixels: a crop box showing exactly the frame, not
+    padded (an output image of another aspect stretches it; :func:`frame_box` pads to a square instead)."""
+    return np.array([0.0, 0.0, float(width), float(height)])
+
+
 # ------------------------------------------------------------------------------------------ head geometry
 
 

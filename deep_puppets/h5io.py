@@ -290,6 +290,8 @@ def load_all_layouts() -> None:
     for mod in pkgutil.iter_modules(deep_puppets.__path__):
         if mod.name not in ("__main__",):
             importlib.import_module(f"deep_puppets.{mod.name}")
+    for name in ("render.conditioning_file", "texture.texture_file"):  # layouts in packages that import nothing
+        importlib.import_module(f"deep_puppets.{name}")
 
 
 def _check_landmarks(arrays: dict, attrs: dict) -> str | None:

@@ -260,7 +260,7 @@ def write_reenactment(generator, conditioning_file, target_conditioning, source_
     from .gan.data import crop_resize
     from .gan.inference import generate, load_generator, resolve_device
     from .gan.synthesize import write_side_by_side
-    from .render import open_conditioning
+    from .render.conditioning_file import open_conditioning
     from .video import iter_frames, write_mp4
 
     src, tgt, cs = source_info, target_info, settings

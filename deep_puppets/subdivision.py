@@ -1,4 +1,4 @@
-"""Loop subdivision as a linear operator, and per-frame vertex normals of a fixed topology.
+"""Loop subdivision as a linear operator (vertex normals: :mod:`deep_puppets.mesh`).
 
 Loop subdivision is linear in the vertex positions: the refined vertices are ``S @ V`` for a sparse matrix
 ``S`` that depends on the topology only. :func:`loop_subdivision` builds ``S`` once (any number of levels);
@@ -104,24 +104,3 @@ def loop_subdivision(faces: np.ndarray, n_vertices: int, levels: int = 1) -> tup
         step, faces = loop_step(faces, S.shape[0])
         S = (step @ S).tocsr()
     return S, faces
-
-
-def vertex_normal_operator(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
-    """Sparse (n_vertices, F) incidence matrix: summing area-weighted face normals onto vertices."""
-    faces = np.asarray(faces, dtype=np.int64)
-    f = len(faces)
-    return sp.csr_matrix(
-        (np.ones(3 * f, np.float32), (faces.ravel(), np.repeat(np.arange(f), 3))), shape=(n_vertices, f)
-    )
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray, incidence: sp.csr_matrix) -> np.ndarray:
-    """Unit vertex normals (N, 3): area-weighted mean of the incident faces' ``(v1 - v0) × (v2 - v0)``.
-
-    The normal points to the side from which the triangles are seen counter-clockwise in a right-handed
-    frame. A vertex without faces (or with a degenerate fan) gets (0, 0, 0).
-    """
-    v0, v1, v2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    n = incidence @ np.cross(v1 - v0, v2 - v0)
-    length = np.sqrt(np.einsum("ij,ij->i", n, n))
-    return n / np.where(length > 0, length, 1.0)[:, None]

@@ -1,7 +1,7 @@
 # Conditioning input synthesis: colour, correspondence and eye-gaze images rendered with ModernGL (EGL),
 # for each target's own track (training, self-reenactment) and for every source -> target pair.
 
-STREAMS = ["colour", "correspondence", "gaze"]
+from deep_puppets.render.conditioning_file import STREAMS
 
 
 rule render_track:

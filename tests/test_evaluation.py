@@ -170,7 +170,7 @@ def test_every_method_equals_the_real_frame_outside_the_mask(tiny_full_run):
     from deep_puppets.gan.flow import open_flow_file
     from deep_puppets.gan.held_out import METHODS, held_out_composites
     from deep_puppets.ingest import read_probe
-    from deep_puppets.render import open_conditioning
+    from deep_puppets.render.conditioning_file import open_conditioning
     from deep_puppets.video import iter_frames, read_frames
 
     res, track, G, s, (train, held) = _held_out_setup(tiny_full_run)

@@ -224,7 +224,7 @@ def _face_mask(points: np.ndarray, box, size: int) -> np.ndarray:
     import cv2
 
     from deep_puppets.demo import FACE_OVAL
-    from deep_puppets.render import to_crop_pixels
+    from deep_puppets.render.geometry import to_crop_pixels
 
     poly = to_crop_pixels(points[list(FACE_OVAL)], box, (size, size))
     mask = np.zeros((size, size), np.uint8)
@@ -239,7 +239,7 @@ def test_conditioning_and_real_crops_line_up(tiny_full_run):
     from deep_puppets import demo
     from deep_puppets.gan.data import crop_resize
     from deep_puppets.gan.flow import open_flow_file
-    from deep_puppets.render import open_conditioning
+    from deep_puppets.render.conditioning_file import open_conditioning
     from deep_puppets.video import iter_frames
 
     res = tiny_full_run / "results"
@@ -273,7 +273,7 @@ def test_conditioning_and_real_crops_line_up(tiny_full_run):
 def test_pair_boxes_follow_the_transferred_head_in_the_workflow(tiny_full_run):
     """The pose+expression pair's conditioning boxes are those of the transferred fit: the rendered face sits in
     the middle of every crop, and the boxes differ from the target's own."""
-    from deep_puppets.render import open_conditioning
+    from deep_puppets.render.conditioning_file import open_conditioning
     from deep_puppets.transfer import read_transfer
 
     res = tiny_full_run / "results"

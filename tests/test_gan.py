@@ -34,7 +34,7 @@ from deep_puppets.gan.trainer import Trainer, seed_everything
 
 from .conftest import REPO
 
-STREAMS = ("colour", "correspondence", "gaze")
+from deep_puppets.render.conditioning_file import STREAMS
 
 
 def synthetic(n: int = 36, size: int = 64):

@@ -63,7 +63,7 @@ def assert_names(err: InputError, path, dataset: str, what: str = "is corrupted"
 
 
 def _conditioning(tmp_path, encoder: str) -> Path:
-    from deep_puppets.render import ConditioningWriter, Frame
+    from deep_puppets.render.conditioning_file import ConditioningWriter, Frame
 
     rng = np.random.default_rng(1)
     path = tmp_path / f"cond-{encoder}.h5"
@@ -81,7 +81,7 @@ def test_flipped_byte_in_a_deflated_colour_chunk_is_detected(tmp_path, encoder):
     """The conditioning images are deflated by the renderer and stored with write_direct_chunk (no Fletcher-32):
     zlib's Adler-32, checked by inflate, catches a flipped byte anywhere in the chunk; the rare flip that
     escapes it (unused bits of the deflate stream) leaves the decoded image unchanged. Never a wrong image."""
-    from deep_puppets.render import iter_stream, open_conditioning
+    from deep_puppets.render.conditioning_file import iter_stream, open_conditioning
 
     path = _conditioning(tmp_path, encoder)
     good = list(iter_stream(path, "colour"))
@@ -115,8 +115,8 @@ def _readers():
     from deep_puppets.jobs import fit as fit_jobs
     from deep_puppets.landmark_sets import read_video_landmarks
     from deep_puppets.models.person import load_person_model
-    from deep_puppets.render import iter_stream
-    from deep_puppets.texture import TEXTURE
+    from deep_puppets.render.conditioning_file import iter_stream
+    from deep_puppets.texture.texture_file import TEXTURE
     from deep_puppets.tracks import read_track
     from deep_puppets.transfer import read_transfer
 
@@ -200,7 +200,7 @@ def _set(name, index, value):
 def test_implausible_values_are_refused_naming_file_and_dataset(tiny_full_run, tmp_path):
     """Non-finite or absurd parameters written with valid checksums (a faulty run, or a file from elsewhere)."""
     from deep_puppets.models.person import PERSON_MODEL
-    from deep_puppets.texture import TEXTURE
+    from deep_puppets.texture.texture_file import TEXTURE
     from deep_puppets.tracks import TRACK
 
     res = tiny_full_run / f"results/videos/{TARGET}"

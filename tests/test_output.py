@@ -29,7 +29,7 @@ from deep_puppets.reenactment import (
     plate_frames,
     write_reenactment,
 )
-from deep_puppets.render import STREAMS, ConditioningWriter, Frame
+from deep_puppets.render.conditioning_file import STREAMS, ConditioningWriter, Frame
 from deep_puppets.video import iter_frames, probe, write_mp4
 
 W, H = 96, 160  # portrait target, as a phone films

@@ -12,17 +12,24 @@ import numpy as np
 import pytest
 import trimesh
 
-from deep_puppets import h5io, render, texture
-from deep_puppets.render import (
+from deep_puppets import h5io
+from deep_puppets.framing import frame_rectangle
+from deep_puppets.mesh import vertex_face_incidence, vertex_normals_float64, vertex_normals_keep_dtype
+from deep_puppets.render.conditioning_file import (
     CONDITIONING,
-    MEDIAPIPE_EYES,
-    RenderError,
-    Renderer,
-    draw_gaze,
-    render_sequence,
-    write_conditioning,
+    DEFLATE_ENCODERS,
+    STREAMS,
+    ConditioningWriter,
+    deflate_chunk,
+    write_previews,
 )
-from deep_puppets.subdivision import loop_subdivision, vertex_normal_operator, vertex_normals
+from deep_puppets.render.gaze import MEDIAPIPE_EYES, draw_gaze
+from deep_puppets.render.geometry import camera_positions, correspondence_colours, to_crop_pixels
+from deep_puppets.render.gl import Renderer, RenderError, create_context
+from deep_puppets.render.sequence import render_sequence, write_conditioning
+from deep_puppets.render.shading import fibonacci_sphere, quadratic_basis_matrix, quadratic_monomials
+from deep_puppets.subdivision import loop_subdivision
+from deep_puppets.texture.lighting import sh_basis, sh_directional, shade
 
 
 def make_renderer(*args, **kw) -> Renderer:
@@ -53,7 +60,7 @@ def to_screen(model_v, rot, scale, t, nearer_z="smaller"):
 
 def crop_coords(points, box, size):
     """Frame pixels → cv2 coordinates of the output image (pixel centres at integers)."""
-    return render.to_crop_pixels(points, box, size) - 0.5
+    return to_crop_pixels(points, box, size) - 0.5
 
 
 def reference_silhouette(vertices, faces, box, size) -> np.ndarray:
@@ -81,7 +88,7 @@ def bilinear(img, xy):
 
 def test_egl_context():
     try:
-        ctx = render.create_context()
+        ctx = create_context()
     except RenderError as e:
         pytest.fail(str(e))
     assert ctx.version_code >= 330
@@ -110,17 +117,17 @@ def test_silhouette_matches_cpu_rasterisation(subdivisions):
     r.close()
 
 
-def test_full_frame_box_and_crop_agree():
+def test_frame_rectangle_and_crop_agree():
     """The same face through the full frame and through a crop: the crop is a resampled window. Two
     renderers (two GL contexts) used in turn do not disturb each other."""
     v, f = blob(2)
     screen = to_screen(v, np.eye(3), 40.0, [100.0, 80.0, 0.0])
     full = make_renderer(f, v, size=(200, 160), subdivisions=0)
-    a = full.render(screen, render.full_frame_box(200, 160)).colour
+    a = full.render(screen, frame_rectangle(200, 160)).colour
     crop = make_renderer(f, v, size=(100, 80), subdivisions=0)
     b = crop.render(screen, (50.0, 40.0, 150.0, 120.0)).colour
     assert np.array_equal(a[40:120, 50:150] > 0, b > 0)
-    assert np.array_equal(full.render(screen, render.full_frame_box(200, 160)).colour, a)  # contexts interleave
+    assert np.array_equal(full.render(screen, frame_rectangle(200, 160)).colour, a)  # contexts interleave
     full.close()
     crop.close()
 
@@ -166,13 +173,13 @@ def test_correspondence_colour_is_fixed_to_the_surface():
     ]
     size, box = (256, 256), (0.0, 0.0, 256.0, 256.0)
     r = make_renderer(f, mean, size=size, subdivisions=1)
-    expected = 255.0 * (r.S @ render.correspondence_colours(mean))  # refined-vertex attribute, fixed
+    expected = 255.0 * (r.S @ correspondence_colours(mean))  # refined-vertex attribute, fixed
     errors = []
     for actor in actors:
         for rot, scale, t in poses:
             screen = to_screen(actor, rot, scale, t)
             surf = r.surface(screen)
-            n = texture.vertex_normals(surf, r.faces)  # camera frame: front-facing has n_z < 0
+            n = vertex_normals_float64(surf, r.faces)  # camera frame: front-facing has n_z < 0
             pick = np.flatnonzero(n[:, 2] < -0.8)
             pick = rng.choice(pick, size=min(200, len(pick)), replace=False)
             img = r.render(screen, box).correspondence
@@ -213,12 +220,12 @@ def test_colour_matches_texture_shading(nearer_z):
     centres = np.array([[20.0 + 36 * (i % 6), 20.0 + 36 * (i // 6), 50.0 + i] for i in range(k)])
     v, tri = flat_quads(n, centres)
     albedo = np.repeat(rng.uniform(0.3, 0.9, size=(k, 3)), 4, axis=0)
-    sh = texture.sh_directional([0.4, -0.5, -0.8], color=[0.8, 0.7, 0.6], ambient=0.35)
+    sh = sh_directional([0.4, -0.5, -0.8], color=[0.8, 0.7, 0.6], ambient=0.35)
     sh[4:] += rng.normal(scale=0.05, size=(5, 3))  # exercise the order-2 terms too
     screen = v if nearer_z == "smaller" else v * [1.0, 1.0, -1.0]
     r = make_renderer(tri, v, size=(216, 216), subdivisions=1, nearer_z=nearer_z, albedo=albedo)
     img = r.render(screen, (0, 0, 216, 216), sh=sh).colour
-    expected = 255.0 * np.clip(texture.shade(albedo[::4], n, sh), 0.0, 1.0)
+    expected = 255.0 * np.clip(shade(albedo[::4], n, sh), 0.0, 1.0)
     got = img[centres[:, 1].astype(int), centres[:, 0].astype(int)].astype(float)
     assert np.abs(got - expected).max() <= 2.0, np.abs(got - expected).max()
     assert expected.std() > 10  # the lighting does vary over the normals
@@ -227,20 +234,20 @@ def test_colour_matches_texture_shading(nearer_z):
 
 def test_normals_point_out_of_the_surface():
     v, f = blob(2)
-    inc = vertex_normal_operator(f, len(v))
+    inc = vertex_face_incidence(f, len(v), np.float32)
     for nearer_z in ("smaller", "larger"):
         screen = to_screen(v, rotation(0.2, 0.3, 0.0), 50.0, [100, 100, 7], nearer_z)
-        n = vertex_normals(render.camera_positions(screen, nearer_z), f, inc)
-        outward = render.camera_positions(screen, nearer_z) - render.camera_positions(screen, nearer_z).mean(axis=0)
+        n = vertex_normals_keep_dtype(camera_positions(screen, nearer_z), f, inc)
+        outward = camera_positions(screen, nearer_z) - camera_positions(screen, nearer_z).mean(axis=0)
         assert (np.einsum("ij,ij->i", n, outward) > 0).mean() > 0.99
 
 
 def test_sh_basis_is_read_off_any_quadratic_basis():
-    m = render.quadratic_basis_matrix(texture.sh_basis)
-    n = render.fibonacci_sphere(50)
-    assert np.allclose(render.quadratic_monomials(n) @ m, texture.sh_basis(n))
+    m = quadratic_basis_matrix(sh_basis)
+    n = fibonacci_sphere(50)
+    assert np.allclose(quadratic_monomials(n) @ m, sh_basis(n))
     with pytest.raises(ValueError, match="quadratic"):
-        render.quadratic_basis_matrix(lambda n: np.concatenate([n[:, :1] ** 3, texture.sh_basis(n)[:, 1:]], axis=1))
+        quadratic_basis_matrix(lambda n: np.concatenate([n[:, :1] ** 3, sh_basis(n)[:, 1:]], axis=1))
 
 
 # ------------------------------------------------------------------------------------------ gaze
@@ -286,7 +293,7 @@ def sequence(t=6):
     verts[min(3, t - 1)] = np.nan  # a failed fit
     eyes = np.stack([eye_points(((70.0, 90.0), (122.0, 90.0)), 12, 5, 4, (i - 3.0, 0)) for i in range(t)])
     boxes = np.array([[0.0, 0.0, 192.0, 192.0]] * t)
-    sh = texture.sh_directional([0.3, -0.4, -0.8], 0.6, 0.4)
+    sh = sh_directional([0.3, -0.4, -0.8], 0.6, 0.4)
     return v, f, verts, boxes, sh, eyes
 
 
@@ -312,7 +319,7 @@ def test_sequence_is_deterministic_and_hdf5_reads_back(tmp_path):
         r.close()
     assert paths[0].read_bytes() == paths[1].read_bytes()  # identical files, not only identical images
     (a, attrs), (b, _) = (h5io.read(p, CONDITIONING) for p in paths)
-    for s in render.STREAMS:
+    for s in STREAMS:
         assert a[s].dtype == np.uint8 and a[s].shape == (6, 96, 96, 3)
         assert a[s].tobytes() == b[s].tobytes()
         assert np.array_equal(a[s], np.stack([getattr(fr, s) for fr in frames]))
@@ -329,7 +336,7 @@ def test_writer_is_atomic_and_lzf_reads_back(tmp_path):
     mean, f, verts, boxes, sh, eyes = sequence(3)  # frame 2 invalid
     r = make_renderer(f, mean, size=(32, 32), subdivisions=0)
     with pytest.raises(RuntimeError, match="boom"):
-        with render.ConditioningWriter(
+        with ConditioningWriter(
             tmp_path / "x.h5", 3, (32, 32), {"renderer": "r", "settings": "{}", "source": "", "framing": "null"}
         ) as w:
             w.append(r.render(verts[0], boxes[0]), 0, boxes[0])
@@ -344,7 +351,7 @@ def test_writer_is_atomic_and_lzf_reads_back(tmp_path):
     r.close()
 
 
-@pytest.mark.parametrize("encoder", render.DEFLATE_ENCODERS)
+@pytest.mark.parametrize("encoder", DEFLATE_ENCODERS)
 def test_deflate_encoders_write_standard_gzip_chunks(tmp_path, encoder):
     """Both encoders' chunks inflate with zlib and read back through h5py's own gzip filter, frame for frame."""
     import zlib
@@ -354,23 +361,23 @@ def test_deflate_encoders_write_standard_gzip_chunks(tmp_path, encoder):
     mean, f, verts, boxes, sh, eyes = sequence(3)
     r = make_renderer(f, mean, size=(48, 48), subdivisions=0)
     frames = list(render_sequence(r, verts, boxes, sh, eyes))
-    for s in render.STREAMS:
+    for s in STREAMS:
         image = getattr(frames[0], s)
-        chunk = render.deflate_chunk(image, None, encoder, s)  # the encoder's default level
+        chunk = deflate_chunk(image, None, encoder, s)  # the encoder's default level
         assert zlib.decompress(chunk) == image.tobytes()
         assert len(chunk) < image.nbytes / 2  # compressed, not stored
     p = write_conditioning(tmp_path / "c.h5", r, verts, boxes, sh=sh, eye_points=eyes, encoder=encoder)
     r.close()
     with h5py.File(p, "r") as h:
         assert h["colour"].compression == "gzip" and h["colour"].chunks == (1, 48, 48, 3)
-        for s in render.STREAMS:
+        for s in STREAMS:
             assert np.array_equal(h[s][:], np.stack([getattr(fr, s) for fr in frames]))
 
 
 def test_unknown_encoder_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="encoder must be one of"):
         attrs = {"renderer": "", "settings": "{}", "source": "", "framing": "null"}
-        render.ConditioningWriter(tmp_path / "x.h5", 1, (8, 8), attrs, encoder="lz4")
+        ConditioningWriter(tmp_path / "x.h5", 1, (8, 8), attrs, encoder="lz4")
     assert not list(tmp_path.iterdir())
 
 
@@ -381,8 +388,8 @@ def test_previews(tmp_path):
     r = make_renderer(f, mean, size=(64, 64), subdivisions=0)
     p = write_conditioning(tmp_path / "c.h5", r, verts, boxes, sh=sh, eye_points=eyes)
     r.close()
-    n = render.write_previews(p, {s: tmp_path / f"{s}.mp4" for s in render.STREAMS}, fps=25)
-    assert n == {s: 4 for s in render.STREAMS}
+    n = write_previews(p, {s: tmp_path / f"{s}.mp4" for s in STREAMS}, fps=25)
+    assert n == {s: 4 for s in STREAMS}
     assert probe(tmp_path / "gaze.mp4").n_frames == 4
 
 

@@ -1,7 +1,6 @@
 from deep_puppets.jobs import render
+from deep_puppets.render.conditioning_file import STREAMS
 from deep_puppets.workflow import run_script
-
-STREAMS = ("colour", "correspondence", "gaze")
 
 
 def main(sm):

@@ -17,7 +17,7 @@ from ..gan.held_out import METHODS, held_out_composites
 from ..gan.inference import load_generator, resolve_device
 from ..ingest import read_probe
 from ..progress import ProgressLog
-from ..render import open_conditioning
+from ..render.conditioning_file import open_conditioning
 from ..tracks import read_track
 from ..video import Mp4Feed, iter_frames
 

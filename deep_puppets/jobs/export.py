@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from ..export import pair_animation, video_animation, write_arkit_csv, write_face_exports, write_mesh_sequence
+from ..export import (
+    pair_animation,
+    video_animation,
+    write_arkit_csv,
+    write_face_exports,
+    write_mesh_sequence,
+)
 from .model import load_video_model
 
 log = logging.getLogger(__package__)

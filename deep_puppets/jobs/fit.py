@@ -8,7 +8,16 @@ import numpy as np
 
 from .. import h5io
 from ..errors import InputError
-from ..fitting import FitSettings, check_model, identity_frames, read_fit_identity, solve_identity, solve_segment, write_fit_identity, write_fit_segment
+from ..fitting import (
+    FitSettings,
+    check_model,
+    identity_frames,
+    read_fit_identity,
+    solve_identity,
+    solve_segment,
+    write_fit_identity,
+    write_fit_segment,
+)
 from ..landmark_sets import read_video_landmarks
 from ..models.person import build_person_model, save_model
 from ..segments import Segment

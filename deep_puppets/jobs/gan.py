@@ -10,11 +10,16 @@ from pathlib import Path
 
 from ..files import atomic_path
 from ..gan.flow import write_flow_file
-from ..gan.run_folder import LOCK_NAME, TrainingLock, input_digests, remove_superseded_runs
+from ..gan.run_folder import (
+    LOCK_NAME,
+    TrainingLock,
+    input_digests,
+    remove_superseded_runs,
+)
 from ..gan.settings import TrainSettings
 from ..gan.train import train_from_files
 from ..needs import check_training_frames
-from ..render import open_conditioning
+from ..render.conditioning_file import open_conditioning
 
 log = logging.getLogger(__package__)
 

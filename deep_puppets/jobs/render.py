@@ -14,7 +14,10 @@ from ..errors import InputError
 from ..fitting import check_model
 from ..framing import FramingSettings, fit_boxes
 from ..progress import ProgressLog
-from ..render import Renderer, write_conditioning, write_previews
+from ..render.conditioning_file import write_previews
+from ..render.gl import Renderer
+from ..render.sequence import write_conditioning
+from ..texture.texture_file import TEXTURE
 from ..tracks import read_track
 from ..transfer import read_transfer
 from .model import LandmarkPoints, ScreenVertices, load_video_model
@@ -79,7 +82,7 @@ def _render(model, fit, attrs: dict, params_file, texture_file, out, previews: d
     """Render ``fit`` (of ``params_file``, a track or a transfer: ``kind``) with the texture; write the
     conditioning file and its preview videos."""
     width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
-    tex, tex_attrs = h5io.read(texture_file, h5io.LAYOUTS["texture"])
+    tex, tex_attrs = h5io.read(texture_file, TEXTURE)
     if tex_attrs["model_hash"] != model.content_hash():
         raise InputError(texture_file, "belongs to a different model than the one rendered")
     screen = ScreenVertices(model, fit.p, fit.q, fit.camera)

@@ -11,7 +11,10 @@ from ..errors import InputError
 from ..files import json_text
 from ..fitting import check_model
 from ..ingest import read_probe
-from ..texture import TEXTURE, estimate_albedo_and_lighting, vertex_normals, visible_vertices
+from ..mesh import vertex_normals_float64
+from ..texture.albedo import estimate_albedo_and_lighting
+from ..texture.texture_file import TEXTURE
+from ..texture.visibility import visible_vertices
 from ..tracks import read_track
 from ..video import iter_frames
 from .model import ScreenVertices, load_video_model
@@ -32,7 +35,7 @@ def texture(*, model_cfg: dict, model_file, track_file, video_path, probe_json, 
     frames = [f for i, f in enumerate(iter_frames(video_path, 0, int(good[-1]) + 1, info)) if i in wanted]
     screen = ScreenVertices(model, track.p, track.q, track.camera)
     verts = np.stack([screen[t] for t in good])
-    normals = vertex_normals(verts, model.triangles)
+    normals = vertex_normals_float64(verts, model.triangles)
     visible = visible_vertices(verts, normals, model.triangles, (info.height, info.width))
     albedo, sh, stats = estimate_albedo_and_lighting(frames, verts[..., :2], normals, visible, triangles=model.triangles, n_frames=len(good), smooth=smooth)
     h5io.write(
