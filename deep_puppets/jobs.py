@@ -53,13 +53,14 @@ def build_person_model(landmark_files, out, n_components: int, video: str):
 
 
 def fit_settings(fit_cfg: dict):
-    from .fitting import FitSettings
+    from .fit_types import FitSettings
 
     return FitSettings.from_fit_section(fit_cfg)
 
 
 def fit_identity(model_cfg, model_file, landmark_files, out, fit_cfg: dict, video: str, threads: int = 1):
-    from .fitting import fit_identity as fit, identity_frames, write_fit_identity
+    from .fit_files import write_fit_identity
+    from .fitting import fit_identity as fit, identity_frames
     from .landmark_sets import read_video_landmarks
 
     model = load_video_model(model_cfg, model_file)
@@ -74,23 +75,19 @@ def fit_identity(model_cfg, model_file, landmark_files, out, fit_cfg: dict, vide
 
 
 def fit_segment(model_cfg, model_file, identity_file, landmark_file, out, fit_cfg: dict, threads: int = 1):
-    from .fitting import check_model, fit_segment as fit, read_fit_identity, write_fit_segment
+    from .fit_files import check_model, read_fit_identity, write_fit_segment
+    from .fitting import fit_segment as fit
+    from .segments import Segment
 
     model = load_video_model(model_cfg, model_file)
     identity, id_attrs, _ = read_fit_identity(identity_file)
     check_model(id_attrs, model, identity_file)
     arrays, a = h5io.read(landmark_file, h5io.LANDMARKS)
     result = fit(model, arrays["landmarks"], arrays["valid"], fit_settings(fit_cfg), p=identity.p, threads=threads)
-    seg = _segment_from_attrs(a)
+    seg = Segment.from_attrs(a)
     write_fit_segment(out, result, frame_index=arrays["frame_index"], segment=seg, model=model, video=a["video"], width=a["width"], height=a["height"], fps=a["fps"])
     log.info("%s segment %d: %d frames, %d iterations, median residual %.2f px", a["video"], seg.index, result.n_frames, result.iterations, np.nanmedian(result.residual))
     return result
-
-
-def _segment_from_attrs(a: dict):
-    from .segments import Segment
-
-    return Segment(int(a["segment"]), int(a["start"]), int(a["stop"]), int(a["core_start"]), int(a["core_stop"]))
 
 
 def merge_track(fit_files, out):
@@ -136,7 +133,7 @@ class LandmarkPoints:
 
 def estimate_texture(model_cfg, model_file, track_file, video_path, probe_json, out, n_frames: int, smooth: float):
     from .files import json_text
-    from .fitting import check_model
+    from .fit_files import check_model
     from .ingest import read_probe
     from .texture import TEXTURE, estimate_albedo_and_lighting, vertex_normals, visible_vertices
     from .tracks import read_track
@@ -207,7 +204,7 @@ def render_conditioning(
     """Conditioning frames of a target's own track (``kind='track'``) or of a transfer (``kind='transfer'``), each
     of its crop box (:mod:`deep_puppets.framing`, config section ``framing``): a track's boxes follow the track's
     head, a transfer's follow the transferred head (the source's motion in pose+expression mode)."""
-    from .fitting import check_model
+    from .fit_files import check_model
     from .framing import FramingSettings, fit_boxes
     from .render import Renderer, write_conditioning, write_previews
 
@@ -218,7 +215,7 @@ def render_conditioning(
         fit, attrs = read_track(params_file)
         check_model(attrs, model, params_file)
     else:
-        from .transfer import read_transfer
+        from .transfer_files import read_transfer
 
         result, attrs = read_transfer(params_file)
         if attrs["target_model_hash"] != model.content_hash():
@@ -264,7 +261,8 @@ def render_conditioning(
 
 
 def transfer_pair(model_cfg, source_model_file, target_model_file, source_track, target_track, out, mode: str, transfer_cfg: dict):
-    from .transfer import TransferSettings, transfer_files
+    from .transfer import TransferSettings
+    from .transfer_files import transfer_files
 
     result = transfer_files(
         source_track,
@@ -291,7 +289,9 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
 
     from . import diagnostics as dg
     from .files import write_json
-    from .fitting import fit_segment as fit, projected_landmarks, read_fit_identity
+    from .fit_files import read_fit_identity
+    from .fitting import fit_segment as fit
+    from .landmark_basis import projected_landmarks
     from .ingest import read_probe
     from .landmark_sets import read_video_landmarks
     from .tracks import read_track
@@ -401,7 +401,7 @@ def gan_synthesize(generator, conditioning_file, transfer_file, source_video, so
     from .framing import frame_box
     from .ingest import read_probe
     from .reenactment import CompositeSettings, write_reenactment
-    from .transfer import read_transfer
+    from .transfer_files import read_transfer
 
     src, tgt = read_probe(source_probe), read_probe(target_probe)
     transfer, attrs = read_transfer(transfer_file)

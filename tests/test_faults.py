@@ -118,7 +118,7 @@ def test_segment_job_killed_with_sigkill_reruns_and_leaves_valid_segments(tmp_pa
     """Jobs planned after the probe checkpoint: a kill leaves nothing under the final names, the next run
     reruns them, every segment file is complete and no incomplete marker is left on an existing output."""
     from deep_puppets import h5io
-    from deep_puppets.fitting import FIT_SEGMENT
+    from deep_puppets.fit_files import FIT_SEGMENT
 
     work = tmp_path / "run"
     work.mkdir()

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from deep_puppets.camera import rotation_log, rotation_matrix
-from deep_puppets.fitting import FitError, FitResult, FitSettings, fit_identity, fit_segment, identity_frames, projected_landmarks, write_fit_segment
+from deep_puppets.fit_files import write_fit_segment
+from deep_puppets.fit_types import FitError, FitResult, FitSettings
+from deep_puppets.fitting import fit_identity, fit_segment, identity_frames
+from deep_puppets.landmark_basis import projected_landmarks
 from deep_puppets.segments import Segment, plan_segments
 from deep_puppets.tracks import merge_segment_files, merge_segments, read_track, segment_weights, smoothstep, write_track
 
