@@ -13,18 +13,8 @@ from skimage.data import astronaut
 
 from deep_puppets import h5io
 from deep_puppets.errors import ConfigError
-from deep_puppets.landmarks import (
-    LEFT_EYE_OUTER,
-    N_LANDMARKS,
-    RIGHT_EYE_OUTER,
-    Detection,
-    LandmarkSettings,
-    detect_frames,
-    detector_tiles,
-    rank_detections,
-    run_segment,
-    suppress_duplicates,
-)
+from deep_puppets.face_roi import LEFT_EYE_OUTER, RIGHT_EYE_OUTER, Detection, detector_tiles, rank_detections, suppress_duplicates
+from deep_puppets.landmarks import N_LANDMARKS, LandmarkSettings, detect_frames, run_segment
 from deep_puppets.segments import Segment
 from deep_puppets.video import probe, read_frames, write_mp4
 
