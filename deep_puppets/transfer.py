@@ -1,9 +1,9 @@
 """Conditioning-input synthesis, step 1: carry a source actor's head pose and expression onto a target actor.
 
 One job per configured pair ``source → target``. Inputs: the two merged tracks (:mod:`deep_puppets.tracks`)
-and the two morphable models they were fitted with. Output (layout ``transfer``): the *target's* parameters
-for every frame of the *source* (identity ``p`` of the target, expression ``q`` in the target's model, camera),
-ready to be rendered with the target's model (:meth:`TransferResult.to_fit`).
+and the two morphable models they were fitted with. Output (layout ``transfer``, :mod:`deep_puppets.transfer_files`):
+the *target's* parameters for every frame of the *source* (identity ``p`` of the target, expression ``q`` in
+the target's model, camera), ready to be rendered with the target's model (:meth:`TransferResult.to_fit`).
 
 Modes
 -----
