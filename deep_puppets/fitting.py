@@ -335,7 +335,6 @@ def _initial_params(prob: _Problem) -> _Params:
     return _Params(p, np.zeros((T, prob.K)), cam, R0)
 
 
-
 # --------------------------------------------------------------------------------------------- the fit
 
 
