@@ -38,7 +38,8 @@ def child(model_name: str, frames: int, threads: int) -> dict:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from deep_puppets.fitting import FitSettings, solve_segment
+    from deep_puppets.fit_types import FitSettings
+    from deep_puppets.fitting import solve_segment
     from deep_puppets.models.ict import load_ict
     from tests.synthetic_faces import draw_landmarks, synthetic_model, synthetic_motion
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 def animation(n_frames: int, seed: int = 0) -> dict:
     """Screen-space vertices (T, 478, 3), crop boxes (T, 4), SH (T, 9, 3) and the topology."""
     from deep_puppets import camera
-    from deep_puppets.texture.lighting import sh_directional
     from deep_puppets.models import facemesh
+    from deep_puppets.texture.lighting import sh_directional
 
     mean = np.asarray(facemesh.canonical_face(), dtype=np.float64)  # cm, y up, z to the viewer
     tri = np.asarray(facemesh.triangles())

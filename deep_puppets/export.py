@@ -121,7 +121,7 @@ def video_animation(track_file, model: MorphableModel) -> FaceAnimation:
 
 def pair_animation(transfer_file, model: MorphableModel, name: str) -> FaceAnimation:
     """The target of a pair re-animated by its source (the transfer's output; ``model``: the target's)."""
-    from .transfer import read_transfer
+    from .transfer_files import read_transfer
 
     result, attrs = read_transfer(transfer_file)
     if result.target_model_hash != model.content_hash():

@@ -187,7 +187,7 @@ def head_boxes(model, p, camera, valid, fps: float, settings: FramingSettings, w
 
 
 def fit_boxes(model, fit, fps: float, settings: FramingSettings, width: int, height: int) -> np.ndarray:
-    """:func:`head_boxes` of a :class:`~deep_puppets.fitting.FitResult` (a track or a transfer's ``to_fit()``)."""
+    """:func:`head_boxes` of a :class:`~deep_puppets.fit_types.FitResult` (a track or a transfer's ``to_fit()``)."""
     return head_boxes(model, fit.p, fit.camera, fit.valid, fps, settings, width, height)
 
 

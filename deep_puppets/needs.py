@@ -68,7 +68,7 @@ def check_training_frames(where: str, n_frames: int, gan: dict) -> None:
 def check_stage_settings(config: dict) -> None:
     """Build every stage's settings object from the prepared ``config``; a bad value is a one-line
     :class:`ConfigError` naming the user's key (before any job starts)."""
-    from .fitting import FitSettings
+    from .fit_types import FitSettings
     from .framing import FramingSettings
     from .gan.settings import TrainSettings
     from .landmarks import LandmarkSettings

@@ -23,6 +23,11 @@ class Segment:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_attrs(cls, attrs) -> Segment:
+        """The segment of a file's attributes (``segment``, ``start``, ``stop``, ``core_start``, ``core_stop``)."""
+        return cls(int(attrs["segment"]), int(attrs["start"]), int(attrs["stop"]), int(attrs["core_start"]), int(attrs["core_stop"]))
+
 
 def plan_segments(n_frames: int, length: int, overlap: int) -> list[Segment]:
     """Segments of at most ``length`` frames sharing ``overlap`` frames with their neighbours."""

@@ -18,7 +18,8 @@ import numpy as np
 
 from . import h5io
 from .camera import blend_cameras
-from .fitting import _FIT_ATTRS, FitError, FitResult, _fit_arrays, _fit_datasets, check_fit_arrays, read_fit_segment, result_from_file
+from .fit_files import FIT_ATTRS, check_fit_arrays, fit_arrays, fit_datasets, read_fit_segment, result_from_file
+from .fit_types import FitError, FitResult
 from .segments import Segment
 
 TRACK = h5io.register(
@@ -30,9 +31,9 @@ TRACK = h5io.register(
             "(deep_puppets/tracks.py). One row per video frame; valid = false where no face was detected "
             "(values bridged, or held at the ends; NaN cameras only if the video has no face at all)."
         ),
-        datasets=_fit_datasets("0 … n_frames − 1"),
+        datasets=fit_datasets("0 … n_frames − 1"),
         attrs={
-            **_FIT_ATTRS,
+            **FIT_ATTRS,
             "n_frames": "frames in the video",
             "segments": "JSON list of the merged segments (index, start, stop, core_start, core_stop)",
         },
@@ -145,7 +146,7 @@ def merge_segment_files(paths: Sequence, n_frames: int | None = None) -> tuple[F
     fits, segments, first = [], [], None
     for path in paths:
         fit, attrs, frame_index = read_fit_segment(path)
-        seg = Segment(int(attrs["segment"]), int(attrs["start"]), int(attrs["stop"]), int(attrs["core_start"]), int(attrs["core_stop"]))
+        seg = Segment.from_attrs(attrs)
         if not np.array_equal(frame_index, np.arange(seg.start, seg.stop)):
             raise FitError(f"{path}: frame_index does not match the segment range {seg.start}…{seg.stop}")
         if first is None:
@@ -156,14 +157,14 @@ def merge_segment_files(paths: Sequence, n_frames: int | None = None) -> tuple[F
         fits.append(fit)
         segments.append(seg)
     track = merge_segments(fits, segments, n_frames)
-    attrs = {k: first[k] for k in _FIT_ATTRS}
+    attrs = {k: first[k] for k in FIT_ATTRS}
     attrs.update(n_frames=track.n_frames, segments=json.dumps([s.to_dict() for s in sorted(segments, key=lambda s: s.start)]))
     return track, attrs
 
 
 def write_track(path, track: FitResult, attrs: dict):
     """Write a merged track; ``attrs`` as returned by :func:`merge_segment_files` (or the same keys)."""
-    return h5io.write(path, TRACK, _fit_arrays(track, np.arange(track.n_frames)), {k: attrs[k] for k in TRACK.attrs})
+    return h5io.write(path, TRACK, fit_arrays(track, np.arange(track.n_frames)), {k: attrs[k] for k in TRACK.attrs})
 
 
 def read_track(path) -> tuple[FitResult, dict]:

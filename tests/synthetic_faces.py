@@ -13,7 +13,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from deep_puppets.camera import project
-from deep_puppets.fitting import LandmarkBasis
+from deep_puppets.landmark_basis import LandmarkBasis
 from deep_puppets.models.base import N_LANDMARKS, MorphableModel
 
 IOD_CM = 6.3  # inter-ocular distance used to express errors for the synthetic model and ICT (centimetres)

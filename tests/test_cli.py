@@ -18,7 +18,13 @@ import yaml
 
 from deep_puppets import config as dp_config
 from deep_puppets import progress
-from deep_puppets.cli import Display, SnakemakeLines, plain_reason, planned_jobs, video_names
+from deep_puppets.cli import (
+    Display,
+    SnakemakeLines,
+    plain_reason,
+    planned_jobs,
+    video_names,
+)
 from deep_puppets.errors import ConfigError
 
 from .conftest import REPO

@@ -4,7 +4,15 @@ import cv2
 import numpy as np
 import pytest
 
-from deep_puppets.composite import blend, box_roi, edge_ramp, face_alpha, frame_alpha, paste, uncrop
+from deep_puppets.composite import (
+    blend,
+    box_roi,
+    edge_ramp,
+    face_alpha,
+    frame_alpha,
+    paste,
+    uncrop,
+)
 from deep_puppets.gan.data import crop_resize
 
 H, W = 180, 320

@@ -88,7 +88,7 @@ def test_snakemake_stops_before_any_job_with_the_key(tmp_path):
     "section,factory",
     [
         ("landmarks", "deep_puppets.landmarks:LandmarkSettings"),
-        ("fit", "deep_puppets.fitting:FitSettings"),
+        ("fit", "deep_puppets.fit_types:FitSettings"),
         ("transfer", "deep_puppets.transfer:TransferSettings"),
         ("gan", "deep_puppets.gan.settings:TrainSettings"),
     ],

@@ -138,7 +138,7 @@ def check_parameters(csv, meta, model, p, q, camera, names) -> None:
 def test_exports_of_the_tiny_run_round_trip(tiny_full_run):
     """`all` wrote every export of both videos and the pair; each glTF and parameter CSV reproduces its face."""
     from deep_puppets.tracks import read_track
-    from deep_puppets.transfer import read_transfer
+    from deep_puppets.transfer_files import read_transfer
 
     results = tiny_full_run / "results"
     faces = []

@@ -19,7 +19,15 @@ from deep_puppets import config as dp_config
 from deep_puppets.errors import ConfigError, DeepPuppetsError
 from deep_puppets.video import probe, read_frames, write_mp4
 
-from .conftest import REPO, TINY_FULL, copy_run, merged, planned_jobs, run_workflow, workflow_cmd
+from .conftest import (
+    REPO,
+    TINY_FULL,
+    copy_run,
+    merged,
+    planned_jobs,
+    run_workflow,
+    workflow_cmd,
+)
 
 TARGET = "demo_target"
 PAIR = "demo_source__demo_target__pose"
@@ -118,7 +126,7 @@ def test_segment_job_killed_with_sigkill_reruns_and_leaves_valid_segments(tmp_pa
     """Jobs planned after the probe checkpoint: a kill leaves nothing under the final names, the next run
     reruns them, every segment file is complete and no incomplete marker is left on an existing output."""
     from deep_puppets import h5io
-    from deep_puppets.fitting import FIT_SEGMENT
+    from deep_puppets.fit_files import FIT_SEGMENT
 
     work = tmp_path / "run"
     work.mkdir()
@@ -374,7 +382,8 @@ def test_figures_and_tables_on_a_full_disk_leave_no_file(full_disk):
     """The diagnostics and evaluation figures are written atomically: a failed write leaves nothing behind."""
     import pandas as pd
 
-    from deep_puppets import diagnostics as dg, evaluation as ev
+    from deep_puppets import diagnostics as dg
+    from deep_puppets import evaluation as ev
 
     t = np.arange(30.0)
     df = pd.DataFrame({"frame": t, "method": "gan", "region": "frame", "e_col": t / 100})

@@ -7,10 +7,21 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from deep_puppets import blocksolve as B
+from deep_puppets import fit_files
 from deep_puppets import fitting as F
-from deep_puppets.camera import blend_rotations, left_jacobian, project, rotation_log, rotation_matrix
+from deep_puppets.camera import (
+    blend_rotations,
+    left_jacobian,
+    project,
+    rotation_log,
+    rotation_matrix,
+)
 from deep_puppets.errors import ConfigError
-from deep_puppets.fitting import FitSettings, identity_frames, projected_landmarks, solve_identity, solve_segment
+from deep_puppets.fit_types import FitError, FitSettings
+from deep_puppets.fitting import identity_frames, solve_identity, solve_segment
+from deep_puppets.landmark_basis import LandmarkBasis, projected_landmarks
+from deep_puppets.models.base import MorphableModel
 from deep_puppets.segments import Segment
 
 from .synthetic_faces import IOD_CM, synthetic_model, synthetic_sequence
@@ -106,7 +117,7 @@ def random_block_system(T, n, rng, m=None):
     X = rng.normal(size=(T, n, n))
     A = X @ np.swapaxes(X, 1, 2) / n + 0.1 * np.eye(n)
     S = rng.uniform(0.5, 50, n)
-    d0, d1, d2 = F.second_difference_coefficients(T)
+    d0, d1, d2 = B.second_difference_coefficients(T)
     A += (d0[:, None] * S)[:, :, None] * np.eye(n)
     g = rng.normal(size=(T, n) if m is None else (T, n, m))
     return A, d1[:, None] * S, d2[:, None] * S, g
@@ -124,18 +135,18 @@ def dense_matrix(A, b, c):
     return M
 
 
-@pytest.mark.parametrize("T", [1, 2, 3, 11, 2 * F.CHECKPOINT + 7])
+@pytest.mark.parametrize("T", [1, 2, 3, 11, 2 * B.CHECKPOINT + 7])
 @pytest.mark.parametrize("store_all", [True, False])
 def test_block_solver_equals_dense_solve(T, store_all, monkeypatch):
-    monkeypatch.setattr(F, "FACTOR_MEMORY", 1e12 if store_all else 0)  # every sub-diagonal block, or checkpoints
+    monkeypatch.setattr(B, "FACTOR_MEMORY", 1e12 if store_all else 0)  # every sub-diagonal block, or checkpoints
     rng = np.random.default_rng(T)
     A, b, c, g = random_block_system(T, 6, rng)
-    x = F.solve_block_pentadiagonal(A, b, c, g)
+    x = B.solve_block_pentadiagonal(A, b, c, g)
     expected = np.linalg.solve(dense_matrix(A, b, c), g.ravel()).reshape(T, 6)
     assert np.abs(x - expected).max() <= 1e-8 * np.abs(expected).max()
     # several right-hand sides at once
     A, b, c, G = random_block_system(T, 6, rng, m=3)
-    X = F.solve_block_pentadiagonal(A, b, c, G)
+    X = B.solve_block_pentadiagonal(A, b, c, G)
     assert np.allclose(X, np.linalg.solve(dense_matrix(A, b, c), G.reshape(T * 6, 3)).reshape(T, 6, 3), rtol=0, atol=1e-9)
 
 
@@ -146,7 +157,7 @@ def test_bordered_solver_equals_dense_solve():
     E = rng.normal(size=(T, n, k)) * 0.3
     H_pp = np.eye(k) * 20 + 0.1
     g_p = rng.normal(size=k)
-    x, y = F.solve_bordered(F.pack_lower(A), b, c, g, E, H_pp, g_p)
+    x, y = B.solve_bordered(B.pack_lower(A), b, c, g, E, H_pp, g_p)
     M = np.block([[dense_matrix(A, b, c), E.reshape(T * n, k)], [E.reshape(T * n, k).T, H_pp]])
     expected = np.linalg.solve(M, np.concatenate([g.ravel(), g_p]))
     assert np.abs(np.concatenate([x.ravel(), y]) - expected).max() <= 1e-8 * np.abs(expected).max()
@@ -155,15 +166,15 @@ def test_bordered_solver_equals_dense_solve():
 @pytest.mark.parametrize("store_all", [True, False])
 def test_block_solver_memory_is_linear_in_frames(monkeypatch, store_all):
     """No allocation of the size of a matrix over all frames: peak memory grows like T n², not (T n)²."""
-    monkeypatch.setattr(F, "FACTOR_MEMORY", 1e12 if store_all else 0)
+    monkeypatch.setattr(B, "FACTOR_MEMORY", 1e12 if store_all else 0)
     rng = np.random.default_rng(2)
     n, peaks = 8, {}
     for T in (250, 1000):
         A, b, c, g = random_block_system(T, n, rng)
-        Ap = F.pack_lower(A)
+        Ap = B.pack_lower(A)
         del A
         tracemalloc.start()
-        F.solve_packed(Ap, b, c, g, overwrite=True)
+        B.solve_packed(Ap, b, c, g, overwrite=True)
         peaks[T] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         # with overwrite the factor's diagonal blocks live in Ap's memory; besides them only vectors and the
@@ -178,7 +189,7 @@ def test_second_difference_coefficients_are_DtD():
         D = np.zeros((max(T - 2, 0), T))
         for i in range(T - 2):
             D[i, i : i + 3] = (1, -2, 1)
-        d0, d1, d2 = F.second_difference_coefficients(T)
+        d0, d1, d2 = B.second_difference_coefficients(T)
         DtD = D.T @ D
         assert np.allclose(np.diag(DtD), d0) and np.allclose(np.diag(DtD, 1), d1) and np.allclose(np.diag(DtD, 2), d2)
 
@@ -187,7 +198,7 @@ def test_second_difference_coefficients_are_DtD():
 
 
 def perturbed_problem(model, seq, p_fixed, settings, seed=0):
-    basis = F.LandmarkBasis.from_model(model)
+    basis = LandmarkBasis.from_model(model)
     prob = F._Problem(basis, seq.landmarks, seq.valid, settings, p_fixed)
     par = F._initial_params(prob)
     rng = np.random.default_rng(seed)
@@ -376,7 +387,7 @@ def test_detector_landmarks_the_model_does_not_place(model):
     """Landmarks with model weight 0 are left out of the fit (and may be anything)."""
     w = np.ones(478)
     w[:100] = 0
-    m2 = F.MorphableModel(**{**model.__dict__, "lm_weight": w})
+    m2 = MorphableModel(**{**model.__dict__, "lm_weight": w})
     seq = synthetic_sequence(model, 40, seed=11)
     seq.landmarks[:, :100] = 1e6
     res = solve_segment(m2, seq.landmarks, seq.valid, p=seq.p)
@@ -393,8 +404,8 @@ def test_fit_files_roundtrip(model, tmp_path):
     res = solve_segment(model, seq.landmarks, seq.valid, p=seq.p)
     seg = Segment(2, 100, 130, 110, 125)
     meta = dict(model=model, video="alice", width=640, height=480, fps=25.0)
-    path = F.write_fit_segment(tmp_path / "seg2.h5", res, frame_index=np.arange(100, 130), segment=seg, **meta)
-    back, attrs, frame_index = F.read_fit_segment(path)
+    path = fit_files.write_fit_segment(tmp_path / "seg2.h5", res, frame_index=np.arange(100, 130), segment=seg, **meta)
+    back, attrs, frame_index = fit_files.read_fit_segment(path)
     assert np.array_equal(frame_index, np.arange(100, 130))
     for name in ("p", "q", "camera", "valid"):
         assert np.array_equal(getattr(back, name), getattr(res, name))
@@ -402,11 +413,11 @@ def test_fit_files_roundtrip(model, tmp_path):
     assert back.settings == res.settings and back.iterations == res.iterations and back.converged == res.converged
     assert attrs["core_start"] == 110 and attrs["video"] == "alice" and attrs["model_hash"] == model.content_hash()
     assert json.loads(attrs["fit_settings"]) == json.loads(FitSettings().to_json())
-    F.check_model(attrs, model)
+    fit_files.check_model(attrs, model)
     other = synthetic_model(n_vertices=600, k_id=8, k_exp=12, seed=1)
-    with pytest.raises(F.FitError, match="fitted with model"):
-        F.check_model(attrs, other)
+    with pytest.raises(FitError, match="fitted with model"):
+        fit_files.check_model(attrs, other)
     ident = solve_identity(model, seq.landmarks[[0, 10, 20]])
-    path = F.write_fit_identity(tmp_path / "identity.h5", ident, frame_index=[0, 10, 20], **meta)
-    back, attrs, frame_index = F.read_fit_identity(path)
+    path = fit_files.write_fit_identity(tmp_path / "identity.h5", ident, frame_index=[0, 10, 20], **meta)
+    back, attrs, frame_index = fit_files.read_fit_identity(path)
     assert np.array_equal(back.p, ident.p) and list(frame_index) == [0, 10, 20]

@@ -10,7 +10,7 @@ import pytest
 from deep_puppets import framing
 from deep_puppets.camera import project, rotation_log, rotation_matrix
 from deep_puppets.errors import ConfigError
-from deep_puppets.fitting import FitResult
+from deep_puppets.fit_types import FitResult
 from deep_puppets.framing import FramingSettings, frame_box, head_boxes
 
 from .synthetic_faces import synthetic_model
@@ -274,7 +274,7 @@ def test_pair_boxes_follow_the_transferred_head_in_the_workflow(tiny_full_run):
     """The pose+expression pair's conditioning boxes are those of the transferred fit: the rendered face sits in
     the middle of every crop, and the boxes differ from the target's own."""
     from deep_puppets.render.conditioning_file import open_conditioning
-    from deep_puppets.transfer import read_transfer
+    from deep_puppets.transfer_files import read_transfer
 
     res = tiny_full_run / "results"
     pair = res / "pairs" / "demo_source__demo_target__pose"

@@ -21,20 +21,37 @@ import torch
 from deep_puppets import h5io
 from deep_puppets.errors import BusyError, ConfigError, InputError
 from deep_puppets.gan import losses as L
-from deep_puppets.gan.baselines import mean_frame, nearest_neighbours, photometric_error, photometric_error_map, retrieval_baseline
-from deep_puppets.gan.data import ClipDataset, batch_items, crop_resize, fill_boxes, split_frames, stack_window, window_indices
+from deep_puppets.gan.baselines import (
+    mean_frame,
+    nearest_neighbours,
+    photometric_error,
+    photometric_error_map,
+    retrieval_baseline,
+)
+from deep_puppets.gan.checkpoints import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
+from deep_puppets.gan.data import (
+    ClipDataset,
+    batch_items,
+    crop_resize,
+    fill_boxes,
+    split_frames,
+    stack_window,
+    window_indices,
+)
 from deep_puppets.gan.flow import FLOW, compute_flow, open_flow_file, write_flow_file
-from deep_puppets.gan.networks import MultiscaleDiscriminator, receptive_field
-from deep_puppets.gan.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
 from deep_puppets.gan.inference import generate, load_generator
+from deep_puppets.gan.networks import MultiscaleDiscriminator, receptive_field
 from deep_puppets.gan.settings import TrainSettings
 from deep_puppets.gan.synthesize import side_by_side, synthesize_video
 from deep_puppets.gan.train import train, train_from_files
 from deep_puppets.gan.trainer import Trainer, seed_everything
+from deep_puppets.render.conditioning_file import STREAMS
 
 from .conftest import REPO
-
-from deep_puppets.render.conditioning_file import STREAMS
 
 
 def synthetic(n: int = 36, size: int = 64):
@@ -643,8 +660,8 @@ def test_preset_networks_build_run_and_see_the_whole_crop(preset):
     """The cpu and gpu presets' networks at their crop size: G maps the conditioning window to a frame of that size,
     and D_I's largest patch covers at least 3/4 of the crop (the seed report's head-detaches-from-body finding)."""
     from deep_puppets import config as dp_config
-    from deep_puppets.gan.networks import receptive_fields
     from deep_puppets.gan.inference import build_generator
+    from deep_puppets.gan.networks import receptive_fields
     from deep_puppets.gan.trainer import build_image_discriminator
     from deep_puppets.jobs.gan import gan_settings
 

@@ -110,7 +110,7 @@ def test_flipped_byte_in_a_deflated_colour_chunk_is_detected(tmp_path, encoder):
 
 def _readers():
     """(kind, files of the tiny run to copy, the file to corrupt, dataset, consumer reading the copies)."""
-    from deep_puppets.fitting import read_fit_identity
+    from deep_puppets.fit_files import read_fit_identity
     from deep_puppets.gan.flow import open_flow_file
     from deep_puppets.jobs import fit as fit_jobs
     from deep_puppets.landmark_sets import read_video_landmarks
@@ -118,7 +118,7 @@ def _readers():
     from deep_puppets.render.conditioning_file import iter_stream
     from deep_puppets.texture.texture_file import TEXTURE
     from deep_puppets.tracks import read_track
-    from deep_puppets.transfer import read_transfer
+    from deep_puppets.transfer_files import read_transfer
 
     v = f"videos/{TARGET}"
 

@@ -8,22 +8,26 @@ import json
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings as hyp_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from skimage.data import astronaut
 
 from deep_puppets import h5io
 from deep_puppets.errors import ConfigError
-from deep_puppets.landmarks import (
+from deep_puppets.face_roi import (
     LEFT_EYE_OUTER,
-    N_LANDMARKS,
     RIGHT_EYE_OUTER,
     Detection,
-    LandmarkSettings,
-    detect_frames,
     detector_tiles,
     rank_detections,
-    run_segment,
     suppress_duplicates,
+)
+from deep_puppets.landmarks import (
+    N_LANDMARKS,
+    LandmarkSettings,
+    detect_frames,
+    run_segment,
 )
 from deep_puppets.segments import Segment
 from deep_puppets.video import probe, read_frames, write_mp4

@@ -546,7 +546,9 @@ def test_registry_refuses_pickle_unless_opted_in(tmp_path):
 # ----------------------------------------------------------------------------- loaded models also fit
 def _fit_and_score(model):
     """Fit a noisy synthetic sequence drawn from ``model``; return (landmark error px, rotation error °)."""
-    from deep_puppets.fitting import FitSettings, projected_landmarks, solve_segment
+    from deep_puppets.fit_types import FitSettings
+    from deep_puppets.fitting import solve_segment
+    from deep_puppets.landmark_basis import projected_landmarks
 
     from .synthetic_faces import synthetic_sequence
 

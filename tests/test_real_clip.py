@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from deep_puppets import diagnostics as dg
-from deep_puppets.fitting import FitSettings, identity_frames, projected_landmarks, solve_identity, solve_segment
+from deep_puppets.fit_types import FitSettings
+from deep_puppets.fitting import identity_frames, solve_identity, solve_segment
+from deep_puppets.landmark_basis import projected_landmarks
 from deep_puppets.landmarks import LandmarkSettings, detect_frames
 from deep_puppets.models.person import build_person_model
 from deep_puppets.video import iter_frames

@@ -14,7 +14,11 @@ import trimesh
 
 from deep_puppets import h5io
 from deep_puppets.framing import frame_rectangle
-from deep_puppets.mesh import vertex_face_incidence, vertex_normals_float64, vertex_normals_keep_dtype
+from deep_puppets.mesh import (
+    vertex_face_incidence,
+    vertex_normals_float64,
+    vertex_normals_keep_dtype,
+)
 from deep_puppets.render.conditioning_file import (
     CONDITIONING,
     DEFLATE_ENCODERS,
@@ -24,10 +28,18 @@ from deep_puppets.render.conditioning_file import (
     write_previews,
 )
 from deep_puppets.render.gaze import MEDIAPIPE_EYES, draw_gaze
-from deep_puppets.render.geometry import camera_positions, correspondence_colours, to_crop_pixels
+from deep_puppets.render.geometry import (
+    camera_positions,
+    correspondence_colours,
+    to_crop_pixels,
+)
 from deep_puppets.render.gl import Renderer, RenderError, create_context
 from deep_puppets.render.sequence import render_sequence, write_conditioning
-from deep_puppets.render.shading import fibonacci_sphere, quadratic_basis_matrix, quadratic_monomials
+from deep_puppets.render.shading import (
+    fibonacci_sphere,
+    quadratic_basis_matrix,
+    quadratic_monomials,
+)
 from deep_puppets.subdivision import loop_subdivision
 from deep_puppets.texture.lighting import sh_basis, sh_directional, shade
 

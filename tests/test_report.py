@@ -21,7 +21,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from deep_puppets import demo, diagnostics as dg, report_page
+from deep_puppets import demo, report_page
+from deep_puppets import diagnostics as dg
 from deep_puppets.annotate import label, strip_height
 from deep_puppets.camera import FLIP, rotation_log
 from deep_puppets.gan.synthesize import side_by_side

@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep_puppets.segments import plan_segments
+from deep_puppets.segments import Segment, plan_segments
 
 
 @settings(max_examples=400, deadline=None)
@@ -54,3 +55,11 @@ def test_short_video_is_one_segment():
 def test_bad_arguments(n, length, overlap):
     with pytest.raises(ValueError):
         plan_segments(n, length, overlap)
+
+
+def test_segment_from_file_attributes():
+    """A segment read back from HDF5 attributes (numpy integers, extra keys) is the segment written."""
+    for seg in plan_segments(1000, 300, 40):
+        attrs = {k: np.int64(v) for k, v in seg.to_dict().items() if k != "index"}
+        back = Segment.from_attrs({**attrs, "segment": np.int64(seg.index), "video": "v"})
+        assert back == seg and all(type(v) is int for v in back.to_dict().values())

@@ -7,7 +7,11 @@ import pytest
 import trimesh
 
 from deep_puppets.mesh import vertex_normals_float64
-from deep_puppets.texture.albedo import bake_uv_texture, estimate_albedo_and_lighting, sample_colors
+from deep_puppets.texture.albedo import (
+    bake_uv_texture,
+    estimate_albedo_and_lighting,
+    sample_colors,
+)
 from deep_puppets.texture.lighting import (
     SH_A_HAT,
     SH_BAND,
@@ -19,7 +23,13 @@ from deep_puppets.texture.lighting import (
     shade,
 )
 from deep_puppets.texture.texture_file import TRACK_DATASETS
-from deep_puppets.texture.visibility import CAMERA_FORWARD, PIXEL_CENTER, facing_cosine, rasterize, visible_vertices
+from deep_puppets.texture.visibility import (
+    CAMERA_FORWARD,
+    PIXEL_CENTER,
+    facing_cosine,
+    rasterize,
+    visible_vertices,
+)
 
 # --- helpers ---------------------------------------------------------------------------------------------
 

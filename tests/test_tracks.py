@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 
 from deep_puppets.camera import rotation_log, rotation_matrix
-from deep_puppets.fitting import FitError, FitResult, FitSettings, identity_frames, projected_landmarks, solve_identity, solve_segment, write_fit_segment
+from deep_puppets.fit_files import write_fit_segment
+from deep_puppets.fit_types import FitError, FitResult, FitSettings
+from deep_puppets.fitting import identity_frames, solve_identity, solve_segment
+from deep_puppets.landmark_basis import projected_landmarks
 from deep_puppets.segments import Segment, plan_segments
-from deep_puppets.tracks import merge_segment_files, merge_segments, read_track, segment_weights, smoothstep, write_track
+from deep_puppets.tracks import (
+    merge_segment_files,
+    merge_segments,
+    read_track,
+    segment_weights,
+    smoothstep,
+    write_track,
+)
 
 from .synthetic_faces import synthetic_model, synthetic_sequence
 

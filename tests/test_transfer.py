@@ -1,5 +1,5 @@
-"""Pose and expression transfer between two actors (deep_puppets/transfer.py), on small synthetic models and
-tracks built here: person-like models on the 478-point FaceMesh topology (canonical face scaled per actor,
+"""Pose and expression transfer between two actors (deep_puppets/transfer.py, transfer_files.py), on small
+synthetic models and tracks built here: person-like models on the 478-point FaceMesh topology (canonical face scaled per actor,
 expression bases spanned by hand-made jaw / smile / blink / gaze / brow fields), and ICT-like named models."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from deep_puppets.camera import rotation_log, rotation_matrix
 from deep_puppets.errors import ConfigError
-from deep_puppets.fitting import FitResult
+from deep_puppets.fit_types import FitResult
 from deep_puppets.models import facemesh
 from deep_puppets.models.base import N_LANDMARKS, MorphableModel
 from deep_puppets.models.person import person_triangles, transfer_matrix
@@ -23,14 +23,12 @@ from deep_puppets.transfer import (
     expression_transfer_matrix,
     face_openings,
     ping_pong,
-    read_transfer,
     reference_pose,
     rest_frames,
     shared_expression_basis,
     transfer,
-    transfer_files,
-    write_transfer,
 )
+from deep_puppets.transfer_files import read_transfer, transfer_files, write_transfer
 
 NO_CLAMP = TransferSettings(clamp_margin=None)
 ZERO_REF = {"expression_reference": "zero"}  # displacements about q = 0, the models' neutral (tests of the mapping)

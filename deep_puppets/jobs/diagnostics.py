@@ -12,8 +12,10 @@ from .. import diagnostics as dg
 from ..demo import read_truth
 from ..errors import InputError
 from ..files import write_json
-from ..fitting import projected_landmarks, read_fit_identity, solve_segment
+from ..fit_files import read_fit_identity
+from ..fitting import solve_segment
 from ..ingest import read_probe
+from ..landmark_basis import projected_landmarks
 from ..landmark_sets import read_video_landmarks
 from ..tracks import read_track
 from ..video import iter_frames, write_mp4

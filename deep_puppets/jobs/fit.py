@@ -8,16 +8,14 @@ import numpy as np
 
 from .. import h5io
 from ..errors import InputError
-from ..fitting import (
-    FitSettings,
+from ..fit_files import (
     check_model,
-    identity_frames,
     read_fit_identity,
-    solve_identity,
-    solve_segment,
     write_fit_identity,
     write_fit_segment,
 )
+from ..fit_types import FitSettings
+from ..fitting import identity_frames, solve_identity, solve_segment
 from ..landmark_sets import read_video_landmarks
 from ..models.person import build_person_model, save_model
 from ..segments import Segment
@@ -64,14 +62,10 @@ def fit_segment(*, model_cfg: dict, model_file, identity_file, landmark_file, ou
     check_model(id_attrs, model, identity_file)
     arrays, a = h5io.read(landmark_file, h5io.LANDMARKS)
     result = solve_segment(model, arrays["landmarks"], arrays["valid"], fit_settings(fit_cfg), p=identity.p, threads=threads)
-    seg = _segment_from_attrs(a)
+    seg = Segment.from_attrs(a)
     write_fit_segment(out, result, frame_index=arrays["frame_index"], segment=seg, model=model, video=a["video"], width=a["width"], height=a["height"], fps=a["fps"])
     log.info("%s segment %d: %d frames, %d iterations, median residual %.2f px", a["video"], seg.index, result.n_frames, result.iterations, np.nanmedian(result.residual))
     return result
-
-
-def _segment_from_attrs(a: dict) -> Segment:
-    return Segment(int(a["segment"]), int(a["start"]), int(a["stop"]), int(a["core_start"]), int(a["core_stop"]))
 
 
 def track(*, fit_files, out) -> None:

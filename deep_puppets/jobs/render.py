@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import h5io
 from ..errors import InputError
-from ..fitting import check_model
+from ..fit_files import check_model
 from ..framing import FramingSettings, fit_boxes
 from ..progress import ProgressLog
 from ..render.conditioning_file import write_previews
@@ -19,7 +19,7 @@ from ..render.gl import Renderer
 from ..render.sequence import write_conditioning
 from ..texture.texture_file import TEXTURE
 from ..tracks import read_track
-from ..transfer import read_transfer
+from ..transfer_files import read_transfer
 from .model import LandmarkPoints, ScreenVertices, load_video_model
 
 log = logging.getLogger(__package__)

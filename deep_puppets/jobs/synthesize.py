@@ -8,7 +8,7 @@ from ..errors import InputError
 from ..framing import frame_box
 from ..ingest import read_probe
 from ..reenactment import CompositeSettings, write_reenactment
-from ..transfer import read_transfer
+from ..transfer_files import read_transfer
 
 
 def gan_synthesize(*, generator, conditioning_file, transfer_file, source_video, source_probe, target_video, target_probe,

@@ -9,7 +9,7 @@ import numpy as np
 from .. import h5io
 from ..errors import InputError
 from ..files import json_text
-from ..fitting import check_model
+from ..fit_files import check_model
 from ..ingest import read_probe
 from ..mesh import vertex_normals_float64
 from ..texture.albedo import estimate_albedo_and_lighting

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from ..transfer import TransferSettings, transfer_files
+from ..transfer import TransferSettings
+from ..transfer_files import transfer_files
 from .model import load_video_model
 
 log = logging.getLogger(__package__)
