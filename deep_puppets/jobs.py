@@ -210,6 +210,7 @@ def render_conditioning(
     from .fitting import check_model
     from .framing import FramingSettings, fit_boxes
     from .render import Renderer, write_conditioning, write_previews
+    from .texture import TEXTURE
 
     model = load_video_model(model_cfg, model_file)
     if kind == "track":
@@ -225,7 +226,7 @@ def render_conditioning(
             raise InputError(params_file, "was transferred onto a different model than the target's")
         fit = result.to_fit()
     width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
-    tex, tex_attrs = h5io.read(texture_file, h5io.LAYOUTS["texture"])
+    tex, tex_attrs = h5io.read(texture_file, TEXTURE)
     if tex_attrs["model_hash"] != model.content_hash():
         raise InputError(texture_file, "belongs to a different model than the one rendered")
     screen = ScreenVertices(model, fit.p, fit.q, fit.camera)
@@ -320,9 +321,9 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
     summary["jitter_ratio_unsmoothed"] = float(np.nanmean(j_unsmoothed[:n]) / np.nanmean(j_raw[:n]))
     curves = None
     if truth_file:
-        from .demo import read_truth
+        from .demo import DEMO_TRUTH
 
-        truth, _ = read_truth(truth_file)
+        truth, _ = h5io.read(truth_file, DEMO_TRUTH)
         try:
             scores = dg.rotation_vs_truth(track.camera, track.valid, truth["rotation"])
         except ValueError as e:

@@ -21,23 +21,21 @@ from .camera import blend_cameras
 from .fitting import _FIT_ATTRS, FitError, FitResult, _fit_arrays, _fit_datasets, check_fit_arrays, read_fit_segment, result_from_file
 from .segments import Segment
 
-TRACK = h5io.register(
-    h5io.Layout(
-        name="track",
-        version=1,
-        doc=(
-            "Morphable-model track of a whole video: the segment fits cross-faded across their overlaps "
-            "(deep_puppets/tracks.py). One row per video frame; valid = false where no face was detected "
-            "(values bridged, or held at the ends; NaN cameras only if the video has no face at all)."
-        ),
-        datasets=_fit_datasets("0 … n_frames − 1"),
-        attrs={
-            **_FIT_ATTRS,
-            "n_frames": "frames in the video",
-            "segments": "JSON list of the merged segments (index, start, stop, core_start, core_stop)",
-        },
-        check=check_fit_arrays,
-    )
+TRACK = h5io.Layout(
+    name="track",
+    version=1,
+    doc=(
+        "Morphable-model track of a whole video: the segment fits cross-faded across their overlaps "
+        "(deep_puppets/tracks.py). One row per video frame; valid = false where no face was detected "
+        "(values bridged, or held at the ends; NaN cameras only if the video has no face at all)."
+    ),
+    datasets=_fit_datasets("0 … n_frames − 1"),
+    attrs={
+        **_FIT_ATTRS,
+        "n_frames": "frames in the video",
+        "segments": "JSON list of the merged segments (index, start, stop, core_start, core_stop)",
+    },
+    check=check_fit_arrays,
 )
 
 

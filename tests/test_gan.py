@@ -37,6 +37,7 @@ from deep_puppets.gan.train import (
     train,
     train_from_files,
 )
+from deep_puppets.layouts import LAYOUTS
 
 from .conftest import REPO
 
@@ -240,7 +241,7 @@ def test_flow_convention_and_warp(tmp_path):
     arrays, attrs = h5io.read(path, FLOW)
     assert arrays["flow"].shape == (6, 32, 32, 2) and arrays["frames"].shape == (6, 32, 32, 3)
     assert np.all(arrays["box"] == [0, 0, 64, 64])  # no boxes: the whole frame
-    assert "flow" in h5io.LAYOUTS
+    assert LAYOUTS["flow"] is FLOW
     f, fl, fr = open_flow_file(path, (32, 32))
     assert len(fl) == 6
     f.close()
