@@ -545,7 +545,7 @@ def parser() -> argparse.ArgumentParser:
                                    "same arguments does nothing; with other settings only what they change reruns.")
     r.add_argument("source", help="the driving video (its head motion and expressions are used)")
     r.add_argument("target", help="the video whose person is re-animated (the output has its size and frame rate)")
-    r.add_argument("--mode", choices=["pose+expression", "expression"], default="pose+expression",
+    r.add_argument("--mode", choices=list(dp_config.PAIR_MODES), default=dp_config.PAIR_MODES[0],
                    help="pose+expression: head pose and expression (default); expression: the target keeps its own head motion")
     r.add_argument("--out", default="out", help="output folder (default: out): config.yaml, results/")
     r.add_argument("--preset", choices=["auto", "demo", "cpu", "gpu"], default="auto",

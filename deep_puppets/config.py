@@ -18,6 +18,8 @@ import yaml
 from .errors import ConfigError
 from .video import path_problem
 
+PAIR_MODES = ("pose+expression", "expression")  # how a pair re-animates its target (the first is the default)
+
 log = logging.getLogger(__name__)
 
 DEMO_VIDEOS = ("demo_source", "demo_target")

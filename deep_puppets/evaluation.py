@@ -71,7 +71,8 @@ def heat_map(err: np.ndarray, vmax: float = HEAT_MAX) -> np.ndarray:
     return bgr[..., ::-1].copy()
 
 
-def summarize(values) -> dict:
+def summary_statistics(values) -> dict:
+    """Mean, median, p95, max and count of the finite ``values`` (NaN statistics and n = 0 when none)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if not len(v):
@@ -258,11 +259,11 @@ def seam_plot(frames, sums: list[dict], out_png, title: str) -> None:
 
 
 def summary_table(df) -> dict:
-    """{method: {region: {metric: summarize(...)}}} of a long table (columns frame, method, region, e_col,
+    """{method: {region: {metric: summary_statistics(...)}}} of a long table (columns frame, method, region, e_col,
     psnr, ssim)."""
     out: dict = {}
     for (method, region), g in df.groupby(["method", "region"]):
-        out.setdefault(method, {})[region] = {m: summarize(g[m]) for m in ("e_col", "psnr", "ssim") if m in g and g[m].notna().any()}
+        out.setdefault(method, {})[region] = {m: summary_statistics(g[m]) for m in ("e_col", "psnr", "ssim") if m in g and g[m].notna().any()}
     return out
 
 

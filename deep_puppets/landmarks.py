@@ -56,11 +56,11 @@ import numpy as np
 
 from . import h5io
 from .errors import ConfigError, InputError
+from .models.base import N_LANDMARKS
 from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
-N_LANDMARKS = 478
 RIGHT_EYE_OUTER = 33  # landmark indices MediaPipe uses to level the ROI (subject's right, image left)
 LEFT_EYE_OUTER = 263
 MAX_CANDIDATES = 3  # detections tried (in order of preference) before a frame is declared face-less

@@ -45,7 +45,7 @@ def test_heat_map_peak_is_where_the_error_is():
 
 
 def test_summary():
-    s = ev.summarize([1, 2, 3, np.nan])
+    s = ev.summary_statistics([1, 2, 3, np.nan])
     assert s == {"mean": 2.0, "median": 2.0, "p95": pytest.approx(2.9), "max": 3.0, "n": 3}
 
 

@@ -1,9 +1,9 @@
-from deep_puppets.landmark_sets import summarize, write_summary
+from deep_puppets.landmark_sets import summarize_landmarks, write_summary
 from deep_puppets.workflow import run_script
 
 
 def main(sm):
-    summary = summarize(
+    summary = summarize_landmarks(
         list(sm.input.segments),
         sm.wildcards.video,
         sm.params.video_path,
