@@ -358,6 +358,7 @@ def prepare(config: dict, base_dir: str | Path = ".", source_dir: str | Path = S
 
 
 def is_demo_video(name: str, config: dict) -> bool:
+    """Whether video ``name`` is one of the demo's generated clips (the demo enabled): it has a known-motion truth file."""
     return name in DEMO_VIDEOS and demo_enabled(config)
 
 

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from . import h5io, video
+from . import h5io
 from .camera import yaw_pitch_roll_matrix
 from .demo_motion import KINDS, motion_script
 from .demo_photo import LOOKS, detect_face_mesh, prepare_photo
@@ -43,6 +43,7 @@ from .demo_rig import EXPRESSIONS, build_rig
 from .demo_warp import landmarks_2d, pose_vertices, render_frame
 from .h5io import Dataset, Layout
 from .models.base import N_LANDMARKS
+from .mp4_writer import write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def make_demo_clip(kind: str, out_video, out_truth, n_frames: int = DEFAULTS["n_
     ``demo_truth``); returns a summary."""
     started = time.perf_counter()
     frames, truth, attrs = render_clip(kind, n_frames=n_frames, size=size, fps=fps, seed=seed)
-    video.write_mp4(out_video, frames, fps)
+    write_mp4(out_video, frames, fps)
     h5io.write(out_truth, DEMO_TRUTH, truth, attrs)
     ypr = truth["yaw_pitch_roll_deg"]
     summary = {

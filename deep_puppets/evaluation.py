@@ -43,25 +43,6 @@ def e_col(synth, real, mask=None) -> np.ndarray | float:
     return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
 
-def psnr(synth, real, mask=None) -> np.ndarray | float:
-    """Peak signal-to-noise ratio in dB (peak 1.0), per frame; inf for identical frames."""
-    sq = ((to_float(synth) - to_float(real)) ** 2).mean(axis=-1)
-    if mask is None:
-        mse = sq.mean(axis=(-2, -1))
-    else:
-        mask = np.broadcast_to(np.asarray(mask, bool), sq.shape)
-        mse = (sq * mask).sum(axis=(-2, -1)) / np.maximum(mask.sum(axis=(-2, -1)), 1)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(1.0 / mse)
-
-
-def ssim(synth, real) -> float:
-    """Structural similarity of one RGB frame pair (scikit-image, data range 1)."""
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(to_float(synth), to_float(real), channel_axis=-1, data_range=1.0))
-
-
 def heat_map(err: np.ndarray, vmax: float = HEAT_MAX) -> np.ndarray:
     """Colour an error map (H, W) with the 'inferno' colour map on the fixed scale [0, vmax] → uint8 RGB."""
     import cv2

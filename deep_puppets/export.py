@@ -181,12 +181,6 @@ class WorldFrame:
         }
 
 
-def world_vertices(anim: FaceAnimation, frame: WorldFrame | None = None) -> np.ndarray:
-    """Posed vertices (T, N, 3) in the glTF world (metres, Y up): what the .glb animation shows at each frame."""
-    frame = frame or WorldFrame.of(anim)
-    return frame.from_image(posed_vertices(anim.model, anim.p, anim.q, anim.camera))
-
-
 # -------------------------------------------------------------------------------------------- glTF 2.0
 
 _FLOAT, _UINT16, _UINT32 = 5126, 5123, 5125

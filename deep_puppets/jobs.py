@@ -296,7 +296,8 @@ def tracking_diagnostics(model_cfg, model_file, track_file, identity_file, landm
     from .ingest import read_probe
     from .landmark_sets import read_video_landmarks
     from .tracks import read_track
-    from .video import iter_frames, write_mp4
+    from .mp4_writer import write_mp4
+    from .video import iter_frames
 
     model = load_video_model(model_cfg, model_file)
     track, attrs = read_track(track_file)
@@ -431,7 +432,8 @@ def evaluate_target(generator, conditioning_file, flow_file, track_file, video_p
     from .ingest import read_probe
     from .render import open_conditioning
     from .tracks import read_track
-    from .video import Mp4Feed, iter_frames
+    from .mp4_writer import Mp4Feed
+    from .video import iter_frames
 
     track, attrs = read_track(track_file)
     features = np.hstack([track.q, track.camera])

@@ -261,7 +261,8 @@ def write_reenactment(generator, conditioning_file, target_conditioning, source_
     from .gan.synthesize import generate, write_side_by_side
     from .gan.train import load_generator, resolve_device
     from .render import open_conditioning
-    from .video import iter_frames, write_mp4
+    from .mp4_writer import write_mp4
+    from .video import iter_frames
 
     src, tgt, cs = source_info, target_info, settings
     dev = resolve_device(device)

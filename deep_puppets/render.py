@@ -850,7 +850,7 @@ def write_previews(path, out_paths: dict[str, str | Path], fps: float) -> dict[s
     The streams are encoded concurrently (one thread each; PyAV and x264 release the GIL), ≈ 2.4× faster
     than one after the other on 2 cores. Returns the frames written per stream.
     """
-    from .video import write_mp4
+    from .mp4_writer import write_mp4
 
     def one(item):
         stream, mp4 = item

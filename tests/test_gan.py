@@ -233,7 +233,7 @@ def test_flow_convention_and_warp(tmp_path):
     err = (warped[0].permute(1, 2, 0).numpy() - cur)[16:-16, 16:-16]
     assert np.abs(err).mean() < 3  # grey levels
     # cached file: layout checked, size checked
-    from deep_puppets.video import write_mp4
+    from deep_puppets.mp4_writer import write_mp4
 
     video = tmp_path / "t.mp4"
     write_mp4(video, [tex[:64, i:i + 64] for i in range(0, 12, 2)], fps=10)
@@ -548,7 +548,7 @@ def test_train_from_files_with_crops_and_invalid_frames(tmp_path):
     """Conditioning rendered on a crop (box) with some frames invalid; the flow file crops the video alike."""
     import h5py
 
-    from deep_puppets.video import write_mp4
+    from deep_puppets.mp4_writer import write_mp4
 
     cond, real = synthetic(24, 32)
     big = np.zeros((24, 48, 64, 3), np.uint8)

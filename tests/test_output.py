@@ -29,7 +29,8 @@ from deep_puppets.reenactment import (
     write_reenactment,
 )
 from deep_puppets.render import STREAMS, ConditioningWriter, Frame
-from deep_puppets.video import iter_frames, probe, write_mp4
+from deep_puppets.mp4_writer import write_mp4
+from deep_puppets.video import iter_frames, probe
 
 W, H = 96, 160  # portrait target, as a phone films
 S = 32  # conditioning / generator size

@@ -26,7 +26,7 @@ from deep_puppets.annotate import label, strip_height
 from deep_puppets.camera import FLIP, rotation_log, yaw_pitch_roll_matrix
 from deep_puppets.gan.synthesize import side_by_side
 from deep_puppets.report_page import metrics_table, tracking_table, video_page
-from deep_puppets.video import write_mp4
+from deep_puppets.mp4_writer import write_mp4
 
 from .conftest import copy_run, run_workflow
 

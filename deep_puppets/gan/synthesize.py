@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..video import write_mp4
+from ..mp4_writer import write_mp4
 from .data import resize, stack_window, window_indices
 from .train import TrainSettings, load_generator, resolve_device
 
