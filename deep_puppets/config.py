@@ -1,7 +1,8 @@
 """Configuration: schema validation with defaults, then the checks a schema cannot express.
 
 Every problem becomes a one-line :class:`~deep_puppets.errors.ConfigError` naming the key, raised while the
-Snakefile is parsed, i.e. before any job starts.
+Snakefile is parsed, i.e. before any job starts. One module for one concern: everything here reads, types or
+checks the config dict (schema, ``--set`` values, presets, paths, the names derived from it).
 """
 
 from __future__ import annotations
