@@ -22,6 +22,11 @@ its depth. A renderer reproduces the fit exactly with an orthographic projection
 
 Axis-angle vectors are unique only for angles below π: never interpolate them component-wise across frames;
 use :func:`blend_rotations` (geodesic interpolation).
+
+Yaw, pitch, roll (degrees) are for people, not for fitting: :func:`yaw_pitch_roll_matrix` builds
+``R = Rz(roll) · Ry(yaw) · Rx(pitch)`` and :func:`yaw_pitch_roll` decomposes it. The exports write a fit's
+rotation in the model frame with them (:data:`EULER_CONVENTION`); the demo's ground truth uses the same
+decomposition in image axes (:data:`deep_puppets.demo.ROTATION_CONVENTION`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ import numpy as np
 
 CAMERA_FIELDS = ("rx", "ry", "rz", "tx", "ty", "tz", "scale")
 FLIP = np.diag([1.0, -1.0, -1.0])  # model frame (y up, z to viewer) -> image frame (y down, z away)
+EULER_CONVENTION = (  # a fit's rotation as yaw, pitch, roll (the exports' parameter CSV and glTF extras)
+    "R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in the model frame (x toward the subject's left, y up, z toward the viewer), "
+    "degrees; image point (u, v, d) = scale * F @ R @ X + (tx, ty, tz), F = diag(1, -1, -1), X = model vertex "
+    "(mean + identity + expression), u, v in pixels of the frame (y down), scaled orthographic"
+)
 
 
 def skew(v: np.ndarray) -> np.ndarray:
@@ -59,6 +69,24 @@ def rotation_matrix(r: np.ndarray) -> np.ndarray:
     k = skew(r)
     eye = np.broadcast_to(np.eye(3), k.shape)
     return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
+
+
+def yaw_pitch_roll_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """R = Rz(roll) @ Ry(yaw) @ Rx(pitch), angles in degrees (not an axis-angle: see :func:`rotation_matrix`)."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def yaw_pitch_roll(rotation: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`yaw_pitch_roll_matrix` (degrees), for |yaw| < 90."""
+    r = np.asarray(rotation)
+    yaw = np.arcsin(np.clip(-r[..., 2, 0], -1, 1))
+    pitch = np.arctan2(r[..., 2, 1], r[..., 2, 2])
+    roll = np.arctan2(r[..., 1, 0], r[..., 0, 0])
+    return np.degrees(np.stack([yaw, pitch, roll], axis=-1))
 
 
 def left_jacobian(r: np.ndarray) -> np.ndarray:

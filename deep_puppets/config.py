@@ -1,7 +1,8 @@
 """Configuration: schema validation with defaults, then the checks a schema cannot express.
 
 Every problem becomes a one-line :class:`~deep_puppets.errors.ConfigError` naming the key, raised while the
-Snakefile is parsed, i.e. before any job starts.
+Snakefile is parsed, i.e. before any job starts. One module for one concern: everything here reads, types or
+checks the config dict (schema, ``--set`` values, presets, paths, the names derived from it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import yaml
 
 from .errors import ConfigError
 from .video import path_problem
+
+PAIR_MODES = ("pose+expression", "expression")  # how a pair re-animates its target (the first is the default)
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +359,7 @@ def prepare(config: dict, base_dir: str | Path = ".", source_dir: str | Path = S
 
 
 def is_demo_video(name: str, config: dict) -> bool:
+    """Whether video ``name`` is one of the demo's generated clips (the demo enabled): it has a known-motion truth file."""
     return name in DEMO_VIDEOS and demo_enabled(config)
 
 

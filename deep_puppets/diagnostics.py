@@ -12,6 +12,13 @@ import logging
 
 import numpy as np
 
+from .camera import (
+    FLIP,
+    project_rotation,
+    rotation_log,
+    rotation_matrix,
+    yaw_pitch_roll,
+)
 from .files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -125,12 +132,9 @@ def rotation_vs_truth(camera: np.ndarray, valid: np.ndarray, true_rotation: np.n
     head's pose in the photo, so the two differ by one constant rotation ``G`` (the photo's own pose, the model's
     axes): ``F·R(t) ≈ R_true(t)·G``. ``G`` is fitted by least squares over the valid frames (one rotation, three
     numbers, for the whole clip) and removed; then both are written as yaw, pitch, roll in the demo's convention
-    (:func:`deep_puppets.demo.yaw_pitch_roll`) and compared. Returns the summary (``frames``, per-angle
+    (:func:`deep_puppets.camera.yaw_pitch_roll`) and compared. Returns the summary (``frames``, per-angle
     ``rms_deg``, ``correlation``, ``true_std_deg``, ``geodesic_deg`` mean/p95/max, ``offset_deg`` = the angle of
     ``G``) and, under ``curves``, the per-frame ``fitted`` and ``true`` angles (T, 3) (NaN where not valid)."""
-    from .camera import FLIP, project_rotation, rotation_log, rotation_matrix
-    from .demo import yaw_pitch_roll
-
     camera, true_rotation = np.asarray(camera, float), np.asarray(true_rotation, float)
     if len(camera) != len(true_rotation):
         raise ValueError(f"the fit has {len(camera)} frames, the truth {len(true_rotation)}")

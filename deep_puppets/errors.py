@@ -14,6 +14,10 @@ class InputError(DeepPuppetsError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class CliError(Exception):
+    """A problem with the command line or its files: printed as one line, exit status 2."""
+
+
 class ConfigError(DeepPuppetsError):
     """The configuration is invalid; the message names the key."""
 

@@ -43,25 +43,6 @@ def e_col(synth, real, mask=None) -> np.ndarray | float:
     return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
 
-def psnr(synth, real, mask=None) -> np.ndarray | float:
-    """Peak signal-to-noise ratio in dB (peak 1.0), per frame; inf for identical frames."""
-    sq = ((to_float(synth) - to_float(real)) ** 2).mean(axis=-1)
-    if mask is None:
-        mse = sq.mean(axis=(-2, -1))
-    else:
-        mask = np.broadcast_to(np.asarray(mask, bool), sq.shape)
-        mse = (sq * mask).sum(axis=(-2, -1)) / np.maximum(mask.sum(axis=(-2, -1)), 1)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(1.0 / mse)
-
-
-def ssim(synth, real) -> float:
-    """Structural similarity of one RGB frame pair (scikit-image, data range 1)."""
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(to_float(synth), to_float(real), channel_axis=-1, data_range=1.0))
-
-
 def heat_map(err: np.ndarray, vmax: float = HEAT_MAX) -> np.ndarray:
     """Colour an error map (H, W) with the 'inferno' colour map on the fixed scale [0, vmax] → uint8 RGB."""
     import cv2
@@ -71,7 +52,8 @@ def heat_map(err: np.ndarray, vmax: float = HEAT_MAX) -> np.ndarray:
     return bgr[..., ::-1].copy()
 
 
-def summarize(values) -> dict:
+def summary_statistics(values) -> dict:
+    """Mean, median, p95, max and count of the finite ``values`` (NaN statistics and n = 0 when none)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if not len(v):
@@ -258,11 +240,11 @@ def seam_plot(frames, sums: list[dict], out_png, title: str) -> None:
 
 
 def summary_table(df) -> dict:
-    """{method: {region: {metric: summarize(...)}}} of a long table (columns frame, method, region, e_col,
+    """{method: {region: {metric: summary_statistics(...)}}} of a long table (columns frame, method, region, e_col,
     psnr, ssim)."""
     out: dict = {}
     for (method, region), g in df.groupby(["method", "region"]):
-        out.setdefault(method, {})[region] = {m: summarize(g[m]) for m in ("e_col", "psnr", "ssim") if m in g and g[m].notna().any()}
+        out.setdefault(method, {})[region] = {m: summary_statistics(g[m]) for m in ("e_col", "psnr", "ssim") if m in g and g[m].notna().any()}
     return out
 
 

@@ -23,7 +23,7 @@ target's component and factor (coefficient = Σ factor · weight).
 
 *Euler angles* (parameter CSV): ``R = Rz(roll) · Ry(yaw) · Rx(pitch)`` in the model frame (intrinsic z-y'-x'',
 i.e. pitch about x first, then yaw about y, then roll about z, all in the fixed frame), degrees, the
-decomposition of :func:`deep_puppets.demo.rotation_matrix` / :func:`~deep_puppets.demo.yaw_pitch_roll`
+decomposition of :func:`deep_puppets.camera.yaw_pitch_roll_matrix` / :func:`~deep_puppets.camera.yaw_pitch_roll`
 (unique for |yaw| < 90°). With the model frame's axes: positive yaw turns the nose toward the subject's left
 (image right), positive pitch turns it down, positive roll tilts the head toward the subject's right shoulder
 (counter-clockwise on screen).
@@ -32,6 +32,9 @@ decomposition of :func:`deep_puppets.demo.rotation_matrix` / :func:`~deep_puppet
 one to one except ``browInnerUp_L/_R`` and ``cheekPuff_L/_R`` (averaged into ARKit's single ``BrowInnerUp``,
 ``CheekPuff``); ARKit's ``TongueOut`` has no ICT shape (0). Head yaw/pitch/roll in radians (the convention
 above), eye yaw/pitch from the model's ``gazeYaw``/``gazePitch`` components (radians), eye roll 0.
+
+One module although near 500 lines: every format writes the same :class:`FaceAnimation` in the same world frame
+and angle convention, which a split per format would scatter.
 """
 
 from __future__ import annotations
@@ -45,7 +48,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import FLIP, matrix_to_quaternion, project, rotation_log, rotation_matrix
+from .camera import (
+    EULER_CONVENTION,
+    FLIP,
+    matrix_to_quaternion,
+    project,
+    rotation_log,
+    rotation_matrix,
+    yaw_pitch_roll,
+    yaw_pitch_roll_matrix,
+)
 from .errors import InputError
 from .files import atomic_path, json_text
 from .models.base import MorphableModel
@@ -55,11 +67,6 @@ log = logging.getLogger(__name__)
 MESH_FORMATS = ("none", "obj", "ply")
 METRES_PER_UNIT = {"m": 1.0, "cm": 0.01, "canonical_cm": 0.01, "mm": 0.001}
 POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg", "tx", "ty", "tz", "scale")
-ROTATION_CONVENTION = (
-    "R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in the model frame (x toward the subject's left, y up, z toward the viewer), "
-    "degrees; image point (u, v, d) = scale * F @ R @ X + (tx, ty, tz), F = diag(1, -1, -1), X = model vertex "
-    "(mean + identity + expression), u, v in pixels of the frame (y down), scaled orthographic"
-)
 
 
 # ------------------------------------------------------------------------------------------- the input
@@ -175,12 +182,6 @@ class WorldFrame:
             "pixels_per_metre": self.pixels_per_unit / self.metres_per_unit,
             "offset_px": [float(x) for x in self.offset],
         }
-
-
-def world_vertices(anim: FaceAnimation, frame: WorldFrame | None = None) -> np.ndarray:
-    """Posed vertices (T, N, 3) in the glTF world (metres, Y up): what the .glb animation shows at each frame."""
-    frame = frame or WorldFrame.of(anim)
-    return frame.from_image(posed_vertices(anim.model, anim.p, anim.q, anim.camera))
 
 
 # -------------------------------------------------------------------------------------------- glTF 2.0
@@ -327,11 +328,9 @@ def write_glb(path, anim: FaceAnimation) -> Path:
 
 
 def parameter_table(anim: FaceAnimation):
-    """Per frame: frame, time_s, valid, yaw/pitch/roll (degrees, :data:`ROTATION_CONVENTION`), tx, ty, tz
+    """Per frame: frame, time_s, valid, yaw/pitch/roll (degrees, :data:`EULER_CONVENTION`), tx, ty, tz
     (pixels), scale (pixels per model unit) and the expression coefficients by name (a pandas DataFrame)."""
     import pandas as pd
-
-    from .demo import yaw_pitch_roll
 
     ypr = yaw_pitch_roll(rotation_matrix(anim.camera[:, :3]))
     cols = {"frame": np.arange(anim.n_frames), "time_s": anim.times, "valid": anim.valid.astype(int)}
@@ -342,10 +341,8 @@ def parameter_table(anim: FaceAnimation):
 
 def cameras_from_table(table) -> np.ndarray:
     """Cameras (T, 7) of the fit from a :func:`parameter_table` (or the CSV read back with pandas)."""
-    from .demo import rotation_matrix as euler_matrix
-
     ypr = table[list(POSE_COLUMNS[:3])].to_numpy(float)
-    r = rotation_log(np.array([euler_matrix(*a) for a in ypr]).reshape(-1, 3, 3))
+    r = rotation_log(np.array([yaw_pitch_roll_matrix(*a) for a in ypr]).reshape(-1, 3, 3))
     return np.concatenate([r, table[list(POSE_COLUMNS[3:])].to_numpy(float)], axis=1)
 
 
@@ -354,7 +351,7 @@ def metadata(anim: FaceAnimation, **extra) -> dict:
     return {
         "name": anim.name, "model": anim.model.name, "model_hash": anim.model.content_hash(), "model_unit": anim.model.unit,
         "fps": anim.fps, "width": anim.width, "height": anim.height, "n_frames": anim.n_frames,
-        "rotation_convention": ROTATION_CONVENTION, "expression_names": anim.expression_names(),
+        "rotation_convention": EULER_CONVENTION, "expression_names": anim.expression_names(),
         "identity": [float(x) for x in anim.p], **extra,
     }  # fmt: skip
 
@@ -467,8 +464,6 @@ def live_link_timecode(frame: int, fps: float) -> str:
 def arkit_table(anim: FaceAnimation):
     """The Live Link Face–style table (pandas DataFrame) of an ICT-model face (module docstring)."""
     import pandas as pd
-
-    from .demo import yaw_pitch_roll
 
     model = anim.model
     if not has_arkit_shapes(model):

@@ -75,40 +75,36 @@ FIT_ATTRS = {  # the attributes every fit layout (segment, identity, track) has
     "fps": "frames per second",
 }
 
-FIT_SEGMENT = h5io.register(
-    h5io.Layout(
-        name="fit_segment",
-        version=1,
-        doc=(
-            "Morphable-model fit of one video segment, overlap included: identity p (fixed per video), and per "
-            "frame expression q and scaled-orthographic camera. Frames without a face keep valid = false with "
-            "values bridged by the temporal prior (NaN cameras when the segment has no face at all)."
-        ),
-        datasets=fit_datasets("segment frames, overlap included"),
-        attrs={
-            **FIT_ATTRS,
-            "segment": "segment index",
-            "start": "first frame of the segment (overlap included)",
-            "stop": "one past the last frame",
-            "core_start": "first frame this segment owns",
-            "core_stop": "one past the last frame it owns",
-            "iterations": "Levenberg-Marquardt iterations run",
-            "energy": "final energy (units of sigma_px²)",
-            "converged": "the energy stopped decreasing by more than the tolerance",
-        },
-        check=check_fit_arrays,
-    )
+FIT_SEGMENT = h5io.Layout(
+    name="fit_segment",
+    version=1,
+    doc=(
+        "Morphable-model fit of one video segment, overlap included: identity p (fixed per video), and per "
+        "frame expression q and scaled-orthographic camera. Frames without a face keep valid = false with "
+        "values bridged by the temporal prior (NaN cameras when the segment has no face at all)."
+    ),
+    datasets=fit_datasets("segment frames, overlap included"),
+    attrs={
+        **FIT_ATTRS,
+        "segment": "segment index",
+        "start": "first frame of the segment (overlap included)",
+        "stop": "one past the last frame",
+        "core_start": "first frame this segment owns",
+        "core_stop": "one past the last frame it owns",
+        "iterations": "Levenberg-Marquardt iterations run",
+        "energy": "final energy (units of sigma_px²)",
+        "converged": "the energy stopped decreasing by more than the tolerance",
+    },
+    check=check_fit_arrays,
 )
 
-FIT_IDENTITY = h5io.register(
-    h5io.Layout(
-        name="fit_identity",
-        version=1,
-        doc="Identity of the person in a video, estimated from a sample of its frames; every segment is fitted with it.",
-        datasets=fit_datasets("the sampled frames"),
-        attrs={**FIT_ATTRS, "iterations": "Levenberg-Marquardt iterations run", "energy": "final energy (units of sigma_px²)"},
-        check=check_fit_arrays,
-    )
+FIT_IDENTITY = h5io.Layout(
+    name="fit_identity",
+    version=1,
+    doc="Identity of the person in a video, estimated from a sample of its frames; every segment is fitted with it.",
+    datasets=fit_datasets("the sampled frames"),
+    attrs={**FIT_ATTRS, "iterations": "Levenberg-Marquardt iterations run", "energy": "final energy (units of sigma_px²)"},
+    check=check_fit_arrays,
 )
 
 

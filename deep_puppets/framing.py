@@ -36,7 +36,7 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-MODES = ("head", "frame")
+FRAMING_MODES = ("head", "frame")
 
 
 def _number(x) -> bool:
@@ -53,8 +53,8 @@ class FramingSettings:
     smoothing: float = 0.15  # standard deviation of the zero-phase Gaussian smoothing of centre and side, seconds
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ConfigError(f"'framing.mode': must be one of {list(MODES)}, got {self.mode!r}")
+        if self.mode not in FRAMING_MODES:
+            raise ConfigError(f"'framing.mode': must be one of {list(FRAMING_MODES)}, got {self.mode!r}")
         if not (_number(self.scale) and 1.0 <= self.scale <= 20.0):
             raise ConfigError(f"'framing.scale': must be a number in [1, 20] (face sizes), got {self.scale!r}")
         if not (_number(self.offset_y) and -2.0 <= self.offset_y <= 2.0):

@@ -1,10 +1,9 @@
-"""HDF5 layouts of every file the workflow writes, defined once, here.
+"""The HDF5 file format of the workflow: layouts, checked atomic writes, checked reads.
 
 A :class:`Layout` lists the datasets (dtype, symbolic shape, meaning) and attributes of one kind of file.
 :func:`write` checks the arrays against the layout and writes atomically (temporary file, then rename), so a
 killed job never leaves a half-written file under the final name. :func:`read` checks a file against the
-layout and names the file and the problem when it does not match. ``docs/hdf5.md`` is generated from these
-layouts by :func:`markdown` (a test keeps it current).
+layout and names the file and the problem when it does not match.
 
 **Integrity.** Every non-empty array dataset is written with HDF5's Fletcher-32 checksum filter (the
 conditioning images, whose chunks are deflated by :mod:`deep_puppets.render`, carry the zlib stream's Adler-32
@@ -12,8 +11,8 @@ instead, which inflate verifies). :func:`open_file` returns a file whose dataset
 failure into one :class:`InputError` naming the file and the dataset, on every read, lazy reads included.
 A layout may also have a ``check`` of its values (finite, plausible ranges), run by :func:`read`.
 
-Layouts of later stages register themselves with :func:`register` from their own modules; this module holds
-the ones of the ingest stages.
+Each layout is defined once, in the module of the stage that writes it (this module holds the ingest stage's
+``landmarks``); :mod:`deep_puppets.layouts` lists them all and generates ``docs/hdf5.md`` from them.
 """
 
 from __future__ import annotations
@@ -48,14 +47,6 @@ class Layout:
     attrs: dict[str, str] = field(default_factory=dict)  # attribute name -> meaning (all required)
     # check(arrays, attrs) -> a problem ("dataset 'q' ...") or None; run by read() on the loaded values
     check: Callable[[dict, dict], str | None] | None = field(default=None, compare=False)
-
-
-LAYOUTS: dict[str, Layout] = {}
-
-
-def register(layout: Layout) -> Layout:
-    LAYOUTS[layout.name] = layout
-    return layout
 
 
 def _check_shapes(layout: Layout, arrays: dict[str, np.ndarray], where: str) -> dict[str, int]:
@@ -255,45 +246,6 @@ def first_problem(*problems: str | None) -> str | None:
     return next((p for p in problems if p), None)
 
 
-def markdown() -> str:
-    """Documentation of every registered layout (written to docs/hdf5.md)."""
-    lines = [
-        "# HDF5 layouts",
-        "",
-        "Generated from `deep_puppets/h5io.py` and the layouts registered by the stage modules "
-        "(`python -m deep_puppets.h5io > docs/hdf5.md`). Every file carries the attributes `layout` and "
-        "`layout_version`. Shapes use symbols shared across a file's datasets (T = frames). Every non-empty "
-        "dataset is stored with a Fletcher-32 checksum (the deflated conditioning images with the zlib stream's "
-        "Adler-32); a read that fails it names the file and the dataset.",
-        "",
-    ]
-    for layout in sorted(LAYOUTS.values(), key=lambda l: l.name):
-        lines += [f"## `{layout.name}` (version {layout.version})", "", layout.doc, "", "| dataset | dtype | shape | meaning |", "|---|---|---|---|"]
-        for name, d in layout.datasets.items():
-            shape = "(" + ", ".join(str(s) for s in d.shape) + ")"
-            opt = " (optional)" if d.optional else ""
-            lines.append(f"| `{name}` | {d.dtype} | {shape} | {d.doc}{opt} |")
-        if layout.attrs:
-            lines += ["", "| attribute | meaning |", "|---|---|"]
-            lines += [f"| `{k}` | {v} |" for k, v in layout.attrs.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def load_all_layouts() -> None:
-    """Import every stage module so that its layouts are registered."""
-    import importlib
-    import pkgutil
-
-    import deep_puppets
-
-    for mod in pkgutil.iter_modules(deep_puppets.__path__):
-        if mod.name not in ("__main__",):
-            importlib.import_module(f"deep_puppets.{mod.name}")
-    for name in ("render.conditioning_file", "texture.texture_file"):  # layouts in packages that import nothing
-        importlib.import_module(f"deep_puppets.{name}")
-
-
 def _check_landmarks(arrays: dict, attrs: dict) -> str | None:
     """Valid frames: finite landmarks within two frame sizes of the frame (z within ten); scores in [0, 1]."""
     valid, lm = arrays["valid"], arrays["landmarks"]
@@ -310,46 +262,37 @@ def _check_landmarks(arrays: dict, attrs: dict) -> str | None:
     )
 
 
-LANDMARKS = register(
-    Layout(
-        name="landmarks",
-        version=1,
-        doc=(
-            "Dense face landmarks of one video segment (MediaPipe FaceMesh, 478 points: 468 mesh + 10 iris). "
-            "One row per frame of the segment, overlap included; frames without a face are kept with "
-            "`valid = false` and NaN landmarks, never dropped."
+LANDMARKS = Layout(
+    name="landmarks",
+    version=1,
+    doc=(
+        "Dense face landmarks of one video segment (MediaPipe FaceMesh, 478 points: 468 mesh + 10 iris). "
+        "One row per frame of the segment, overlap included; frames without a face are kept with "
+        "`valid = false` and NaN landmarks, never dropped."
+    ),
+    datasets={
+        "frame_index": Dataset("int64", ("T",), "absolute frame index in the video"),
+        "landmarks": Dataset(
+            "float32", ("T", 478, 3), "x, y in pixels of the full frame; z relative depth scaled like x (pixels); NaN where invalid"
         ),
-        datasets={
-            "frame_index": Dataset("int64", ("T",), "absolute frame index in the video"),
-            "landmarks": Dataset(
-                "float32", ("T", 478, 3), "x, y in pixels of the full frame; z relative depth scaled like x (pixels); NaN where invalid"
-            ),
-            "valid": Dataset("bool", ("T",), "a face was found and meshed in this frame"),
-            "score": Dataset("float32", ("T",), "face presence score in [0, 1] (0 where invalid)"),
-            "box": Dataset("float32", ("T", 4), "face region x0, y0, x1, y1 (pixels) the mesh ran on, before levelling it on the eyes; NaN where none"),
-        },
-        attrs={
-            "video": "video name (config key)",
-            "video_path": "path of the source video",
-            "fps": "frames per second",
-            "width": "frame width in pixels",
-            "height": "frame height in pixels",
-            "n_frames": "decoded frames in the whole video",
-            "segment": "segment index",
-            "start": "first frame of the segment (overlap included)",
-            "stop": "one past the last frame of the segment",
-            "core_start": "first frame this segment owns (the others belong to a neighbour)",
-            "core_stop": "one past the last frame this segment owns",
-            "detector": "JSON of the detector settings",
-        },
-        check=_check_landmarks,
-    )
+        "valid": Dataset("bool", ("T",), "a face was found and meshed in this frame"),
+        "score": Dataset("float32", ("T",), "face presence score in [0, 1] (0 where invalid)"),
+        "box": Dataset("float32", ("T", 4), "face region x0, y0, x1, y1 (pixels) the mesh ran on, before levelling it on the eyes; NaN where none"),
+    },
+    attrs={
+        "video": "video name (config key)",
+        "video_path": "path of the source video",
+        "fps": "frames per second",
+        "width": "frame width in pixels",
+        "height": "frame height in pixels",
+        "n_frames": "decoded frames in the whole video",
+        "segment": "segment index",
+        "start": "first frame of the segment (overlap included)",
+        "stop": "one past the last frame of the segment",
+        "core_start": "first frame this segment owns (the others belong to a neighbour)",
+        "core_stop": "one past the last frame this segment owns",
+        "detector": "JSON of the detector settings",
+    },
+    check=_check_landmarks,
 )
 
-
-if __name__ == "__main__":
-    # Run as a script this file is a second module object; use the package's registry.
-    from deep_puppets import h5io as _registry
-
-    _registry.load_all_layouts()
-    print(_registry.markdown())

@@ -47,7 +47,7 @@ def read_video_landmarks(files) -> dict:
     return {**out, "attrs": parts[0][1]}
 
 
-def summarize(files, video_name: str, video_path: str, min_valid_fraction: float, min_faces: int = 1) -> dict:
+def summarize_landmarks(files, video_name: str, video_path: str, min_valid_fraction: float, min_faces: int = 1) -> dict:
     """Per-video landmark summary, the gate of every job that reads landmarks: a video with fewer than
     M = :func:`~deep_puppets.needs.faces_needed` frames with a face (``landmarks.min_valid_fraction`` of its
     frames, and at least ``min_faces``, what the model needs) fails with one line naming the video."""

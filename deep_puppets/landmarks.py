@@ -55,12 +55,20 @@ import numpy as np
 
 from . import h5io
 from .errors import ConfigError, InputError
-from .face_roi import Detection, Roi, detector_tiles, iou, rank_detections, roi_from_landmarks, suppress_duplicates
+from .face_roi import (
+    Detection,
+    Roi,
+    detector_tiles,
+    iou,
+    rank_detections,
+    roi_from_landmarks,
+    suppress_duplicates,
+)
+from .models.base import N_LANDMARKS
 from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
-N_LANDMARKS = 478
 MAX_CANDIDATES = 3  # detections tried (in order of preference) before a frame is declared face-less
 XNNPACK_THREADS = 1  # threads per mesh inference: 2 threads measured slower (100 vs 158 frames/s, 2 cores)
 

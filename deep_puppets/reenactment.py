@@ -38,11 +38,11 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .composite import blend, face_alpha, frame_alpha, paste, uncrop
+from .config import PAIR_MODES
 from .progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
-MODES = ("expression", "pose+expression")
 # The preview video: its three panels, labelled, at least this many pixels high (small crops are enlarged so
 # the labels stay readable).
 PREVIEW_LABELS = ("source", "conditioning", "output")
@@ -207,8 +207,8 @@ def composite_frames(
     streams (array-likes); pose+expression needs the target's colour, boxes, valid flags and ``background``.
     A pair frame without a valid render leaves the plate as it is (its own head included).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if mode not in PAIR_MODES:
+        raise ValueError(f"mode must be one of {PAIR_MODES}, not {mode!r}")
     pose = mode == "pose+expression"
     if pose and (target_colour is None or target_box is None or background is None):
         raise ValueError("pose+expression compositing needs the target's colour conditioning, boxes and background")
@@ -260,8 +260,9 @@ def write_reenactment(generator, conditioning_file, target_conditioning, source_
     from .gan.data import crop_resize
     from .gan.inference import generate, load_generator, resolve_device
     from .gan.synthesize import write_side_by_side
+    from .mp4_writer import write_mp4
     from .render.conditioning_file import open_conditioning
-    from .video import iter_frames, write_mp4
+    from .video import iter_frames
 
     src, tgt, cs = source_info, target_info, settings
     dev = resolve_device(device)

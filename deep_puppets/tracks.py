@@ -18,27 +18,32 @@ import numpy as np
 
 from . import h5io
 from .camera import blend_cameras
-from .fit_files import FIT_ATTRS, check_fit_arrays, fit_arrays, fit_datasets, read_fit_segment, result_from_file
+from .fit_files import (
+    FIT_ATTRS,
+    check_fit_arrays,
+    fit_arrays,
+    fit_datasets,
+    read_fit_segment,
+    result_from_file,
+)
 from .fit_types import FitError, FitResult
 from .segments import Segment
 
-TRACK = h5io.register(
-    h5io.Layout(
-        name="track",
-        version=1,
-        doc=(
-            "Morphable-model track of a whole video: the segment fits cross-faded across their overlaps "
-            "(deep_puppets/tracks.py). One row per video frame; valid = false where no face was detected "
-            "(values bridged, or held at the ends; NaN cameras only if the video has no face at all)."
-        ),
-        datasets=fit_datasets("0 … n_frames − 1"),
-        attrs={
-            **FIT_ATTRS,
-            "n_frames": "frames in the video",
-            "segments": "JSON list of the merged segments (index, start, stop, core_start, core_stop)",
-        },
-        check=check_fit_arrays,
-    )
+TRACK = h5io.Layout(
+    name="track",
+    version=1,
+    doc=(
+        "Morphable-model track of a whole video: the segment fits cross-faded across their overlaps "
+        "(deep_puppets/tracks.py). One row per video frame; valid = false where no face was detected "
+        "(values bridged, or held at the ends; NaN cameras only if the video has no face at all)."
+    ),
+    datasets=fit_datasets("0 … n_frames − 1"),
+    attrs={
+        **FIT_ATTRS,
+        "n_frames": "frames in the video",
+        "segments": "JSON list of the merged segments (index, start, stop, core_start, core_stop)",
+    },
+    check=check_fit_arrays,
 )
 
 

@@ -95,13 +95,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .camera import project_rotation, rotation_log, rotation_matrix
+from .config import PAIR_MODES
 from .errors import ConfigError, DeepPuppetsError
 from .fit_types import FitResult
 from .models.base import MorphableModel
 from .models.facemesh import N_MESH_VERTICES
 from .models.ict import GAZE_NAMES
 
-MODES = ("pose+expression", "expression")
 EXPRESSION_REFERENCES = ("auto", "rest", "zero", "median", "percentile")
 ROTATION_REFERENCES = ("median", "mean")
 ONE_SIDED_PROVIDERS = ("ict",)  # providers whose named components are activations ≥ 0 (gaze excepted)
@@ -450,8 +450,8 @@ def transfer(
 ) -> TransferResult:
     """Re-animate the target with the source's motion; one output frame per source frame (module docstring)."""
     settings = settings or TransferSettings()
-    if mode not in MODES:
-        raise ConfigError(f"transfer mode must be one of {list(MODES)}, got {mode!r}")
+    if mode not in PAIR_MODES:
+        raise ConfigError(f"transfer mode must be one of {list(PAIR_MODES)}, got {mode!r}")
     _check_track(source, source_model, "source")
     _check_track(target, target_model, "target")
     T = source.n_frames

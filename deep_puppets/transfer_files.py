@@ -26,42 +26,40 @@ def _check_transfer(arrays: dict, attrs: dict) -> str | None:
     return h5io.first_problem(*problems)
 
 
-TRANSFER = h5io.register(
-    h5io.Layout(
-        name="transfer",
-        version=1,
-        doc=(
-            "Target parameters re-animated by a source (deep_puppets/transfer.py): one row per source frame; render "
-            "with the target's model. Pose and expression relative to each actor's reference (median pose, "
-            "neutral expression); in expression mode the camera is the target's own (target_pose_frame)."
-        ),
-        datasets={
-            "p": h5io.Dataset("float64", ("K_id",), "target identity coefficients"),
-            "q": h5io.Dataset("float64", ("T", "K_exp"), "target expression coefficients per output frame"),
-            "camera": h5io.Dataset("float64", ("T", 7), "target camera rx, ry, rz (axis-angle), tx, ty, tz, scale (camera.CAMERA_FIELDS)"),
-            "valid": h5io.Dataset("bool", ("T",), "source frame valid (and, in expression mode, the target pose frame valid)"),
-            "source_frame": h5io.Dataset("int64", ("T",), "source frame each output frame came from"),
-            "target_pose_frame": h5io.Dataset("int64", ("T",), "target frame whose pose was kept (expression mode: ping-pong), -1 otherwise"),
-            "source_reference": h5io.Dataset("float64", (7,), "reference camera of the source track (rotation median, medians)"),
-            "target_reference": h5io.Dataset("float64", (7,), "reference camera of the target track"),
-            "source_expression_reference": h5io.Dataset("float64", ("K_src",), "reference (neutral) expression of the source"),
-            "target_expression_reference": h5io.Dataset("float64", ("K_exp",), "reference (neutral) expression of the target"),
-        },
-        attrs={
-            "source": "source video name",
-            "target": "target video name",
-            "mode": "pose+expression or expression",
-            "source_model_hash": "content_hash() of the source's model",
-            "target_model_hash": "content_hash() of the target's model (render with it)",
-            "expression_transfer": "shared_basis (relative coefficient copy) or displacement (ridge projection)",
-            "settings": "JSON of the TransferSettings",
-            "stats": "JSON: size_ratio, clamped_fraction, unrepresented_median/p95 (displacement), n_frames, n_valid",
-            "width": "target frame width in pixels",
-            "height": "target frame height in pixels",
-            "fps": "frames per second of the output (the source's)",
-        },
-        check=_check_transfer,
-    )
+TRANSFER = h5io.Layout(
+    name="transfer",
+    version=1,
+    doc=(
+        "Target parameters re-animated by a source (deep_puppets/transfer.py): one row per source frame; render "
+        "with the target's model. Pose and expression relative to each actor's reference (median pose, "
+        "neutral expression); in expression mode the camera is the target's own (target_pose_frame)."
+    ),
+    datasets={
+        "p": h5io.Dataset("float64", ("K_id",), "target identity coefficients"),
+        "q": h5io.Dataset("float64", ("T", "K_exp"), "target expression coefficients per output frame"),
+        "camera": h5io.Dataset("float64", ("T", 7), "target camera rx, ry, rz (axis-angle), tx, ty, tz, scale (camera.CAMERA_FIELDS)"),
+        "valid": h5io.Dataset("bool", ("T",), "source frame valid (and, in expression mode, the target pose frame valid)"),
+        "source_frame": h5io.Dataset("int64", ("T",), "source frame each output frame came from"),
+        "target_pose_frame": h5io.Dataset("int64", ("T",), "target frame whose pose was kept (expression mode: ping-pong), -1 otherwise"),
+        "source_reference": h5io.Dataset("float64", (7,), "reference camera of the source track (rotation median, medians)"),
+        "target_reference": h5io.Dataset("float64", (7,), "reference camera of the target track"),
+        "source_expression_reference": h5io.Dataset("float64", ("K_src",), "reference (neutral) expression of the source"),
+        "target_expression_reference": h5io.Dataset("float64", ("K_exp",), "reference (neutral) expression of the target"),
+    },
+    attrs={
+        "source": "source video name",
+        "target": "target video name",
+        "mode": "pose+expression or expression",
+        "source_model_hash": "content_hash() of the source's model",
+        "target_model_hash": "content_hash() of the target's model (render with it)",
+        "expression_transfer": "shared_basis (relative coefficient copy) or displacement (ridge projection)",
+        "settings": "JSON of the TransferSettings",
+        "stats": "JSON: size_ratio, clamped_fraction, unrepresented_median/p95 (displacement), n_frames, n_valid",
+        "width": "target frame width in pixels",
+        "height": "target frame height in pixels",
+        "fps": "frames per second of the output (the source's)",
+    },
+    check=_check_transfer,
 )
 
 _ARRAYS = ("p", "q", "camera", "valid", "source_frame", "target_pose_frame", "source_reference", "target_reference",

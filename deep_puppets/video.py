@@ -8,8 +8,8 @@
   ``start`` when the probe's time stamps allow it.
 * Frames are turned upright as players show them: a display matrix (phone clips' rotation, flips) is applied
   on read, by :func:`iter_frames` and in :func:`probe`'s width and height.
-* :func:`write_mp4` writes an H.264 mp4 atomically (temporary file, then rename), with its index first
-  (``+faststart``) and, if asked, another file's audio track.
+
+Writing mp4 files is :mod:`deep_puppets.mp4_writer`.
 
 Every failure of a user file raises :class:`~deep_puppets.errors.InputError` naming the file.
 """
@@ -22,7 +22,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def path_problem(path) -> str | None:
     """Why ``path`` cannot be an input file, as words that follow its name ("does not exist", "is a symbolic
     link loop", "is not a regular file (a FIFO)", ...), or None for an existing regular file (maybe empty).
 
-    Shared by the config step (before any job) and :func:`_open`; nothing is opened (a FIFO would block)."""
+    Shared by the config step (before any job) and :func:`open_video`; nothing is opened (a FIFO would block)."""
     p = Path(path)
     try:
         st = p.stat()
@@ -86,7 +86,8 @@ def path_problem(path) -> str | None:
     return None
 
 
-def _open(path):
+def open_video(path):
+    """The PyAV container and first video stream of a user file; :class:`InputError` naming it when it cannot be."""
     import av
 
     path = Path(path)
@@ -220,7 +221,7 @@ def probe(path, on_truncated: str = "error") -> VideoInfo:
 
     if on_truncated not in ON_TRUNCATED:
         raise ValueError(f"on_truncated must be one of {ON_TRUNCATED}, not {on_truncated!r}")
-    container, stream = _open(path)
+    container, stream = open_video(path)
     pts: list[int] = []
     width = height = 0
     ops: tuple[str, ...] = ()
@@ -292,7 +293,7 @@ def iter_frames(path, start: int = 0, stop: int | None = None, info: VideoInfo |
         stop = info.n_frames if stop is None else min(stop, info.n_frames)
     if stop is not None and start >= stop:
         return
-    container, stream = _open(path)
+    container, stream = open_video(path)
     try:
         index = 0
         use_pts = info is not None and info.seekable and start > 0 and start < len(info.pts)
@@ -328,239 +329,3 @@ def read_frames(path, start: int = 0, stop: int | None = None, info: VideoInfo |
     if not frames:
         raise InputError(path, f"no frames in range [{start}, {stop})")
     return np.stack(frames)
-
-
-MP4_AUDIO_CODECS = ("aac", "mp3", "ac3", "eac3", "alac")  # copied into an mp4 as they are; others become AAC
-
-
-def audio_codec(path) -> str | None:
-    """The codec name of ``path``'s first audio stream, or None when it has none."""
-    container, _ = _open(path)
-    try:
-        return container.streams.audio[0].codec_context.name if container.streams.audio else None
-    finally:
-        container.close()
-
-
-class _AudioTrack:
-    """The first audio track of ``path`` on its way into an mp4 being written: packets copied as they are when
-    the codec fits mp4 (:data:`MP4_AUDIO_CODECS`), else decoded and encoded as AAC. Times are relative to the
-    source's first video frame (what output time 0 shows). :meth:`mux_until` writes every packet that starts
-    before a time (called after each video frame, so the file is interleaved); :meth:`finish` ends the track at
-    the video's end: a packet goes in when its middle lies before it, so the audio ends within half a packet
-    (≈ 12 ms of AAC at 44.1 kHz) of the video."""
-
-    def __init__(self, path, out):
-        import av
-
-        self.path = path
-        self.src, _ = _open(path)
-        try:
-            video = self.src.streams.video[0]
-            self.ain = self.src.streams.audio[0]
-            self.t0 = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
-            self.copy = self.ain.codec_context.name in MP4_AUDIO_CODECS
-            if self.copy:
-                self.aout = out.add_stream_from_template(self.ain)
-            else:
-                cc = self.ain.codec_context
-                self.aout = out.add_stream("aac", rate=cc.sample_rate or 48000)
-                self.aout.layout = "mono" if cc.layout and cc.layout.nb_channels == 1 else "stereo"  # more channels: downmixed
-                self.resampler = av.AudioResampler(format="fltp", layout=self.aout.layout, rate=self.aout.rate)
-            self.items = self._items()
-            self.pending = None
-            self.out = out
-            self.done = False
-        except Exception:
-            self.src.close()
-            raise
-
-    def _items(self):
-        """(start s, end s, thing to mux or encode) in order: packets (copy) or resampled frames (transcode)."""
-        import av
-
-        try:
-            if self.copy:
-                for pkt in self.src.demux(self.ain):
-                    if pkt.pts is None or pkt.size == 0:
-                        continue
-                    start = float(pkt.pts * pkt.time_base) - self.t0
-                    yield start, start + float((pkt.duration or 0) * pkt.time_base), pkt
-            else:
-                for frame in self.src.decode(self.ain):
-                    if frame.pts is None:
-                        continue
-                    start = float(frame.pts * frame.time_base) - self.t0
-                    end = start + frame.samples / frame.sample_rate
-                    for f in self.resampler.resample(frame):
-                        f.pts = None
-                        yield start, end, f
-        except av.error.FFmpegError as e:
-            raise InputError(self.path, f"its audio track could not be read ({e})") from None
-
-    def _write(self, item) -> None:
-        start, stop, thing = item
-        if stop < 0:
-            return  # wholly before the first video frame (one ending at it, e.g. AAC's priming packet, stays)
-        if self.copy:
-            thing.stream = self.aout
-            shift = int(round(self.t0 / thing.time_base)) if self.t0 else 0
-            thing.pts -= shift
-            if thing.dts is not None:
-                thing.dts -= shift
-            self.out.mux(thing)
-        else:
-            for p in self.aout.encode(thing):
-                self.out.mux(p)
-
-    def mux_until(self, t: float) -> None:
-        while not self.done:
-            if self.pending is None:
-                self.pending = next(self.items, None)
-                if self.pending is None:
-                    self.done = True
-                    return
-            if self.pending[0] >= t:
-                return
-            self._write(self.pending)
-            self.pending = None
-
-    def finish(self, end: float) -> None:
-        while not self.done:
-            if self.pending is None:
-                self.pending = next(self.items, None)
-                if self.pending is None:
-                    break
-            start, stop, _ = self.pending
-            if (start + max(stop, start)) / 2 >= end:
-                break
-            self._write(self.pending)
-            self.pending = None
-        if not self.copy:
-            for p in self.aout.encode(None):
-                self.out.mux(p)
-        self.src.close()
-
-
-def write_mp4(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18, preset: str = "medium", audio_from=None,
-              faststart: bool = True) -> int:
-    """Write RGB uint8 frames as an H.264 (yuv420p) mp4, atomically; returns the number of frames.
-
-    Odd widths/heights are padded by one pixel (yuv420p needs even sizes). ``audio_from``: a video file whose
-    first audio track (if any) is muxed in, from its first video frame on, ending with the written frames
-    (see :class:`_AudioTrack`). ``faststart``: the index ('moov') is moved before the data, so players and
-    browsers start playing before the whole file has arrived. No rotation metadata is written: frames are
-    upright (:func:`iter_frames` applies a source's display matrix on read).
-    """
-    import av
-    from fractions import Fraction
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
-    n = 0
-    rate = Fraction(fps).limit_denominator(1001)
-    try:
-        with av.open(str(tmp), mode="w", container_options={"movflags": "+faststart"} if faststart else {}) as out:
-            stream = audio = None
-            for frame in frames:
-                frame = np.ascontiguousarray(frame, dtype=np.uint8)
-                if frame.ndim == 2:
-                    frame = np.repeat(frame[:, :, None], 3, axis=2)
-                h, w = frame.shape[:2]
-                if h % 2 or w % 2:
-                    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-                if stream is None:
-                    stream = out.add_stream("libx264", rate=rate)
-                    stream.width, stream.height = frame.shape[1], frame.shape[0]
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": preset}
-                    if audio_from is not None and audio_codec(audio_from) is not None:
-                        audio = _AudioTrack(audio_from, out)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    out.mux(packet)
-                n += 1
-                if audio is not None:
-                    audio.mux_until(n / float(rate))
-            if stream is None:
-                raise ValueError(f"{path}: no frames to write")
-            for packet in stream.encode():
-                out.mux(packet)
-            if audio is not None:
-                audio.finish(n / float(rate))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return n
-
-
-class Mp4Feed:
-    """:func:`write_mp4` in a background thread fed one frame at a time, so that one pass over frames writes
-    several videos with bounded memory. ``put(frame)`` each frame, then ``close()`` (returns the frame count).
-    Used as a context manager, an exception inside the block aborts the video: nothing is written (the file is
-    written atomically). An error of the writer itself is raised by the next ``put`` or by ``close``."""
-
-    _END, _ABORT = object(), object()
-
-    class _Aborted(Exception):
-        pass
-
-    def __init__(self, path, fps: float, queue_size: int = 8, **kw):
-        import queue
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._queue = queue.Queue(maxsize=queue_size)
-        self._pool = ThreadPoolExecutor(1)
-        self._future = self._pool.submit(write_mp4, path, self._frames(), fps, **kw)
-
-    def _frames(self):
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if item is self._ABORT:
-                raise self._Aborted
-            yield item
-
-    def _send(self, item) -> None:
-        import queue
-
-        while True:
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                if self._future.done():  # the writer stopped: its error, or a writer that no longer reads
-                    self._future.result()
-                    raise RuntimeError("the video writer stopped reading frames")
-
-    def put(self, frame: np.ndarray) -> None:
-        if self._future.done():
-            self._future.result()
-            raise RuntimeError("the video writer stopped reading frames")
-        self._send(frame)
-
-    def close(self) -> int:
-        try:
-            self._send(self._END)
-            return self._future.result()
-        finally:
-            self._pool.shutdown(wait=True)
-
-    def abort(self) -> None:
-        try:
-            if not self._future.done():
-                self._send(self._ABORT)
-            self._future.exception()  # wait; the writer's own error is superseded by the caller's
-        finally:
-            self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> "Mp4Feed":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -18,14 +18,9 @@ import yaml
 
 from deep_puppets import config as dp_config
 from deep_puppets import progress
-from deep_puppets.cli import (
-    Display,
-    SnakemakeLines,
-    plain_reason,
-    planned_jobs,
-    video_names,
-)
+from deep_puppets.cli import plain_reason, planned_jobs, video_names
 from deep_puppets.errors import ConfigError
+from deep_puppets.snakemake_runner import Display, SnakemakeLines
 
 from .conftest import REPO
 

@@ -1,4 +1,4 @@
-"""The embedded demo clips (deep_puppets/demo.py): warp exactness, blendshapes, determinism, files, and the real
+"""The embedded demo clips (deep_puppets/demo*.py): warp exactness, blendshapes, determinism, files, and the real
 detector following the known motion."""
 
 from __future__ import annotations
@@ -9,7 +9,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from deep_puppets import demo, h5io, video
+from deep_puppets import (
+    camera,
+    demo,
+    demo_motion,
+    demo_photo,
+    demo_rig,
+    demo_warp,
+    h5io,
+    video,
+)
+from deep_puppets.models.base import N_LANDMARKS
 
 SIZE = 256  # accuracy bounds below are in pixels at this size (the default)
 
@@ -30,14 +40,14 @@ def _grid_mesh(h: int, w: int, step: int):
 
 
 def test_tessellation_boundary_is_oval_eyes_and_mouth():
-    tris = demo.tessellation()
+    tris = demo_rig.tessellation()
     assert tris.shape == (852, 3) and tris.min() >= 0 and tris.max() < 468
     uses = Counter(frozenset(e) for a, b, c in tris for e in ((a, b), (b, c), (c, a)))
     assert max(uses.values()) == 2
     boundary = {e for e, n in uses.items() if n == 1}
-    mouth = demo.UPPER_LIP_INNER + demo.LOWER_LIP_INNER[-2:0:-1]
-    eyes = _loop_edges(demo.eye_loop(0)) | _loop_edges(demo.eye_loop(1))
-    holes = _loop_edges(demo.FACE_OVAL) | eyes | _loop_edges(mouth)
+    mouth = demo_rig.UPPER_LIP_INNER + demo_rig.LOWER_LIP_INNER[-2:0:-1]
+    eyes = _loop_edges(demo_rig.eye_loop(0)) | _loop_edges(demo_rig.eye_loop(1))
+    holes = _loop_edges(demo_rig.FACE_OVAL_LOOP) | eyes | _loop_edges(mouth)
     assert boundary == holes  # the rig fills exactly these openings
 
 
@@ -46,7 +56,7 @@ def test_identity_warp_reproduces_the_image():
     img = rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)
     pts, tris = _grid_mesh(61, 83, 9)
     pts = pts + rng.uniform(-2, 2, pts.shape)  # irregular triangles
-    out, ids = demo.warp_image(img, pts, pts, tris)
+    out, ids = demo_warp.warp_image(img, pts, pts, tris)
     assert (ids >= 0).all()
     np.testing.assert_array_equal(out, img)
 
@@ -56,14 +66,14 @@ def test_translation_warp_matches_a_shift():
     img = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
     pts, tris = _grid_mesh(64, 80, 8)
     dx, dy = 5, -3
-    out, _ = demo.warp_image(img, pts, pts + (dx, dy), tris)
+    out, _ = demo_warp.warp_image(img, pts, pts + (dx, dy), tris)
     rolled = np.roll(img, (dy, dx), axis=(0, 1))
     np.testing.assert_array_equal(out[8:-8, 8:-8], rolled[8:-8, 8:-8])
 
     # sub-pixel: the same bilinear sampling as an affine warp by OpenCV
     import cv2
 
-    out, _ = demo.warp_image(img, pts, pts + (2.25, 1.5), tris)
+    out, _ = demo_warp.warp_image(img, pts, pts + (2.25, 1.5), tris)
     ref = cv2.warpAffine(img, np.float32([[1, 0, 2.25], [0, 1, 1.5]]), (80, 64), flags=cv2.INTER_LINEAR)
     assert np.abs(out[8:-8, 8:-8].astype(int) - ref[8:-8, 8:-8]).max() <= 1
 
@@ -75,47 +85,47 @@ def test_draw_order_puts_near_triangles_on_top():
     tris = np.array([[0, 1, 2], [1, 3, 2], [4, 5, 6], [5, 7, 6]])
     dst = src.copy()
     dst[4:, 0] -= 20  # the white half moves onto the black half
-    out_white_top, _ = demo.warp_image(img, src, dst, tris, order=np.array([0, 1, 2, 3]))
-    out_black_top, _ = demo.warp_image(img, src, dst, tris, order=np.array([2, 3, 0, 1]))
+    out_white_top, _ = demo_warp.warp_image(img, src, dst, tris, order=np.array([0, 1, 2, 3]))
+    out_black_top, _ = demo_warp.warp_image(img, src, dst, tris, order=np.array([2, 3, 0, 1]))
     assert out_white_top[5:35, 5:15].min() == 255 and out_black_top[5:35, 5:15].max() == 0
 
 
 @pytest.mark.parametrize("ypr", [(0, 0, 0), (12, -5, 3), (-20, 15, -30), (45, 10, 80)])
 def test_rotation_round_trip(ypr):
-    r = demo.rotation_matrix(*ypr)
+    r = camera.yaw_pitch_roll_matrix(*ypr)
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
     assert np.linalg.det(r) == pytest.approx(1.0)
-    np.testing.assert_allclose(demo.yaw_pitch_roll(r), ypr, atol=1e-9)
+    np.testing.assert_allclose(camera.yaw_pitch_roll(r), ypr, atol=1e-9)
 
 
 def test_rotation_signs():
     nose = np.array([0.0, 0.0, -1.0])  # in front of the pivot
-    assert (demo.rotation_matrix(10, 0, 0) @ nose)[0] < 0  # yaw > 0: nose to image left
-    assert (demo.rotation_matrix(0, 10, 0) @ nose)[1] > 0  # pitch > 0: face tilts down
+    assert (camera.yaw_pitch_roll_matrix(10, 0, 0) @ nose)[0] < 0  # yaw > 0: nose to image left
+    assert (camera.yaw_pitch_roll_matrix(0, 10, 0) @ nose)[1] > 0  # pitch > 0: face tilts down
     right = np.array([1.0, 0.0, 0.0])
-    assert (demo.rotation_matrix(0, 0, 10) @ right)[1] > 0  # roll > 0: clockwise on screen (y down)
+    assert (camera.yaw_pitch_roll_matrix(0, 0, 10) @ right)[1] > 0  # roll > 0: clockwise on screen (y down)
 
 
-@pytest.mark.parametrize("kind", demo.KINDS)
+@pytest.mark.parametrize("kind", demo_motion.KINDS)
 def test_motion_script_is_smooth_bounded_and_seeded(kind):
-    m = demo.motion_script(kind, 96, 25.0, SIZE, seed=0)
-    style = demo.STYLES[kind]
-    assert m["yaw_pitch_roll_deg"].shape == (96, 3) and m["expression"].shape == (96, len(demo.EXPRESSIONS))
+    m = demo_motion.motion_script(kind, 96, 25.0, SIZE, seed=0)
+    style = demo_motion.STYLES[kind]
+    assert m["yaw_pitch_roll_deg"].shape == (96, 3) and m["expression"].shape == (96, len(demo_rig.EXPRESSIONS))
     np.testing.assert_allclose(np.abs(m["yaw_pitch_roll_deg"]).max(0), [style.yaw, style.pitch, style.roll])
     assert m["expression"].min() >= 0 and m["expression"].max() <= 1
     assert m["expression"][:, 0].max() > 0.4 and m["expression"][:, 1].max() > 0.9  # mouth opens, eyes blink
     assert np.abs(np.diff(m["yaw_pitch_roll_deg"], axis=0)).max() < 2.0  # degrees per frame: smooth
     assert np.abs(m["translation"]).max() <= style.shift * SIZE + 1e-9
-    again = demo.motion_script(kind, 96, 25.0, SIZE, seed=0)
-    other = demo.motion_script(kind, 96, 25.0, SIZE, seed=1)
+    again = demo_motion.motion_script(kind, 96, 25.0, SIZE, seed=0)
+    other = demo_motion.motion_script(kind, 96, 25.0, SIZE, seed=1)
     for k in m:
         np.testing.assert_array_equal(m[k], again[k])
     assert not np.allclose(m["yaw_pitch_roll_deg"], other["yaw_pitch_roll_deg"])
 
 
 def test_source_moves_more_than_target():
-    src = demo.motion_script("source", 96, 25.0, SIZE, 0)
-    tgt = demo.motion_script("target", 96, 25.0, SIZE, 0)
+    src = demo_motion.motion_script("source", 96, 25.0, SIZE, 0)
+    tgt = demo_motion.motion_script("target", 96, 25.0, SIZE, 0)
     assert np.abs(src["yaw_pitch_roll_deg"]).max() > np.abs(tgt["yaw_pitch_roll_deg"]).max()
     assert src["expression"][:, 0].max() > tgt["expression"][:, 0].max()  # wider mouth
     assert src["expression"][:, 2].max() > tgt["expression"][:, 2].max()  # stronger brows
@@ -131,53 +141,53 @@ def test_source_moves_more_than_target():
 
 @pytest.fixture(scope="module")
 def target_rig():
-    photo = demo.prepare_photo("target", SIZE)
-    neutral = demo.detect_face_mesh(photo)
-    return photo, neutral, demo.build_rig(neutral, SIZE)
+    photo = demo_photo.prepare_photo("target", SIZE)
+    neutral = demo_photo.detect_face_mesh(photo)
+    return photo, neutral, demo_rig.build_rig(neutral, SIZE)
 
 
 def test_identity_pose_reproduces_the_photo(target_rig):
     photo, neutral, rig = target_rig
-    posed = demo.pose_vertices(rig, np.zeros(3), np.eye(3), 1.0, (0.0, 0.0))
+    posed = demo_warp.pose_vertices(rig, np.zeros(3), np.eye(3), 1.0, (0.0, 0.0))
     np.testing.assert_allclose(posed, rig.vertices)
-    np.testing.assert_array_equal(demo.render_frame(rig, photo, posed), photo)
-    np.testing.assert_allclose(demo.landmarks_2d(rig, posed), neutral[:, :2], atol=1e-9)  # irises included
+    np.testing.assert_array_equal(demo_warp.render_frame(rig, photo, posed), photo)
+    np.testing.assert_allclose(demo_warp.landmarks_2d(rig, posed), neutral[:, :2], atol=1e-9)  # irises included
 
 
 def test_rig_covers_the_frame_and_keeps_the_border(target_rig):
     photo, neutral, rig = target_rig
-    posed = demo.pose_vertices(rig, [1.0, 1.0, 1.0], demo.rotation_matrix(14, 8, 9), 1.05, (6.0, -6.0))
-    _, _, ids = demo.inverse_maps(rig.vertices, posed, rig.triangles, (SIZE, SIZE), demo.draw_order(rig, posed))
+    posed = demo_warp.pose_vertices(rig, [1.0, 1.0, 1.0], camera.yaw_pitch_roll_matrix(14, 8, 9), 1.05, (6.0, -6.0))
+    _, _, ids = demo_warp.inverse_maps(rig.vertices, posed, rig.triangles, (SIZE, SIZE), demo_warp.draw_order(rig, posed))
     assert (ids >= 0).all()
     np.testing.assert_array_equal(posed[rig.fixed], rig.vertices[rig.fixed])
     assert np.abs(rig.basis[:, rig.fixed]).max() == 0
-    out = demo.render_frame(rig, photo, posed)
+    out = demo_warp.render_frame(rig, photo, posed)
     corner = np.s_[: SIZE // 16, : SIZE // 16]
     assert np.abs(out[corner].astype(int) - photo[corner]).max() <= 2  # background stays
 
 
 def test_expression_blendshapes(target_rig):
     photo, neutral, rig = target_rig
-    frame = demo.face_frame(neutral)
-    basis = rig.basis[:, : demo.N_LANDMARKS, :2] @ frame.v / frame.height  # downward shift per unit, face heights
+    frame = demo_rig.face_frame(neutral)
+    basis = rig.basis[:, : N_LANDMARKS, :2] @ frame.v / frame.height  # downward shift per unit, face heights
     mouth, blink, brow = basis
     # mouth: the lower lip drops by MOUTH_DROP, the upper lip and the eyes stay, the chin follows
-    assert mouth[14] == pytest.approx(demo.MOUTH_DROP, rel=0.02)
-    assert np.abs(mouth[list(demo.UPPER_LIP_INNER + demo.UPPER_LIP_OUTER)]).max() == 0
-    assert mouth[demo.CHIN] > 0.5 * demo.MOUTH_DROP
-    assert np.abs(mouth[list(demo.eye_loop(0) + demo.eye_loop(1))]).max() == 0
+    assert mouth[14] == pytest.approx(demo_rig.MOUTH_DROP, rel=0.02)
+    assert np.abs(mouth[list(demo_rig.UPPER_LIP_INNER + demo_rig.UPPER_LIP_OUTER)]).max() == 0
+    assert mouth[demo_rig.CHIN] > 0.5 * demo_rig.MOUTH_DROP
+    assert np.abs(mouth[list(demo_rig.eye_loop(0) + demo_rig.eye_loop(1))]).max() == 0
     # blink: each upper lid lands on its lower lid; lower lids stay
-    closed = neutral[:, :2] + rig.basis[1, : demo.N_LANDMARKS, :2]
+    closed = neutral[:, :2] + rig.basis[1, : N_LANDMARKS, :2]
     for eye in (0, 1):
-        up, lo = list(demo.EYE_UPPER[eye][1:-1]), list(demo.EYE_LOWER[eye])
+        up, lo = list(demo_rig.EYE_UPPER[eye][1:-1]), list(demo_rig.EYE_LOWER[eye])
         lid = frame.coords(neutral[lo])
         lid = lid[np.argsort(lid[:, 0])]
         up_closed = frame.coords(closed[up])
         np.testing.assert_allclose(up_closed[:, 1], np.interp(up_closed[:, 0], lid[:, 0], lid[:, 1]), atol=1e-9)
         assert blink[up].min() > 0 and np.abs(blink[lo]).max() == 0
     # brows: lifted by BROW_LIFT; mouth untouched
-    assert brow[[i for b in demo.BROWS for i in b]] == pytest.approx(-demo.BROW_LIFT)
-    assert np.abs(brow[list(demo.UPPER_LIP_INNER + demo.LOWER_LIP_INNER)]).max() < 1e-6
+    assert brow[[i for b in demo_rig.BROWS for i in b]] == pytest.approx(-demo_rig.BROW_LIFT)
+    assert np.abs(brow[list(demo_rig.UPPER_LIP_INNER + demo_rig.LOWER_LIP_INNER)]).max() < 1e-6
 
 
 # ------------------------------------------------------------------------------------- clips and files
@@ -201,7 +211,7 @@ def clips(tmp_path_factory):
 
     out = {}
     d = tmp_path_factory.mktemp("demo")
-    for kind in demo.KINDS:
+    for kind in demo_motion.KINDS:
         mp4, h5 = d / f"demo_{kind}.mp4", d / f"demo_{kind}_truth.h5"
         summary = demo.make_demo_clip(kind, mp4, h5)
         frames = video.read_frames(mp4)
@@ -211,7 +221,7 @@ def clips(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kind", demo.KINDS)
+@pytest.mark.parametrize("kind", demo_motion.KINDS)
 def test_clip_files(clips, kind):
     c = clips[kind]
     n, size = demo.DEFAULTS["n_frames"], demo.DEFAULTS["size"]
@@ -221,8 +231,8 @@ def test_clip_files(clips, kind):
     t, a = c["truth"], c["attrs"]
     assert t["landmarks2d"].shape == (n, 478, 2) and t["rotation"].shape == (n, 3, 3)
     assert (a["kind"], a["width"], a["height"], a["n_frames"], a["seed"]) == (kind, size, size, n, 0)
-    assert json.loads(a["expressions"]) == list(demo.EXPRESSIONS)
-    np.testing.assert_allclose(demo.yaw_pitch_roll(t["rotation"]), t["yaw_pitch_roll_deg"], atol=1e-9)
+    assert json.loads(a["expressions"]) == list(demo_rig.EXPRESSIONS)
+    np.testing.assert_allclose(camera.yaw_pitch_roll(t["rotation"]), t["yaw_pitch_roll_deg"], atol=1e-9)
     assert c["summary"]["n_frames"] == n and c["summary"]["seconds"] < 60
     # the frame really shows the face: the warped frame is not the photo, but its pixels come from it
     assert np.abs(c["frames"].astype(int).mean(0) - c["frames"][0]).mean() > 1.0
@@ -234,7 +244,7 @@ def test_clip_files(clips, kind):
 BOUNDS = {"target": dict(median=1.5, p95=4.0, frame=3.5), "source": dict(median=2.5, p95=6.5, frame=5.0)}
 
 
-@pytest.mark.parametrize("kind", demo.KINDS)
+@pytest.mark.parametrize("kind", demo_motion.KINDS)
 def test_detector_finds_the_face_at_the_known_landmarks(clips, kind):
     det, truth = clips[kind]["det"], clips[kind]["truth"]
     valid = det["valid"]
@@ -250,7 +260,7 @@ def _dist(points, a, b):
     return np.linalg.norm(points[:, a, :2] - points[:, b, :2], axis=-1)
 
 
-@pytest.mark.parametrize("kind", demo.KINDS)
+@pytest.mark.parametrize("kind", demo_motion.KINDS)
 def test_detector_follows_the_known_motion(clips, kind):
     det, truth = clips[kind]["det"], clips[kind]["truth"]
     v = det["valid"]

@@ -8,8 +8,8 @@ def test_identical_frames_give_zero():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
     np.testing.assert_array_equal(ev.e_col(a, a), 0)
-    assert np.isinf(ev.psnr(a[0], a[0]))
-    assert ev.ssim(a[0], a[0]) == pytest.approx(1.0)
+    scores, _ = ev.region_scores(a[0], a[0], {"frame": np.ones(a.shape[1:3], bool)})
+    assert np.isinf(scores["frame"]["psnr"]) and scores["frame"]["ssim"] == pytest.approx(1.0)
 
 
 def test_known_perturbation_gives_known_e_col():
@@ -23,7 +23,8 @@ def test_known_perturbation_gives_known_e_col():
     mask[:5] = True
     assert ev.e_col(synth, real, mask) == pytest.approx(0.3, rel=1e-6)
     mse = 0.5 * 0.09 / 3 + 0.5 * 0.01
-    assert ev.psnr(synth, real) == pytest.approx(10 * np.log10(1 / mse), rel=1e-5)
+    scores, _ = ev.region_scores(synth, real, {"frame": np.ones((10, 10), bool)})
+    assert scores["frame"]["psnr"] == pytest.approx(10 * np.log10(1 / mse), rel=1e-5)
 
 
 def test_uint8_and_float_agree():
@@ -45,7 +46,7 @@ def test_heat_map_peak_is_where_the_error_is():
 
 
 def test_summary():
-    s = ev.summarize([1, 2, 3, np.nan])
+    s = ev.summary_statistics([1, 2, 3, np.nan])
     assert s == {"mean": 2.0, "median": 2.0, "p95": pytest.approx(2.9), "max": 3.0, "n": 3}
 
 

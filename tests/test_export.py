@@ -24,6 +24,12 @@ from deep_puppets.models.person import load_person_model
 from .conftest import TINY_FULL, copy_run, merged, run_workflow
 from .test_integrity import corrupt
 
+
+def _world_vertices(anim: export.FaceAnimation) -> np.ndarray:
+    """Posed vertices (T, N, 3) in the glTF world (metres, Y up), all frames at once: what the .glb animation
+    shows at each frame, computed apart from the per-frame mesh writer."""
+    return export.WorldFrame.of(anim).from_image(export.posed_vertices(anim.model, anim.p, anim.q, anim.camera))
+
 SOURCE, TARGET, PAIR = "demo_source", "demo_target", "demo_source__demo_target__pose"
 FLIP = np.diag([1.0, -1.0, -1.0])
 # Live Link Face's CSV header, as the app writes it (Epic's Live Link Face for iOS, "Export take" -> CSV).
@@ -185,7 +191,7 @@ def test_mesh_sequence_on_request_and_a_damaged_track_is_one_line(tiny_full_run,
     fit, _ = read_track(work / f"results/videos/{TARGET}/track.h5")
     model = load_person_model(work / f"results/videos/{TARGET}/model.h5")
     anim = export.FaceAnimation(TARGET, model, fit.p, fit.q, fit.camera, fit.valid, 25.0, 160, 160)
-    world = export.world_vertices(anim)
+    world = _world_vertices(anim)
     files = sorted((work / f"results/export/videos/{TARGET}/ply").glob("*.ply"))
     assert [f.name for f in files] == [f"frame_{t:05d}.ply" for t in range(fit.n_frames)]
     for t in (0, fit.n_frames - 1):

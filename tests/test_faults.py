@@ -17,7 +17,8 @@ import pytest
 
 from deep_puppets import config as dp_config
 from deep_puppets.errors import ConfigError, DeepPuppetsError
-from deep_puppets.video import probe, read_frames, write_mp4
+from deep_puppets.mp4_writer import write_mp4
+from deep_puppets.video import probe, read_frames
 
 from .conftest import (
     REPO,
@@ -350,7 +351,7 @@ def full_disk(tmp_path):
 _WRITERS = {
     "hdf5": "import h5py\nwith h5py.File(out, 'w') as f:\n    f['x'] = np.zeros(100000)",
     "torch": "import torch\ntorch.save({'w': torch.rand(100000)}, out)",
-    "mp4": "from deep_puppets.video import write_mp4\n"
+    "mp4": "from deep_puppets.mp4_writer import write_mp4\n"
            "write_mp4(out, (np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8) for _ in range(40)), 25)",
     "json": "from deep_puppets.files import write_json\nwrite_json(out, {'a': list(range(10000))})",
 }

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from deep_puppets import framing
+from deep_puppets import framing, h5io
 from deep_puppets.camera import project, rotation_log, rotation_matrix
 from deep_puppets.errors import ConfigError
 from deep_puppets.fit_types import FitResult
@@ -223,10 +223,10 @@ def test_tiny_face_warning_uses_the_per_frame_boxes(model, caplog):
 def _face_mask(points: np.ndarray, box, size: int) -> np.ndarray:
     import cv2
 
-    from deep_puppets.demo import FACE_OVAL
+    from deep_puppets.demo_rig import FACE_OVAL_LOOP
     from deep_puppets.render.geometry import to_crop_pixels
 
-    poly = to_crop_pixels(points[list(FACE_OVAL)], box, (size, size))
+    poly = to_crop_pixels(points[list(FACE_OVAL_LOOP)], box, (size, size))
     mask = np.zeros((size, size), np.uint8)
     cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 1, shift=4)
     return mask.astype(bool)
@@ -249,7 +249,7 @@ def test_conditioning_and_real_crops_line_up(tiny_full_run):
         colour = f["colour"][()]
         assert json.loads(f.attrs["framing"]) == json.loads(FramingSettings().to_json())
     size = colour.shape[1]
-    truth, _ = demo.read_truth(res / "demo" / "demo_target_truth.h5")
+    truth, _ = h5io.read(res / "demo" / "demo_target_truth.h5", demo.DEMO_TRUTH)
     lm = truth["landmarks2d"].astype(float)
     assert valid.all() and np.isfinite(boxes).all()
     assert np.ptp(framing.box_centres(boxes), axis=0).max() > 1  # head framing: the box moves with the head

@@ -49,6 +49,7 @@ from deep_puppets.gan.settings import TrainSettings
 from deep_puppets.gan.synthesize import side_by_side, synthesize_video
 from deep_puppets.gan.train import train, train_from_files
 from deep_puppets.gan.trainer import Trainer, seed_everything
+from deep_puppets.layouts import LAYOUTS
 from deep_puppets.render.conditioning_file import STREAMS
 
 from .conftest import REPO
@@ -243,7 +244,7 @@ def test_flow_convention_and_warp(tmp_path):
     err = (warped[0].permute(1, 2, 0).numpy() - cur)[16:-16, 16:-16]
     assert np.abs(err).mean() < 3  # grey levels
     # cached file: layout checked, size checked
-    from deep_puppets.video import write_mp4
+    from deep_puppets.mp4_writer import write_mp4
 
     video = tmp_path / "t.mp4"
     write_mp4(video, [tex[:64, i:i + 64] for i in range(0, 12, 2)], fps=10)
@@ -251,7 +252,7 @@ def test_flow_convention_and_warp(tmp_path):
     arrays, attrs = h5io.read(path, FLOW)
     assert arrays["flow"].shape == (6, 32, 32, 2) and arrays["frames"].shape == (6, 32, 32, 3)
     assert np.all(arrays["box"] == [0, 0, 64, 64])  # no boxes: the whole frame
-    assert "flow" in h5io.LAYOUTS
+    assert LAYOUTS["flow"] is FLOW
     f, fl, fr = open_flow_file(path, (32, 32))
     assert len(fl) == 6
     f.close()
@@ -559,7 +560,7 @@ def test_train_from_files_with_crops_and_invalid_frames(tmp_path):
     """Conditioning rendered on a crop (box) with some frames invalid; the flow file crops the video alike."""
     import h5py
 
-    from deep_puppets.video import write_mp4
+    from deep_puppets.mp4_writer import write_mp4
 
     cond, real = synthetic(24, 32)
     big = np.zeros((24, 48, 64, 3), np.uint8)

@@ -3,15 +3,13 @@ the probe (frame count vs. what the model and the GAN need) and the landmark gat
 
 import re
 
-import numpy as np
-
 from .conftest import TINY_FULL, merged, run_workflow
 
 
 def test_too_few_faces_stop_at_the_gate_before_any_model_or_fit(tmp_path):
     """35 of 80 frames with a face: enough for a person model (30), too few for min_valid_fraction 0.5."""
     from deep_puppets.demo import render_clip
-    from deep_puppets.video import write_mp4
+    from deep_puppets.mp4_writer import write_mp4
 
     frames, _, _ = render_clip("source", n_frames=80, size=160)
     frames[35:] = 90  # no face after frame 35

@@ -29,8 +29,9 @@ from deep_puppets.landmarks import (
     detect_frames,
     run_segment,
 )
+from deep_puppets.mp4_writer import write_mp4
 from deep_puppets.segments import Segment
-from deep_puppets.video import probe, read_frames, write_mp4
+from deep_puppets.video import probe, read_frames
 
 # A square head crop of skimage's astronaut (her face spans about x 179-271, y 71-177 of the 512x512 photo).
 HEAD_CENTER, HEAD_SIDE = (225, 124), 150

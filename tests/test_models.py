@@ -18,9 +18,7 @@ from deep_puppets.models import bfm, facemesh, person
 from deep_puppets.models.geometry import (
     apply_similarity,
     closest_point_on_triangles,
-    edge_use,
     similarity_transform,
-    triangle_normals,
 )
 from deep_puppets.models.registry import load_model
 
@@ -30,12 +28,37 @@ CANON = facemesh.canonical_face()
 MIRROR = np.array([int(np.argmin(np.linalg.norm(CANON[:468] - p * [-1, 1, 1], axis=1))) for p in CANON[:468]])
 
 
+def _triangle_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Unnormalised normals ``(v1 − v0) × (v2 − v0)`` (twice the area): (..., F, 3)."""
+    v = vertices[..., triangles, :]
+    return np.cross(v[..., 1, :] - v[..., 0, :], v[..., 2, :] - v[..., 0, :])
+
+
+def _edge_use(triangles: np.ndarray):
+    """Directed-edge bookkeeping of a triangle list.
+
+    Returns ``(edges, count, same_direction)``: the undirected edges (E, 2) (sorted pairs), how many
+    triangles use each, and how many of those uses run in the same direction as the first use of that edge
+    (a consistently oriented manifold has count 2 and same_direction 1 for every interior edge).
+    """
+    directed = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    forward = directed[:, 0] < directed[:, 1]
+    key = np.sort(directed, axis=1)
+    edges, inverse, count = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    first = np.full(len(edges), -1)
+    order = np.arange(len(directed))
+    first[inverse[::-1]] = order[::-1]  # first occurrence of each edge
+    same = np.bincount(inverse, weights=(forward == forward[first[inverse]]).astype(float)).astype(int)
+    return edges, count, same
+
+
 # ------------------------------------------------------------------------------------------- topology
 def test_facemesh_triangles_come_from_source_order_and_form_an_oriented_manifold():
     tri = facemesh.triangles()
     assert tri.shape == (852, 3) and tri.dtype == np.int32
     assert np.array_equal(np.unique(tri), np.arange(468))
-    edges, count, same = edge_use(tri)
+    edges, count, same = _edge_use(tri)
     assert set(count) == {1, 2}
     assert (same[count == 2] == 1).all(), "every interior edge is used once in each direction"
     assert (count == 1).sum() == 88  # boundary: face oval 36 + eyes 16 + 16 + mouth 20
@@ -60,7 +83,7 @@ def test_clique_search_would_find_false_triangles():
 
 def test_triangles_face_the_viewer():
     tri = facemesh.triangles()
-    normals = triangle_normals(CANON, tri)
+    normals = _triangle_normals(CANON, tri)
     assert (normals[:, 2] > 0).mean() > 0.95  # y up, z toward the viewer: +z normals
     # the same face in image pixels (x right, y down): negative signed area = counter-clockwise on screen
     img = CANON[:, :2] * [1, -1] * 30 + 256
@@ -170,9 +193,9 @@ def test_person_model_structure(synthetic_person):
     assert model.n_vertices == 478 and model.n_id == 0 and model.unit == person.UNIT
     assert model.triangles.shape == (860, 3)
     assert np.allclose(model.landmark_points(model.mean), model.mean)  # landmark i = vertex i
-    edges, count, same = edge_use(model.triangles)
+    edges, count, same = _edge_use(model.triangles)
     assert (same[count == 2] == 1).all()
-    assert (triangle_normals(model.mean, model.triangles)[:, 2] > 0).mean() > 0.95
+    assert (_triangle_normals(model.mean, model.triangles)[:, 2] > 0).mean() > 0.95
     comps = model.exp_basis.reshape(model.n_exp, -1)
     assert np.allclose(comps @ comps.T, np.eye(model.n_exp), atol=1e-8)
     build = model.extra["build"]

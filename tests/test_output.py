@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from deep_puppets.composite import face_alpha
 from deep_puppets.gan.inference import build_generator, save_generator
 from deep_puppets.gan.settings import TrainSettings
+from deep_puppets.mp4_writer import write_mp4
 from deep_puppets.reenactment import (
     PREVIEW_HEIGHT,
     CompositeSettings,
@@ -29,8 +29,8 @@ from deep_puppets.reenactment import (
     plate_frames,
     write_reenactment,
 )
-from deep_puppets.render.conditioning_file import STREAMS, ConditioningWriter, Frame
-from deep_puppets.video import iter_frames, probe, write_mp4
+from deep_puppets.render.conditioning_file import ConditioningWriter, Frame
+from deep_puppets.video import iter_frames, probe
 
 W, H = 96, 160  # portrait target, as a phone films
 S = 32  # conditioning / generator size

@@ -21,13 +21,13 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from deep_puppets import demo, report_page
 from deep_puppets import diagnostics as dg
+from deep_puppets import report_page
 from deep_puppets.annotate import label, strip_height
-from deep_puppets.camera import FLIP, rotation_log
+from deep_puppets.camera import FLIP, rotation_log, yaw_pitch_roll_matrix
 from deep_puppets.gan.synthesize import side_by_side
+from deep_puppets.mp4_writer import write_mp4
 from deep_puppets.report_page import metrics_table, tracking_table, video_page
-from deep_puppets.video import write_mp4
 
 from .conftest import copy_run, run_workflow
 
@@ -52,14 +52,14 @@ def _fit_like(true_rotation: np.ndarray, offset: np.ndarray) -> np.ndarray:
 def test_rotation_vs_truth_removes_one_constant_rotation_and_measures_the_rest():
     t = np.arange(60)
     ypr = np.stack([12 * np.sin(t / 7), 6 * np.sin(t / 5 + 1), 8 * np.cos(t / 9)], axis=1)
-    true = np.stack([demo.rotation_matrix(*a) for a in ypr])
+    true = np.stack([yaw_pitch_roll_matrix(*a) for a in ypr])
     valid = np.ones(len(t), bool)
     exact = dg.rotation_vs_truth(_fit_like(true, np.array([0.3, -0.2, 0.1])), valid, true)
     assert max(exact["rms_deg"].values()) < 1e-9 and min(exact["correlation"].values()) > 0.999999
     assert exact["offset_deg"] == pytest.approx(np.degrees(np.linalg.norm([0.3, -0.2, 0.1])), abs=1e-6)
     # a fit that turns the head only half as far as the truth in yaw: its yaw error is about half the yaw motion
     half = ypr * [0.5, 1, 1]
-    wrong = dg.rotation_vs_truth(_fit_like(np.stack([demo.rotation_matrix(*a) for a in half]), np.zeros(3)), valid, true)
+    wrong = dg.rotation_vs_truth(_fit_like(np.stack([yaw_pitch_roll_matrix(*a) for a in half]), np.zeros(3)), valid, true)
     assert wrong["rms_deg"]["yaw"] == pytest.approx(np.sqrt(np.mean((ypr[:, 0] - half[:, 0] - np.mean(ypr[:, 0] - half[:, 0])) ** 2)), rel=0.15)
     assert wrong["rms_deg"]["yaw"] > 2 and wrong["rms_deg"]["pitch"] < 1
     # invalid frames are left out, and the fitted curve is NaN there

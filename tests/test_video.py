@@ -14,7 +14,8 @@ import pytest
 from deep_puppets import config as dp_config
 from deep_puppets.errors import ConfigError, InputError
 from deep_puppets.ingest import probe_to_json, read_probe
-from deep_puppets.video import iter_frames, probe, read_frames, write_mp4
+from deep_puppets.mp4_writer import write_mp4
+from deep_puppets.video import iter_frames, probe, read_frames
 
 from .conftest import shared_file
 

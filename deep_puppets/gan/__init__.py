@@ -1,7 +1,6 @@
 """Rendering-to-video translation: a person-specific conditional video GAN (vid2vid / Deep Video Portraits).
 
-Modules (import them directly; this package imports only :mod:`.flow`, so that its HDF5 layout is registered
-without importing torch):
+Modules (import them directly; this package imports none of them, so importing it imports no torch):
 
 * :mod:`.data` — time split (held-out last part), conditioning windows, training clips;
 * :mod:`.flow` — DIS optical flow of the real frames, cached in a ``flow`` HDF5 file;
@@ -25,4 +24,3 @@ Inference (:mod:`.inference`, :mod:`.synthesize`, :mod:`.held_out` and what they
 (:mod:`.losses`, :mod:`.trainer`, :mod:`.checkpoints`, :mod:`.run_folder`, :mod:`.training_log`, :mod:`.train`).
 """
 
-from . import flow  # noqa: F401  (registers the "flow" HDF5 layout)

@@ -22,31 +22,29 @@ from ..h5io import Dataset, Layout
 from ..video import iter_frames, probe
 from .data import crop_resize, fill_boxes, resize
 
-FLOW = h5io.register(
-    Layout(
-        name="flow",
-        version=1,
-        doc=(
-            "Optical flow of the real frames of one target video and those frames as the GAN trains on them: "
-            "cropped by the conditioning's crop boxes and resized to the training size (OpenCV DIS on grey "
-            "frames). Backward flow: frame[t](p) ≈ frame[t-1](p + flow[t](p)), p = (x, y) in pixels of the "
-            "training size; flow[0] = 0. Written and read by deep_puppets/gan/flow.py."
-        ),
-        datasets={
-            "flow": Dataset("float16", ("T", "H", "W", 2), "backward flow (dx, dy) in pixels from frame t to frame t-1",
-                            chunk_per="T", compress=True),
-            "frames": Dataset("uint8", ("T", "H", "W", 3), "real RGB frames cropped by `box` and resized to the training size",
-                              chunk_per="T", compress=True),
-            "box": Dataset("float32", ("T", 4),
-                           "crop box x0, y0, x1, y1 in frame pixels (the whole frame when the conditioning is not cropped)"),
-        },
-        attrs={
-            "video_path": "path of the target video",
-            "height": "training height in pixels (H)",
-            "width": "training width in pixels (W)",
-            "preset": "DIS preset (ultrafast, fast, medium)",
-        },
-    )
+FLOW = Layout(
+    name="flow",
+    version=1,
+    doc=(
+        "Optical flow of the real frames of one target video and those frames as the GAN trains on them: "
+        "cropped by the conditioning's crop boxes and resized to the training size (OpenCV DIS on grey "
+        "frames). Backward flow: frame[t](p) ≈ frame[t-1](p + flow[t](p)), p = (x, y) in pixels of the "
+        "training size; flow[0] = 0. Written and read by deep_puppets/gan/flow.py."
+    ),
+    datasets={
+        "flow": Dataset("float16", ("T", "H", "W", 2), "backward flow (dx, dy) in pixels from frame t to frame t-1",
+                        chunk_per="T", compress=True),
+        "frames": Dataset("uint8", ("T", "H", "W", 3), "real RGB frames cropped by `box` and resized to the training size",
+                          chunk_per="T", compress=True),
+        "box": Dataset("float32", ("T", 4),
+                       "crop box x0, y0, x1, y1 in frame pixels (the whole frame when the conditioning is not cropped)"),
+    },
+    attrs={
+        "video_path": "path of the target video",
+        "height": "training height in pixels (H)",
+        "width": "training width in pixels (W)",
+        "preset": "DIS preset (ultrafast, fast, medium)",
+    },
 )
 
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}  # cv2.DISOPTICAL_FLOW_PRESET_*

@@ -23,8 +23,8 @@ normalisation adds whole-image statistics but no spatial detail, and zero paddin
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 KERNEL = 4  # PatchGAN convolutions
 POOL = (3, 2)  # kernel, stride of the downsampling between scales

@@ -11,8 +11,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..annotate import label_panels
+from ..mp4_writer import write_mp4
 from ..render.conditioning_file import open_conditioning
-from ..video import write_mp4
 from .data import resize
 from .inference import generate, load_generator, resolve_device
 

@@ -36,12 +36,26 @@ from ..files import write_json
 from ..progress import report as report_progress
 from ..workflow import attempt_header
 from .baselines import photometric_error
-from .checkpoints import check_same_training, latest_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoints import (
+    check_same_training,
+    latest_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .data import ClipDataset, batch_items, clip_ends, split_frames
 from .flow import open_flow_file
 from .inference import generate, save_generator
 from .networks import count_parameters, receptive_fields
-from .run_folder import DONE_NAME, LOCK_NAME, LOG_NAME, TrainingLock, clear_run, file_sha256, input_digests, read_done_mark
+from .run_folder import (
+    DONE_NAME,
+    LOCK_NAME,
+    LOG_NAME,
+    TrainingLock,
+    clear_run,
+    file_sha256,
+    input_digests,
+    read_done_mark,
+)
 from .settings import TrainSettings
 from .trainer import Trainer, seed_everything
 from .training_log import TrainingProgress, plot_losses, trim_csv

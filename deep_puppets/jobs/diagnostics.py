@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 
 from .. import diagnostics as dg
-from ..demo import read_truth
+from .. import h5io
+from ..demo import DEMO_TRUTH
 from ..errors import InputError
 from ..files import write_json
 from ..fit_files import read_fit_identity
@@ -17,8 +18,9 @@ from ..fitting import solve_segment
 from ..ingest import read_probe
 from ..landmark_basis import projected_landmarks
 from ..landmark_sets import read_video_landmarks
+from ..mp4_writer import write_mp4
 from ..tracks import read_track
-from ..video import iter_frames, write_mp4
+from ..video import iter_frames
 from .fit import fit_settings
 from .model import load_video_model
 
@@ -54,7 +56,7 @@ def diagnostics(*, model_cfg: dict, model_file, track_file, identity_file, landm
     summary["jitter_ratio_unsmoothed"] = float(np.nanmean(j_unsmoothed[:n]) / np.nanmean(j_raw[:n]))
     curves = None
     if truth_file:
-        truth, _ = read_truth(truth_file)
+        truth, _ = h5io.read(truth_file, DEMO_TRUTH)
         try:
             scores = dg.rotation_vs_truth(track.camera, track.valid, truth["rotation"])
         except ValueError as e:

@@ -16,10 +16,11 @@ from ..gan.flow import open_flow_file
 from ..gan.held_out import METHODS, held_out_composites
 from ..gan.inference import load_generator, resolve_device
 from ..ingest import read_probe
+from ..mp4_writer import Mp4Feed
 from ..progress import ProgressLog
 from ..render.conditioning_file import open_conditioning
 from ..tracks import read_track
-from ..video import Mp4Feed, iter_frames
+from ..video import iter_frames
 
 log = logging.getLogger(__package__)
 

@@ -4,7 +4,7 @@ every later job)."""
 from __future__ import annotations
 
 from ..ingest import read_probe, segment_of
-from ..landmark_sets import summarize, write_summary
+from ..landmark_sets import summarize_landmarks, write_summary
 from ..landmarks import LandmarkSettings, run_segment
 
 
@@ -16,5 +16,5 @@ def landmarks(*, video: str, video_path, probe_json, segments_cfg: dict, seg, ou
 
 def landmarks_summary(*, segment_files, video: str, video_path, min_valid_fraction: float, min_faces: int, out) -> None:
     """The per-video landmark summary (JSON); fails with one line when the video has too few faces."""
-    summary = summarize(list(segment_files), video, video_path, min_valid_fraction, min_faces)
+    summary = summarize_landmarks(list(segment_files), video, video_path, min_valid_fraction, min_faces)
     write_summary(out, summary)

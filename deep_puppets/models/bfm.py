@@ -46,7 +46,6 @@ from .base import N_LANDMARKS, MorphableModel
 from .geometry import orient_outward
 
 TO_CM = {"um": 1e-4, "mm": 0.1, "cm": 1.0, "m": 100.0}
-OVAL_WEIGHT = 0.3
 
 
 def unit_factor(source: str, target: str) -> float:
@@ -176,7 +175,7 @@ def landmark_correspondence(vertices, triangles, landmarks_path):
         return tri, bary, used.astype(float), {"landmarks": "mediapipe", "file": str(landmarks_path)}
     emb = facemesh.embed_landmarks(vertices, triangles, idx)
     weight = np.ones(N_LANDMARKS)
-    weight[facemesh.FACE_OVAL] = OVAL_WEIGHT
+    weight[facemesh.FACE_OVAL] = facemesh.OVAL_WEIGHT
     weight[list(facemesh.IRIS)] = 0.0
     info = {"landmarks": "ibug68", "file": str(landmarks_path), "anchor_rms": emb.anchor_rms}
     return emb.tri, emb.bary, weight, info

@@ -167,6 +167,9 @@ RIGHT_EYE = landmark_group("right_eye")
 LEFT_EYEBROW = landmark_group("left_eyebrow")
 RIGHT_EYEBROW = landmark_group("right_eyebrow")
 FACE_OVAL = landmark_group("face_oval")
+# Landmark weight of the face-oval points in a model file's fit (ICT, BFM): the detector's jaw and cheek contour
+# slides along the silhouette, which no fixed mesh vertex follows.
+OVAL_WEIGHT = 0.3
 NOSE = landmark_group("nose")
 
 # Points that move little with expression, for rigid alignment: forehead, nose bridge and tip, eye corners.

@@ -3,7 +3,7 @@
 - :func:`similarity_transform`: least-squares similarity (scale, rotation, translation) between point sets
   (Umeyama 1991), optionally weighted; never a reflection.
 - :func:`closest_points_on_mesh`: closest surface point (triangle + barycentric weights) of query points.
-- :func:`triangle_normals`, :func:`orient_outward`, :func:`fit_sphere`, :func:`edge_use`.
+- :func:`orient_outward`, :func:`fit_sphere`.
 """
 
 from __future__ import annotations
@@ -113,12 +113,6 @@ def closest_points_on_mesh(points, vertices, triangles, candidates=None, k: int 
     return cand[near[rows, best]], bary[flat], dist[rows, best]
 
 
-def triangle_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Unnormalised normals ``(v1 − v0) × (v2 − v0)`` (twice the area): (..., F, 3)."""
-    v = vertices[..., triangles, :]
-    return np.cross(v[..., 1, :] - v[..., 0, :], v[..., 2, :] - v[..., 0, :])
-
-
 def signed_volume(vertices: np.ndarray, triangles: np.ndarray, origin=None) -> float:
     """Σ det(a − o, b − o, c − o) / 6: positive when the triangles face away from ``origin`` (default centroid)."""
     o = vertices.mean(axis=0) if origin is None else np.asarray(origin, float)
@@ -143,22 +137,3 @@ def fit_sphere(points: np.ndarray):
     sol = np.linalg.lstsq(a, (points**2).sum(axis=1), rcond=None)[0]
     centre = sol[:3]
     return centre, float(np.sqrt(sol[3] + centre @ centre))
-
-
-def edge_use(triangles: np.ndarray):
-    """Directed-edge bookkeeping of a triangle list.
-
-    Returns ``(edges, count, same_direction)``: the undirected edges (E, 2) (sorted pairs), how many
-    triangles use each, and how many of those uses run in the same direction as the first use of that edge
-    (a consistently oriented manifold has count 2 and same_direction 1 for every interior edge).
-    """
-    directed = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
-    forward = directed[:, 0] < directed[:, 1]
-    key = np.sort(directed, axis=1)
-    edges, inverse, count = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    first = np.full(len(edges), -1)
-    order = np.arange(len(directed))
-    first[inverse[::-1]] = order[::-1]  # first occurrence of each edge
-    same = np.bincount(inverse, weights=(forward == forward[first[inverse]]).astype(float)).astype(int)
-    return edges, count, same

@@ -43,7 +43,6 @@ FACE_LAST_VERTEX = 9408  # vertices 0..9408: full face area (README)
 EYE_MATERIALS = {"right": ("M_ScleraRight", "M_IrisRight"), "left": ("M_ScleraLeft", "M_IrisLeft")}
 REGION_MATERIALS = ("M_Face", "M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
 GAZE_NAMES = ("gazeYaw", "gazePitch")
-OVAL_WEIGHT = 0.3
 REQUIRED_KEYS = (
     "neutral",
     "identity_deltas",
@@ -295,7 +294,7 @@ def load_ict(
     lm_tri, lm_bary = emb.tri.copy(), emb.bary.copy()
     lm_tri[facemesh.N_MESH_VERTICES :], lm_bary[facemesh.N_MESH_VERTICES :] = iris_correspondence(neutral, triangles, eyes, iris_radius)
     lm_weight = np.ones(N_LANDMARKS)
-    lm_weight[facemesh.FACE_OVAL] = OVAL_WEIGHT
+    lm_weight[facemesh.FACE_OVAL] = facemesh.OVAL_WEIGHT
 
     exp = a["expression_deltas"].astype(float)
     names = tuple(str(n) for n in a["expression_names"])

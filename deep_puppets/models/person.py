@@ -63,45 +63,43 @@ def _check_model(arrays: dict, attrs: dict) -> str | None:
     return h5io.first_problem(*problems)
 
 
-PERSON_MODEL = h5io.register(
-    h5io.Layout(
-        name="person_model",
-        version=1,
-        doc=(
-            "A linear morphable face model, V = mean + Σ p_i id_basis[i] + Σ q_j exp_basis[j]; the person-specific "
-            "model built from one video's landmarks (MediaPipe topology, 478 vertices = landmarks, canonical face "
-            "frame: x image right, y up, z toward the viewer) and any other MorphableModel saved for reuse."
+PERSON_MODEL = h5io.Layout(
+    name="person_model",
+    version=1,
+    doc=(
+        "A linear morphable face model, V = mean + Σ p_i id_basis[i] + Σ q_j exp_basis[j]; the person-specific "
+        "model built from one video's landmarks (MediaPipe topology, 478 vertices = landmarks, canonical face "
+        "frame: x image right, y up, z toward the viewer) and any other MorphableModel saved for reuse."
+    ),
+    datasets={
+        "mean": h5io.Dataset("float64", ("N", 3), "mean (neutral) shape, model units"),
+        "id_basis": h5io.Dataset("float64", ("K_id", "N", 3), "identity components (K_id = 0 for a person model)"),
+        "id_std": h5io.Dataset("float64", ("K_id",), "prior standard deviation of each identity coefficient"),
+        "exp_basis": h5io.Dataset("float64", ("K_exp", "N", 3), "expression components (unit norm for PCA)"),
+        "exp_std": h5io.Dataset("float64", ("K_exp",), "prior standard deviation of each expression coefficient"),
+        "triangles": h5io.Dataset("int32", ("F", 3), "0-based triangles, counter-clockwise seen from the front"),
+        "lm_tri": h5io.Dataset("int64", (478,), "triangle holding each of the 478 detector landmarks"),
+        "lm_bary": h5io.Dataset("float64", (478, 3), "barycentric weights of each landmark in its triangle"),
+        "lm_weight": h5io.Dataset("float64", (478,), "confidence in each landmark's correspondence (0 = unused)"),
+        "albedo": h5io.Dataset("float64", ("N", 3), "mean albedo in [0, 1]", optional=True),
+        "explained_variance_ratio": h5io.Dataset(
+            "float64", ("K_exp",), "fraction of the aligned shapes' variance about the neutral per component", optional=True
         ),
-        datasets={
-            "mean": h5io.Dataset("float64", ("N", 3), "mean (neutral) shape, model units"),
-            "id_basis": h5io.Dataset("float64", ("K_id", "N", 3), "identity components (K_id = 0 for a person model)"),
-            "id_std": h5io.Dataset("float64", ("K_id",), "prior standard deviation of each identity coefficient"),
-            "exp_basis": h5io.Dataset("float64", ("K_exp", "N", 3), "expression components (unit norm for PCA)"),
-            "exp_std": h5io.Dataset("float64", ("K_exp",), "prior standard deviation of each expression coefficient"),
-            "triangles": h5io.Dataset("int32", ("F", 3), "0-based triangles, counter-clockwise seen from the front"),
-            "lm_tri": h5io.Dataset("int64", (478,), "triangle holding each of the 478 detector landmarks"),
-            "lm_bary": h5io.Dataset("float64", (478, 3), "barycentric weights of each landmark in its triangle"),
-            "lm_weight": h5io.Dataset("float64", (478,), "confidence in each landmark's correspondence (0 = unused)"),
-            "albedo": h5io.Dataset("float64", ("N", 3), "mean albedo in [0, 1]", optional=True),
-            "explained_variance_ratio": h5io.Dataset(
-                "float64", ("K_exp",), "fraction of the aligned shapes' variance about the neutral per component", optional=True
-            ),
-            "frame_residual": h5io.Dataset(
-                "float32", ("T",), "per input frame: RMS stable-point residual of the rigid alignment (model units); NaN if unused",
-                optional=True,
-            ),
-            "neutral_frames": h5io.Dataset("int64", ("M",), "input frames whose median is the neutral", optional=True),
-        },
-        attrs={
-            "name": "model name",
-            "provider": "what built the model ('person', 'ict', ...)",
-            "unit": "length unit of the vertices",
-            "exp_names": "JSON list of expression component names (empty when they have no meaning)",
-            "content_hash": "MorphableModel.content_hash() of the stored model (checked on load)",
-            "build": "JSON of the build settings and statistics",
-        },
-        check=_check_model,
-    )
+        "frame_residual": h5io.Dataset(
+            "float32", ("T",), "per input frame: RMS stable-point residual of the rigid alignment (model units); NaN if unused",
+            optional=True,
+        ),
+        "neutral_frames": h5io.Dataset("int64", ("M",), "input frames whose median is the neutral", optional=True),
+    },
+    attrs={
+        "name": "model name",
+        "provider": "what built the model ('person', 'ict', ...)",
+        "unit": "length unit of the vertices",
+        "exp_names": "JSON list of expression component names (empty when they have no meaning)",
+        "content_hash": "MorphableModel.content_hash() of the stored model (checked on load)",
+        "build": "JSON of the build settings and statistics",
+    },
+    check=_check_model,
 )
 
 _EXTRA_DATASETS = ("explained_variance_ratio", "frame_residual", "neutral_frames")

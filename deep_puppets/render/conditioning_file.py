@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import h5io
 from ..errors import InputError
-from ..video import write_mp4
+from ..mp4_writer import write_mp4
 
 STREAMS = ("colour", "correspondence", "gaze")
 
@@ -32,45 +32,43 @@ class Frame:
     valid: bool = True
 
 
-CONDITIONING = h5io.register(
-    h5io.Layout(
-        name="conditioning",
-        version=2,
-        doc=(
-            "Conditioning images of one video, rendered from the fitted face (deep_puppets.render): colour "
-            "(albedo × SH shading), correspondence (mean-shape position as RGB) and eye gaze (eye openings and "
-            "irises), uint8 RGB, row 0 at the top, black background. Frames whose fit is invalid are black "
-            "with `valid = false`."
+CONDITIONING = h5io.Layout(
+    name="conditioning",
+    version=2,
+    doc=(
+        "Conditioning images of one video, rendered from the fitted face (deep_puppets.render): colour "
+        "(albedo × SH shading), correspondence (mean-shape position as RGB) and eye gaze (eye openings and "
+        "irises), uint8 RGB, row 0 at the top, black background. Frames whose fit is invalid are black "
+        "with `valid = false`."
+    ),
+    datasets={
+        "frame_index": h5io.Dataset("int64", ("T",), "absolute frame index in the video"),
+        "valid": h5io.Dataset("bool", ("T",), "the frame was rendered (finite fit and crop box)"),
+        "box": h5io.Dataset(
+            "float32", ("T", 4), "crop box x0, y0, x1, y1 in frame pixels mapped onto the image (attr framing)"
         ),
-        datasets={
-            "frame_index": h5io.Dataset("int64", ("T",), "absolute frame index in the video"),
-            "valid": h5io.Dataset("bool", ("T",), "the frame was rendered (finite fit and crop box)"),
-            "box": h5io.Dataset(
-                "float32", ("T", 4), "crop box x0, y0, x1, y1 in frame pixels mapped onto the image (attr framing)"
-            ),
-            "colour": h5io.Dataset("uint8", ("T", "H", "W", 3), "albedo × SH shading", chunk_per="T", compress=True),
-            "correspondence": h5io.Dataset(
-                "uint8",
-                ("T", "H", "W", 3),
-                "mean-shape position (normalised x, y, z) as RGB",
-                chunk_per="T",
-                compress=True,
-            ),
-            "gaze": h5io.Dataset(
-                "uint8",
-                ("T", "H", "W", 3),
-                "eye openings and irises on black (colours in attr settings)",
-                chunk_per="T",
-                compress=True,
-            ),
-        },
-        attrs={
-            "renderer": "OpenGL renderer string (llvmpipe on CPUs)",
-            "settings": "JSON of the render settings (size, subdivisions, nearer_z, samples, colours)",
-            "source": "what was rendered (e.g. the fit file)",
-            "framing": "JSON of the framing settings the boxes follow (deep_puppets.framing; null: boxes given by the caller)",
-        },
-    )
+        "colour": h5io.Dataset("uint8", ("T", "H", "W", 3), "albedo × SH shading", chunk_per="T", compress=True),
+        "correspondence": h5io.Dataset(
+            "uint8",
+            ("T", "H", "W", 3),
+            "mean-shape position (normalised x, y, z) as RGB",
+            chunk_per="T",
+            compress=True,
+        ),
+        "gaze": h5io.Dataset(
+            "uint8",
+            ("T", "H", "W", 3),
+            "eye openings and irises on black (colours in attr settings)",
+            chunk_per="T",
+            compress=True,
+        ),
+    },
+    attrs={
+        "renderer": "OpenGL renderer string (llvmpipe on CPUs)",
+        "settings": "JSON of the render settings (size, subdivisions, nearer_z, samples, colours)",
+        "source": "what was rendered (e.g. the fit file)",
+        "framing": "JSON of the framing settings the boxes follow (deep_puppets.framing; null: boxes given by the caller)",
+    },
 )
 
 

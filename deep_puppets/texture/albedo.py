@@ -224,7 +224,9 @@ def bake_uv_texture(albedo, triangles, uv, triangles_uv, size: int = 512) -> np.
     barycentric interpolation of the corners' albedo; texels outside every triangle take the nearest
     covered texel's colour (so bilinear lookups at seams do not bleed black).
     """
-    from scipy.ndimage import distance_transform_edt  # (inside: scipy.ndimage only for UV models)
+    from scipy.ndimage import (
+        distance_transform_edt,  # (inside: scipy.ndimage only for UV models)
+    )
 
     uvp = np.asarray(uv, dtype=np.float64)
     xy = np.stack([uvp[:, 0] * size - PIXEL_CENTER, (1.0 - uvp[:, 1]) * size - PIXEL_CENTER], 1)

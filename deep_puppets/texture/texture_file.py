@@ -26,21 +26,19 @@ def _check_texture(arrays: dict, attrs: dict) -> str | None:
     )
 
 
-TEXTURE = h5io.register(
-    h5io.Layout(
-        name="texture",
-        version=1,
-        doc=(
-            "Per-vertex albedo and spherical-harmonics lighting of the person in one video, estimated from the "
-            "first frames with a face (deep_puppets.texture.albedo, estimate_albedo_and_lighting)."
-        ),
-        datasets=TRACK_DATASETS,
-        attrs={
-            "video": "video name",
-            "model_hash": "content hash of the model whose vertices the albedo belongs to",
-            "frames": "JSON list of the frames used",
-            "stats": "JSON of the estimate's statistics (reproduction error, fraction of vertices seen, ...)",
-        },
-        check=_check_texture,
-    )
+TEXTURE = h5io.Layout(
+    name="texture",
+    version=1,
+    doc=(
+        "Per-vertex albedo and spherical-harmonics lighting of the person in one video, estimated from the "
+        "first frames with a face (deep_puppets.texture.albedo, estimate_albedo_and_lighting)."
+    ),
+    datasets=TRACK_DATASETS,
+    attrs={
+        "video": "video name",
+        "model_hash": "content hash of the model whose vertices the albedo belongs to",
+        "frames": "JSON list of the frames used",
+        "stats": "JSON of the estimate's statistics (reproduction error, fraction of vertices seen, ...)",
+    },
+    check=_check_texture,
 )
