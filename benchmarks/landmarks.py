@@ -81,14 +81,14 @@ def main(argv=None) -> dict:
 
     from deep_puppets.landmarks import LandmarkSettings
     from deep_puppets.segments import plan_segments
-    from deep_puppets.video import probe
+    from deep_puppets.video import probe_video
 
     video = Path(args.video)
     video = str(video if video.is_absolute() else (REPO / video).resolve())
     settings = LandmarkSettings()
 
     t0 = time.perf_counter()
-    info = probe(video)
+    info = probe_video(video)
     probe_s = time.perf_counter() - t0
     n = info.n_frames
     length = args.segment_length or max(2, math.ceil(n / args.jobs) + args.overlap)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import InputError
 from .files import write_json
 from .segments import Segment, plan_segments
-from .video import VideoInfo, probe
+from .video import VideoInfo, probe_video
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def probe_to_json(video_path, out_json, name: str, on_truncated: str = "error") 
 
     ``on_truncated`` (config ``input.on_truncated``): a video that decodes fewer frames than its container
     declares is an error, or with ``"warn"`` a warning and the frames that decode are used."""
-    info = probe(video_path, on_truncated=on_truncated)
+    info = probe_video(video_path, on_truncated=on_truncated)
     log.info(
         "%s: %d frames (%s declared), %dx%d%s, %.3f fps, codec %s",
         video_path,

@@ -440,7 +440,7 @@ def _references(fit: FitResult, model: MorphableModel, settings: TransferSetting
         raise TransferError(f"{role}: {e}") from None
 
 
-def transfer(
+def transfer_motion(
     source: FitResult,
     target: FitResult,
     source_model: MorphableModel,

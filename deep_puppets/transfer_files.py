@@ -1,6 +1,6 @@
 """The transfer file (layout ``transfer``): its layout and check, :func:`write_transfer`, :func:`read_transfer`,
 and :func:`transfer_files`, the pair job's reading, transferring and writing of files around
-:func:`deep_puppets.transfer.transfer`.
+:func:`deep_puppets.transfer.transfer_motion`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .files import json_text
 from .fit_files import COEFFICIENT_LIMIT, camera_problem
 from .models.base import MorphableModel
 from .tracks import read_track
-from .transfer import TransferError, TransferResult, TransferSettings, transfer
+from .transfer import TransferError, TransferResult, TransferSettings, transfer_motion
 
 
 def _check_transfer(arrays: dict, attrs: dict) -> str | None:
@@ -112,7 +112,7 @@ def transfer_files(source_track, target_track, source_model: MorphableModel, tar
             raise TransferError(
                 f"{path}: fitted with model {attrs['model']!r} ({attrs['model_hash'][:12]}), not the model given ({model.name!r}, {model.content_hash()[:12]})"
             )
-    result = transfer(src, tgt, source_model, target_model, mode, settings)
+    result = transfer_motion(src, tgt, source_model, target_model, mode, settings)
     write_transfer(out, result, source=str(src_attrs["video"]), target=str(tgt_attrs["video"]),
                    width=int(tgt_attrs["width"]), height=int(tgt_attrs["height"]), fps=float(src_attrs["fps"]))  # fmt: skip
     return result

@@ -209,7 +209,7 @@ def _declared_frames(container, stream, fps: float) -> tuple[int | None, int]:
     return None, 0
 
 
-def probe(path, on_truncated: str = "error") -> VideoInfo:
+def probe_video(path, on_truncated: str = "error") -> VideoInfo:
     """Decode every frame of ``path`` once; return its real frame count, upright size, rate and time stamps.
 
     Raises :class:`InputError` for a missing, empty, non-video or undecodable file, and for a truncated one:

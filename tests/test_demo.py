@@ -225,7 +225,7 @@ def clips(tmp_path_factory):
 def test_clip_files(clips, kind):
     c = clips[kind]
     n, size = demo.DEFAULTS["n_frames"], demo.DEFAULTS["size"]
-    info = video.probe(c["mp4"])
+    info = video.probe_video(c["mp4"])
     assert (info.n_frames, info.width, info.height) == (n, size, size)
     assert info.fps == pytest.approx(demo.DEFAULTS["fps"]) and info.codec == "h264"
     t, a = c["truth"], c["attrs"]

@@ -261,8 +261,8 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
     seam = summary["seam"]
     assert seam["ratio"] == pytest.approx(seam["band_e_col"] / seam["interior_e_col"]) and seam["n_frames"] == 9
     assert "9 of 13 held-out frames (4 excluded: 2 no face detected (bridged fit), 2 no face in the render)" in caplog.text
-    from deep_puppets.video import probe
+    from deep_puppets.video import probe_video
 
     for k in ("heat_mp4", "side_mp4"):
-        assert probe(outs[k]).n_frames == 9, k
+        assert probe_video(outs[k]).n_frames == 9, k
     assert outs["plot"].stat().st_size > 0 and outs["seam_plot"].stat().st_size > 0 and not list(tmp_path.glob(".*tmp*"))

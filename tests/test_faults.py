@@ -18,7 +18,7 @@ import pytest
 from deep_puppets import config as dp_config
 from deep_puppets.errors import ConfigError, DeepPuppetsError
 from deep_puppets.mp4_writer import write_mp4
-from deep_puppets.video import probe, read_frames
+from deep_puppets.video import probe_video, read_frames
 
 from .conftest import (
     REPO,
@@ -178,7 +178,7 @@ def bad_input_run(tiny_full_run, tmp_path_factory):
     (data / "corrupt.mp4").write_bytes(bytes(garbled))
     (data / "truncated.mp4").write_bytes(raw[:300])  # cut inside the header: no frame left
     write_mp4(data / "no_face.mp4", _noface_frames(), fps=25)
-    frames = read_frames(good, 0, None, probe(good))
+    frames = read_frames(good, 0, None, probe_video(good))
     gap = range(15, 21)
     for t in gap:  # six frames without a face in the middle of the clip
         frames[t] = np.full_like(frames[t], 90)

@@ -174,14 +174,14 @@ def test_frames_without_a_fit_are_filled_and_every_box_is_finite(model, caplog):
 
 def test_pose_mode_pair_boxes_follow_the_transferred_head(model):
     """pose+expression: the target's head moves like the source's, and so do the pair's boxes (not the target's own)."""
-    from deep_puppets.transfer import transfer
+    from deep_puppets.transfer import transfer_motion
 
     n, fps = 120, 30.0
     src_cam = moving_cameras(n, fps)
     tgt_cam = np.tile(np.r_[0, 0, 0, 300, 400, 0, 9.0], (80, 1))  # a still target elsewhere in its frame
     fit = lambda cam: FitResult(p=np.zeros(model.n_id), q=np.zeros((len(cam), model.n_exp)), camera=cam,  # noqa: E731
                                 valid=np.ones(len(cam), bool), residual=np.zeros(len(cam)))  # fmt: skip
-    res = transfer(fit(src_cam), fit(tgt_cam), model, model, mode="pose+expression").to_fit()
+    res = transfer_motion(fit(src_cam), fit(tgt_cam), model, model, mode="pose+expression").to_fit()
     settings = FramingSettings()
     boxes = framing.fit_boxes(model, res, fps, settings, W, H)
     own = framing.fit_boxes(model, fit(tgt_cam), fps, settings, W, H)
@@ -194,7 +194,7 @@ def test_pose_mode_pair_boxes_follow_the_transferred_head(model):
     assert (np.linalg.norm(centre - head, axis=1) / side).max() < 0.06
     assert np.ptp(framing.box_centres(boxes)[:, 0]) > 100 and np.ptp(framing.box_centres(own)[:, 0]) < 1e-6
     # expression mode keeps the target's own head: the boxes are the target's (ping-pong frames)
-    expr = transfer(fit(src_cam), fit(tgt_cam), model, model, mode="expression").to_fit()
+    expr = transfer_motion(fit(src_cam), fit(tgt_cam), model, model, mode="expression").to_fit()
     assert np.allclose(framing.fit_boxes(model, expr, fps, settings, W, H), own[0])
 
 

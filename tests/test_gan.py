@@ -604,10 +604,10 @@ def test_train_from_files_with_crops_and_invalid_frames(tmp_path):
 def test_synthesis_writes_video(uninterrupted, data32, tmp_path):
     ref_dir, _, _ = uninterrupted
     cond, frames, _ = data32
-    from deep_puppets.video import probe
+    from deep_puppets.video import probe_video
 
     n = synthesize_video(ref_dir / "G.pt", cond, tmp_path / "out.mp4", fps=10, frames=list(range(20, 30)), out_size=(48, 64))
-    info = probe(tmp_path / "out.mp4")
+    info = probe_video(tmp_path / "out.mp4")
     assert n == 10 and info.n_frames == 10 and (info.height, info.width) == (48, 64) and info.codec == "h264"
     G, s = load_generator(ref_dir / "G.pt")
     a = list(generate(G, cond, [20, 21], s))

@@ -31,7 +31,7 @@ from deep_puppets.landmarks import (
 )
 from deep_puppets.mp4_writer import write_mp4
 from deep_puppets.segments import Segment
-from deep_puppets.video import probe, read_frames
+from deep_puppets.video import probe_video, read_frames
 
 # A square head crop of skimage's astronaut (her face spans about x 179-271, y 71-177 of the 512x512 photo).
 HEAD_CENTER, HEAD_SIDE = (225, 124), 150
@@ -157,7 +157,7 @@ def test_run_segment_writes_a_landmarks_file(tmp_path, head):
     frames = [paste(blank(256, 192, 90), head, 40 + 2 * t, 30, 140) for t in range(30)]
     video = tmp_path / "clip.mp4"
     write_mp4(video, frames, fps=25)
-    info = probe(video)
+    info = probe_video(video)
     seg = Segment(index=1, start=5, stop=25, core_start=10, core_stop=20)
     out = tmp_path / "landmarks" / "seg001.h5"
 

@@ -30,7 +30,7 @@ from deep_puppets.reenactment import (
     write_reenactment,
 )
 from deep_puppets.render.conditioning_file import ConditioningWriter, Frame
-from deep_puppets.video import iter_frames, probe
+from deep_puppets.video import iter_frames, probe_video
 
 W, H = 96, 160  # portrait target, as a phone films
 S = 32  # conditioning / generator size
@@ -246,10 +246,10 @@ def clips(tmp_path_factory):
 
 def run(clips, tmp_path, mode, source=None, settings=CompositeSettings()):
     source = source or clips["source"]
-    n_src = probe(source).n_frames
+    n_src = probe_video(source).n_frames
     pcond = write_conditioning_file(tmp_path / "pair_cond.h5", pair_boxes(n_src, far=mode == "pose+expression"))
     out, side = tmp_path / "reenactment.mp4", tmp_path / "side_by_side.mp4"
-    write_reenactment(clips["generator"], pcond, clips["target_cond"], source, probe(source), clips["target"], probe(clips["target"]),
+    write_reenactment(clips["generator"], pcond, clips["target_cond"], source, probe_video(source), clips["target"], probe_video(clips["target"]),
                       out, side, mode, np.arange(n_src) % 30, settings, device="cpu")
     return out, side
 
@@ -260,10 +260,10 @@ def test_output_has_the_targets_size_and_rate_the_sources_length_and_audio(clips
     25 fps (1 s, as the source), H.264 yuv420p, the source's AAC audio ending within a frame of the video, the
     index ('moov') before the data ('mdat'); no temporary frame store left behind."""
     out, side = run(clips, tmp_path, mode)
-    info = probe(out)
+    info = probe_video(out)
     assert (info.width, info.height, info.codec, info.orientation) == (W, H, "h264", "")
     assert info.fps == pytest.approx(25.0) and info.n_frames == 25
-    src = probe(clips["source"])
+    src = probe_video(clips["source"])
     assert abs(info.n_frames / info.fps - src.n_frames / src.fps) <= 1 / info.fps
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
@@ -271,7 +271,7 @@ def test_output_has_the_targets_size_and_rate_the_sources_length_and_audio(clips
     assert codec == "aac" and abs(end - info.n_frames / info.fps) <= 1 / info.fps, end
     kinds = atoms(out)
     assert kinds.index("moov") < kinds.index("mdat"), kinds
-    side_info = probe(side)
+    side_info = probe_video(side)
     side_h = max(PREVIEW_HEIGHT, S)  # small crops enlarged so that the panels' labels stay readable
     assert side_info.n_frames == 25 and side_info.height == side_h and side_info.width == 3 * side_h
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pair_cond.h5", "reenactment.mp4", "side_by_side.mp4"]
@@ -280,7 +280,7 @@ def test_output_has_the_targets_size_and_rate_the_sources_length_and_audio(clips
 def test_no_audio_when_the_source_has_none_or_when_switched_off(clips, tmp_path):
     silent = make_source(tmp_path, audio=False)
     out, _ = run(clips, tmp_path, "expression", source=silent)
-    assert audio_span(out) is None and probe(out).n_frames == 25
+    assert audio_span(out) is None and probe_video(out).n_frames == 25
     out, _ = run(clips, tmp_path, "expression", settings=CompositeSettings(audio=False))
     assert audio_span(out) is None
 

@@ -394,7 +394,7 @@ def test_unknown_encoder_is_refused_before_writing(tmp_path):
 
 
 def test_previews(tmp_path):
-    from deep_puppets.video import probe
+    from deep_puppets.video import probe_video
 
     mean, f, verts, boxes, sh, eyes = sequence(4)
     r = make_renderer(f, mean, size=(64, 64), subdivisions=0)
@@ -402,7 +402,7 @@ def test_previews(tmp_path):
     r.close()
     n = write_previews(p, {s: tmp_path / f"{s}.mp4" for s in STREAMS}, fps=25)
     assert n == {s: 4 for s in STREAMS}
-    assert probe(tmp_path / "gaze.mp4").n_frames == 4
+    assert probe_video(tmp_path / "gaze.mp4").n_frames == 4
 
 
 # ------------------------------------------------------------------------------------------ subdivision

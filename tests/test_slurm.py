@@ -128,9 +128,9 @@ def _same_file(a: Path, b: Path, where: str):
                 if isinstance(fa[name], h5py.Dataset):
                     _same_arrays(fa[name][()], fb[name][()], f"{where}:{name}")
     elif a.suffix == ".mp4":
-        from deep_puppets.video import iter_frames, probe
+        from deep_puppets.video import iter_frames, probe_video
 
-        fa, fb = list(iter_frames(a, 0, None, probe(a))), list(iter_frames(b, 0, None, probe(b)))
+        fa, fb = list(iter_frames(a, 0, None, probe_video(a))), list(iter_frames(b, 0, None, probe_video(b)))
         assert len(fa) == len(fb), where
         diff = max(float(np.abs(x.astype(int) - y.astype(int)).mean()) for x, y in zip(fa, fb))
         assert diff < 1.0, (where, diff)

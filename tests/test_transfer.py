@@ -26,7 +26,7 @@ from deep_puppets.transfer import (
     reference_pose,
     rest_frames,
     shared_expression_basis,
-    transfer,
+    transfer_motion,
 )
 from deep_puppets.transfer_files import read_transfer, transfer_files, write_transfer
 
@@ -170,7 +170,7 @@ def test_expression_mode_keeps_the_targets_pose_frame_by_frame(models):
     src = track(random_cameras(rng, 11), rng.normal(size=(11, source_model.n_exp)) * source_model.exp_std * 0.3)
     tgt_valid = np.array([True, False, True, True])
     tgt = track(random_cameras(rng, 4, r0=(0.0, 0.3, 0.0)), rng.normal(size=(4, target_model.n_exp)) * target_model.exp_std * 0.3, tgt_valid)
-    res = transfer(src, tgt, source_model, target_model, "expression")
+    res = transfer_motion(src, tgt, source_model, target_model, "expression")
     idx = [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2]
     assert res.target_pose_frame.tolist() == idx and res.source_frame.tolist() == list(range(11))
     assert np.array_equal(res.camera, tgt.camera[idx])
@@ -178,10 +178,10 @@ def test_expression_mode_keeps_the_targets_pose_frame_by_frame(models):
     assert res.q.shape == (11, target_model.n_exp) and np.array_equal(res.p, tgt.p)
 
     long_tgt = track(random_cameras(rng, 20), np.zeros((20, target_model.n_exp)))
-    res = transfer(src, long_tgt, source_model, target_model, "expression")
+    res = transfer_motion(src, long_tgt, source_model, target_model, "expression")
     assert res.target_pose_frame.tolist() == list(range(11)) and np.array_equal(res.camera, long_tgt.camera[:11])
     # pose+expression records no target pose frame
-    assert (transfer(src, tgt, source_model, target_model).target_pose_frame == -1).all()
+    assert (transfer_motion(src, tgt, source_model, target_model).target_pose_frame == -1).all()
 
 
 def test_self_transfer_reproduces_the_track(models):
@@ -193,7 +193,7 @@ def test_self_transfer_reproduces_the_track(models):
     valid[7] = False
     q[7] = 0.0  # a bridged frame, inside the range the valid frames show
     fit = track(random_cameras(rng, T, spread=0.4), q, valid)
-    res = transfer(fit, fit, model, model, "pose+expression")  # default settings, clamp included
+    res = transfer_motion(fit, fit, model, model, "pose+expression")  # default settings, clamp included
     assert res.expression_transfer == "shared_basis"
     assert np.abs(res.q - fit.q).max() < 1e-12
     assert np.abs(rotation_matrix(res.camera[:, :3]) - rotation_matrix(fit.camera[:, :3])).max() < 1e-9
@@ -233,14 +233,14 @@ def test_rest_reference_maps_rest_onto_rest(models):
     assert found.any() and (found <= rest_t).all()  # lips together and eyes open: blinks are no rest face
 
     src, tgt = _expression_track(source_model, q_s), _expression_track(target_model, q_t)
-    auto = transfer(src, tgt, source_model, target_model, settings=NO_CLAMP)
+    auto = transfer_motion(src, tgt, source_model, target_model, settings=NO_CLAMP)
     assert np.allclose(auto.target_expression_reference, q_t[0], atol=1e-9)  # the target's rest face
     assert np.allclose(auto.source_expression_reference, 0.0, atol=1e-9)  # the source's rest is its q = 0
     mouth_out, _ = face_openings(target_model, no_id, auto.q)
     assert np.allclose(mouth_out[rest_s], mouth_t[0], atol=1e-9)  # source at rest -> target at rest
     assert mouth_out[~rest_s].min() > mouth_t[0]  # and opens when the source opens
 
-    zero = transfer(src, tgt, source_model, target_model, settings=TransferSettings(clamp_margin=None, **ZERO_REF))
+    zero = transfer_motion(src, tgt, source_model, target_model, settings=TransferSettings(clamp_margin=None, **ZERO_REF))
     mouth_zero, _ = face_openings(target_model, no_id, zero.q)
     assert np.allclose(mouth_zero[rest_s], mouth_neutral, atol=1e-9)  # the half-open typical face instead
 
@@ -275,7 +275,7 @@ def test_relative_head_turn_is_carried_about_the_targets_own_axes(models, axis, 
     tgt_R = [Rt_ref] * 3 + [Rt_ref @ S for S in sym]
     src = track(np.stack([pose_at(R) for R in src_R]), np.zeros((8, model.n_exp)), np.r_[np.ones(7, bool), False])
     tgt = track(np.stack([pose_at(R, t=(500, 300, 0), scale=35) for R in tgt_R]), np.zeros((7, model.n_exp)))
-    res = transfer(src, tgt, model, model)
+    res = transfer_motion(src, tgt, model, model)
     assert np.abs(rotation_matrix(res.target_reference[:3]) - Rt_ref).max() < 1e-8
     rel = rotation_log(Rt_ref.T @ rotation_matrix(res.camera[-1, :3]))
     expected = np.zeros(3)
@@ -295,15 +295,15 @@ def test_translation_scales_with_the_face_size(models):
     cam[6, 6] = 1.1 * s_s  # the source comes 10 % closer
     src = track(cam, np.zeros((T, model.n_exp)))
     tgt = track(np.tile(pose_at(np.eye(3), t=(400, 260, -2), scale=s_t), (5, 1)), np.zeros((5, model.n_exp)))
-    res = transfer(src, tgt, model, model)
+    res = transfer_motion(src, tgt, model, model)
     moved = res.camera[:, 3:6] - [400, 260, -2]
     assert np.allclose(moved[4], d * s_t / s_s) and np.allclose(np.delete(moved, 4, 0), 0)
     assert np.allclose(res.camera[:, 6], np.where(np.arange(T) == 6, 1.1 * s_t, s_t))
-    res = transfer(src, tgt, model, model, settings=TransferSettings(scale_motion=False))
+    res = transfer_motion(src, tgt, model, model, settings=TransferSettings(scale_motion=False))
     assert np.allclose(res.camera[:, 6], s_t)
     # a target face 1.5x larger in model units moves 1.5x further at the same camera scale
     big = person_like("big", 1.5 * 1.15, ["jaw", "smile", "blink", "gaze", "brow"], mix_seed=2)
-    res = transfer(src, track(tgt.camera, np.zeros((5, big.n_exp))), model, big)
+    res = transfer_motion(src, track(tgt.camera, np.zeros((5, big.n_exp))), model, big)
     assert np.allclose(res.camera[4, 3:6] - [400, 260, -2], 1.5 * d * s_t / s_s)
 
 
@@ -330,7 +330,7 @@ def test_displacement_in_the_target_span_is_reproduced(models):
     tgt_q = rng.normal(size=(30, target_model.n_exp)) * target_model.exp_std
     exact, default_ridge = TransferSettings(ridge=0.0, clamp_margin=None, **ZERO_REF), TransferSettings(clamp_margin=None, **ZERO_REF)
     for settings, tol in ((exact, 1e-9), (default_ridge, 1e-2)):  # default ridge: a slight, intended shrink
-        res = transfer(_expression_track(source_model, q_s), _expression_track(target_model, tgt_q), source_model, target_model, settings=settings)
+        res = transfer_motion(_expression_track(source_model, q_s), _expression_track(target_model, tgt_q), source_model, target_model, settings=settings)
         assert res.expression_transfer == "displacement"
         d_t = target_model.shape(None, res.q) - target_model.mean
         err = np.linalg.norm((d_t - ratio * d_s).reshape(6, -1), axis=1) / np.linalg.norm((ratio * d_s).reshape(6, -1), axis=1)
@@ -344,7 +344,7 @@ def test_eyelid_closing_and_gaze_reach_the_target(models):
     upper, lower = _eye_lids(np.array(facemesh.canonical_face()))
     d_s = np.stack([np.zeros_like(FIELDS["blink"]), FIELDS["blink"] * 0.9, FIELDS["gaze"] * 0.9])
     q_s = np.stack([coefficients_of(source_model, d) for d in d_s])
-    res = transfer(_expression_track(source_model, q_s), _expression_track(target_model, np.zeros((3, target_model.n_exp))),
+    res = transfer_motion(_expression_track(source_model, q_s), _expression_track(target_model, np.zeros((3, target_model.n_exp))),
                    source_model, target_model, settings=TransferSettings(**ZERO_REF))  # fmt: skip
     d_t = target_model.shape(None, res.q) - target_model.mean
     assert np.abs(d_t[0]).max() < 1e-12  # neutral stays neutral
@@ -364,7 +364,7 @@ def test_displacement_outside_the_target_span_is_projected_and_clamped(models):
     tgt_q = rng.uniform(-1, 1, size=(40, target_model.n_exp)) * target_model.exp_std
     src, tgt = _expression_track(source_model, q_s), _expression_track(target_model, tgt_q)
 
-    free = transfer(src, tgt, source_model, target_model, settings=TransferSettings(ridge=0.0, clamp_margin=None, **ZERO_REF))
+    free = transfer_motion(src, tgt, source_model, target_model, settings=TransferSettings(ridge=0.0, clamp_margin=None, **ZERO_REF))
     B = target_model.exp_basis.reshape(target_model.n_exp, -1)
     d_t = free.q @ B
     target_d = ratio * d_s.reshape(3, -1)
@@ -372,7 +372,7 @@ def test_displacement_outside_the_target_span_is_projected_and_clamped(models):
     assert np.abs((d_t - target_d) @ B.T).max() < 1e-9  # the orthogonal projection onto the target's span
     assert free.stats["unrepresented_median"] > 0.3
 
-    clamped = transfer(src, tgt, source_model, target_model, settings=TransferSettings(**ZERO_REF))  # clamp_margin 0.5
+    clamped = transfer_motion(src, tgt, source_model, target_model, settings=TransferSettings(**ZERO_REF))  # clamp_margin 0.5
     lo = tgt_q.min(0) - 0.5 * target_model.exp_std
     hi = tgt_q.max(0) + 0.5 * target_model.exp_std
     assert np.all(clamped.q >= lo - 1e-12) and np.all(clamped.q <= hi + 1e-12)
@@ -390,7 +390,7 @@ def test_shared_basis_copies_relative_coefficients():
     valid_s[:5] = False
     q_s[:5] = 9.0  # invalid frames do not enter the references
     src, tgt = track(random_cameras(rng, 50), q_s, valid_s), track(random_cameras(rng, 30), q_t)
-    res = transfer(src, tgt, model, model, settings=NO_CLAMP)
+    res = transfer_motion(src, tgt, model, model, settings=NO_CLAMP)
     assert res.expression_transfer == "shared_basis"
     ref_s = np.r_[np.percentile(q_s[5:, :3], 10, axis=0), np.median(q_s[5:, 3:], axis=0)]
     ref_t = np.r_[np.percentile(q_t[:, :3], 10, axis=0), np.median(q_t[:, 3:], axis=0)]
@@ -399,7 +399,7 @@ def test_shared_basis_copies_relative_coefficients():
     # same components by name (e.g. ICT face vs full region): shared too; person models never by name
     other = ict_like(size=1.2)
     assert other.content_hash() != model.content_hash() and shared_expression_basis(model, other)
-    res = transfer(src, track(tgt.camera, q_t), model, other, settings=TransferSettings(clamp_margin=None, expression_reference="zero"))
+    res = transfer_motion(src, track(tgt.camera, q_t), model, other, settings=TransferSettings(clamp_margin=None, expression_reference="zero"))
     assert np.abs(res.q - q_s).max() < 1e-12
 
 
@@ -407,11 +407,11 @@ def test_mismatched_track_and_model_is_an_error(models):
     source_model, target_model = models
     src = _expression_track(source_model, np.zeros((3, source_model.n_exp)))
     with pytest.raises(TransferError, match="expression coefficients"):
-        transfer(src, src, source_model, target_model)
+        transfer_motion(src, src, source_model, target_model)
     with pytest.raises(ConfigError, match="mode"):
-        transfer(src, src, source_model, source_model, "pose")
+        transfer_motion(src, src, source_model, source_model, "pose")
     with pytest.raises(TransferError, match="source: .*no valid frame"):
-        transfer(track(src.camera, src.q, np.zeros(3, bool)), src, source_model, source_model)
+        transfer_motion(track(src.camera, src.q, np.zeros(3, bool)), src, source_model, source_model)
 
 
 # ----------------------------------------------------------------------------------------------- storage
@@ -420,7 +420,7 @@ def test_hdf5_round_trip(tmp_path, models):
     rng = np.random.default_rng(6)
     src = track(random_cameras(rng, 13), rng.normal(size=(13, source_model.n_exp)))
     tgt = track(random_cameras(rng, 5), rng.normal(size=(5, target_model.n_exp)))
-    res = transfer(src, tgt, source_model, target_model, "expression", TransferSettings(ridge=0.05))
+    res = transfer_motion(src, tgt, source_model, target_model, "expression", TransferSettings(ridge=0.05))
     path = write_transfer(tmp_path / "t.h5", res, source="alice", target="bob", width=640, height=480, fps=25.0)
     back, attrs = read_transfer(path)
     for k in ("p", "q", "camera", "valid", "source_frame", "target_pose_frame", "source_reference", "target_reference",
@@ -466,6 +466,6 @@ def test_other_topologies_are_compared_on_the_detector_landmarks(models):
     rng = np.random.default_rng(9)
     src = track(random_cameras(rng, 10), rng.normal(size=(10, source_model.n_exp)) * source_model.exp_std)
     tgt_q = rng.normal(size=(20, target_model.n_exp)) * target_model.exp_std
-    a = transfer(src, track(random_cameras(rng, 20), tgt_q), source_model, target_model)
-    b = transfer(src, track(random_cameras(rng, 20), tgt_q), source_model, renumbered)
+    a = transfer_motion(src, track(random_cameras(rng, 20), tgt_q), source_model, target_model)
+    b = transfer_motion(src, track(random_cameras(rng, 20), tgt_q), source_model, renumbered)
     assert np.allclose(a.q, b.q, atol=1e-10) and np.isclose(a.stats["size_ratio"], b.stats["size_ratio"])

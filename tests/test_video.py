@@ -15,7 +15,7 @@ from deep_puppets import config as dp_config
 from deep_puppets.errors import ConfigError, InputError
 from deep_puppets.ingest import probe_to_json, read_probe
 from deep_puppets.mp4_writer import write_mp4
-from deep_puppets.video import iter_frames, probe, read_frames
+from deep_puppets.video import iter_frames, probe_video, read_frames
 
 from .conftest import shared_file
 
@@ -65,7 +65,7 @@ def test_probe_counts_decoded_frames(tmp_path, suffix, codec, pix_fmt):
     frames = numbered_frames(37)
     path = tmp_path / f"clip{suffix}"
     write_with(path, codec, pix_fmt, frames, fps=30)
-    info = probe(path)
+    info = probe_video(path)
     assert info.n_frames == 37
     assert (info.width, info.height) == (64, 48)
     assert info.fps == pytest.approx(30, rel=1e-3)
@@ -78,7 +78,7 @@ def test_segment_reads_are_frame_exact_with_seeking(tmp_path):
     frames = numbered_frames(120)
     path = tmp_path / "gop.mp4"
     write_with(path, "libx264", "yuv420p", frames, g="10")  # a key frame every 10 frames
-    info = probe(path)
+    info = probe_video(path)
     assert info.seekable
     want = [frame_id(f) for f in frames]
     for start, stop in [(0, 5), (13, 40), (50, 51), (99, 120), (115, None)]:
@@ -92,7 +92,7 @@ def test_write_mp4_is_h264_and_roundtrips(tmp_path):
     assert write_mp4(path, frames, fps=25) == 20
     with av.open(str(path)) as c:
         assert c.streams.video[0].codec_context.name == "h264"
-    info = probe(path)
+    info = probe_video(path)
     assert (info.n_frames, info.width, info.height) == (20, 48, 34)
     assert [frame_id(f[:33, :47]) for f in read_frames(path)] == [frame_id(f) for f in frames]
     assert not list(tmp_path.glob(".*tmp*"))
@@ -102,19 +102,19 @@ def test_zero_byte_file(tmp_path):
     p = tmp_path / "empty.mp4"
     p.write_bytes(b"")
     with pytest.raises(InputError, match="empty.mp4.*empty"):
-        probe(p)
+        probe_video(p)
 
 
 def test_not_a_video(tmp_path):
     p = tmp_path / "notes.mp4"
     p.write_text("this is not a video\n" * 100)
     with pytest.raises(InputError, match="notes.mp4.*not a readable video"):
-        probe(p)
+        probe_video(p)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="nope.mp4.*does not exist"):
-        probe(tmp_path / "nope.mp4")
+        probe_video(tmp_path / "nope.mp4")
 
 
 def test_corrupt_file(tmp_path):
@@ -128,7 +128,7 @@ def test_corrupt_file(tmp_path):
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(bytes(data))
     with pytest.raises(InputError, match="corrupt.mp4"):
-        probe(bad)
+        probe_video(bad)
 
 
 TRUNCATABLE = [  # suffix, codec, pix_fmt, container options; each declares its length in a different way
@@ -159,14 +159,14 @@ def test_truncated_video_fails_naming_both_counts(tmp_path, suffix, codec, pix_f
     frames = noisy_frames(40)
     full = tmp_path / f"full{suffix}"
     write_truncatable(full, frames, codec, pix_fmt, options)
-    info = probe(full)  # the whole file: no false alarm
+    info = probe_video(full)  # the whole file: no false alarm
     assert (info.n_frames, info.declared_frames) == (40, 40)
     data = full.read_bytes()
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     declared = r"\d+" if "frag" in options.get("movflags", "") else "40"
     with pytest.raises(InputError, match=rf"cut{re.escape(suffix)}: decoded \d+ of {declared} declared frames: the file looks truncated") as e:
-        probe(cut)
+        probe_video(cut)
     decoded, declared = map(int, re.search(r"decoded (\d+) of (\d+)", str(e.value)).groups())
     assert 0 < decoded < 30 and decoded < declared - 2
     assert "\n" not in str(e.value)
@@ -180,7 +180,7 @@ def test_truncated_video_with_warn_uses_the_frames_that_decode(tmp_path, caplog)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     with caplog.at_level(logging.WARNING, logger="deep_puppets.video"):
-        info = probe(cut, on_truncated="warn")
+        info = probe_video(cut, on_truncated="warn")
     assert 0 < info.n_frames < 30 and info.declared_frames == 40
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -210,14 +210,14 @@ def test_cut_inside_the_header_is_unreadable(tmp_path):
     head = tmp_path / "head.mp4"
     head.write_bytes((tmp_path / "full.mkv").read_bytes()[:200])
     with pytest.raises(InputError, match="head.mp4"):
-        probe(head)
+        probe_video(head)
 
 
 @pytest.mark.parametrize("shared_clip", ["LivePortrait__d13.mp4", "LivePortrait__d6.mp4"])
 def test_real_clips_are_not_flagged(shared_clip):
     """The phone clip (720x1280) carries no display matrix: it is portrait in its pixels; neither it nor a clip
     with an audio track longer than the video is flagged as truncated."""
-    info = probe(shared_file(f"data/videos/{shared_clip}"))
+    info = probe_video(shared_file(f"data/videos/{shared_clip}"))
     assert info.n_frames == info.declared_frames
     assert info.orientation == ""
     if shared_clip == "LivePortrait__d13.mp4":
@@ -275,7 +275,7 @@ def test_display_matrix_is_applied_on_read(tmp_path, degrees, hflip, vflip, show
     path = tmp_path / "phone.mp4"
     write_rotated(path, src, 12, degrees, hflip, vflip)
     want = shown(src)
-    info = probe(path)
+    info = probe_video(path)
     assert (info.height, info.width) == want.shape[:2]
     assert info.orientation
     frames = read_frames(path, 0, None, info)
@@ -331,7 +331,7 @@ def odd_files(tmp_path):
 def test_symlink_loop_and_fifo_get_precise_errors(odd_files, kind, tmp_path):
     path, problem = odd_files[kind]
     with pytest.raises(InputError, match=f"{re.escape(path.name)}: {problem}"):
-        probe(path)  # a FIFO is never opened (it would block)
+        probe_video(path)  # a FIFO is never opened (it would block)
     with pytest.raises(InputError, match=problem):
         list(iter_frames(path))
     with pytest.raises(ConfigError, match=rf"^'videos.x': file '{re.escape(path.name)}' {problem}"):

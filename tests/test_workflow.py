@@ -62,9 +62,9 @@ def test_demo_runs_end_to_end(demo_run):
         assert (target / f).stat().st_size > 0, f
     for f in ["transfer.h5", "conditioning.h5", "reenactment.mp4", "side_by_side.mp4"]:
         assert (pair / f).stat().st_size > 0, f
-    from deep_puppets.video import probe
+    from deep_puppets.video import probe_video
 
-    out = probe(pair / "reenactment.mp4")
+    out = probe_video(pair / "reenactment.mp4")
     assert out.n_frames == 40 and (out.width, out.height) == (160, 160) and out.codec == "h264"  # the target's own frames
     summary = json.loads((target / "evaluation" / "summary.json").read_text())
     assert set(summary["methods"]) == {"gan", "nearest", "alpha", "mean"}

@@ -19,7 +19,7 @@ import numpy as np
 from .. import h5io
 from ..errors import InputError
 from ..h5io import Dataset, Layout
-from ..video import iter_frames, probe
+from ..video import iter_frames, probe_video
 from .data import crop_resize, fill_boxes, resize
 
 FLOW = Layout(
@@ -100,7 +100,7 @@ def write_flow_file(video_path, out_path, size: tuple[int, int] | int, preset: s
     """
     size = (size, size) if isinstance(size, int) else tuple(size)
     if boxes is None:
-        info = probe(video_path)
+        info = probe_video(video_path)
         boxes = np.tile([0.0, 0.0, info.width, info.height], (info.n_frames, 1))
     boxes = fill_boxes(boxes)
     # The frames the boxes cover (as many as the probe counted): a truncated video accepted with
