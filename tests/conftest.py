@@ -41,13 +41,9 @@ import sys
 import yaml
 
 # The whole DAG (demo -> landmarks -> fits -> renders -> GAN -> synthesis -> evaluation) in about two minutes
-# on 2 cores. demo.enabled is explicit so that adding a video of one's own keeps the demo (and its outputs).
-TINY_FULL = {
-    "demo": {"enabled": True, "n_frames": 40, "size": 160},
-    "segments": {"length": 24, "overlap": 6},
-    "render": {"size": 64},
-    "gan": {"iterations": 20, "checkpoint_every": 10, "log_every": 5, "gen_depth": 4, "di_num_D": 1},
-}
+# on 2 cores: .test/config_tiny/config.yaml, the file the README's "try it small" line runs.
+TINY_CONFIG = REPO / ".test" / "config_tiny" / "config.yaml"
+TINY_FULL = yaml.safe_load(TINY_CONFIG.read_text())
 
 
 def merged(base: dict, change: dict) -> dict:
