@@ -48,8 +48,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 

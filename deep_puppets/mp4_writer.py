@@ -8,8 +8,8 @@ thread while the frames are still being made. Reading videos is :mod:`deep_puppe
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -12,7 +12,7 @@ stay ``valid = False``.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -33,16 +33,7 @@ def _world_vertices(anim: export.FaceAnimation) -> np.ndarray:
 SOURCE, TARGET, PAIR = "demo_source", "demo_target", "demo_source__demo_target__pose"
 FLIP = np.diag([1.0, -1.0, -1.0])
 # Live Link Face's CSV header, as the app writes it (Epic's Live Link Face for iOS, "Export take" -> CSV).
-LIVE_LINK_FACE_HEADER = (
-    "Timecode,BlendShapeCount,EyeBlinkLeft,EyeLookDownLeft,EyeLookInLeft,EyeLookOutLeft,EyeLookUpLeft,EyeSquintLeft,"
-    "EyeWideLeft,EyeBlinkRight,EyeLookDownRight,EyeLookInRight,EyeLookOutRight,EyeLookUpRight,EyeSquintRight,"
-    "EyeWideRight,JawForward,JawRight,JawLeft,JawOpen,MouthClose,MouthFunnel,MouthPucker,MouthRight,MouthLeft,"
-    "MouthSmileLeft,MouthSmileRight,MouthFrownLeft,MouthFrownRight,MouthDimpleLeft,MouthDimpleRight,MouthStretchLeft,"
-    "MouthStretchRight,MouthRollLower,MouthRollUpper,MouthShrugLower,MouthShrugUpper,MouthPressLeft,MouthPressRight,"
-    "MouthLowerDownLeft,MouthLowerDownRight,MouthUpperUpLeft,MouthUpperUpRight,BrowDownLeft,BrowDownRight,BrowInnerUp,"
-    "BrowOuterUpLeft,BrowOuterUpRight,CheekPuff,CheekSquintLeft,CheekSquintRight,NoseSneerLeft,NoseSneerRight,"
-    "TongueOut,HeadYaw,HeadPitch,HeadRoll,LeftEyeYaw,LeftEyePitch,LeftEyeRoll,RightEyeYaw,RightEyePitch,RightEyeRoll"
-).split(",")
+LIVE_LINK_FACE_HEADER = ["Timecode", "BlendShapeCount", "EyeBlinkLeft", "EyeLookDownLeft", "EyeLookInLeft", "EyeLookOutLeft", "EyeLookUpLeft", "EyeSquintLeft", "EyeWideLeft", "EyeBlinkRight", "EyeLookDownRight", "EyeLookInRight", "EyeLookOutRight", "EyeLookUpRight", "EyeSquintRight", "EyeWideRight", "JawForward", "JawRight", "JawLeft", "JawOpen", "MouthClose", "MouthFunnel", "MouthPucker", "MouthRight", "MouthLeft", "MouthSmileLeft", "MouthSmileRight", "MouthFrownLeft", "MouthFrownRight", "MouthDimpleLeft", "MouthDimpleRight", "MouthStretchLeft", "MouthStretchRight", "MouthRollLower", "MouthRollUpper", "MouthShrugLower", "MouthShrugUpper", "MouthPressLeft", "MouthPressRight", "MouthLowerDownLeft", "MouthLowerDownRight", "MouthUpperUpLeft", "MouthUpperUpRight", "BrowDownLeft", "BrowDownRight", "BrowInnerUp", "BrowOuterUpLeft", "BrowOuterUpRight", "CheekPuff", "CheekSquintLeft", "CheekSquintRight", "NoseSneerLeft", "NoseSneerRight", "TongueOut", "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll"]
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -82,7 +73,7 @@ def check_glb(path, model, p, q, camera, fps: float, names) -> None:
     assert g.accessors[prim.attributes.POSITION].count == model.n_vertices
     expected = []  # one target per component in [0, 1]; otherwise the sides it uses, name+ and name-, weights in [0, 1]
     for name, qj in zip(names, np.asarray(q).T):
-        expected += [name] if 0 <= qj.min() and qj.max() <= 1 else [name + "+"] * int(qj.max() > 0) + [name + "-"] * int(qj.min() < 0)
+        expected += [name] if qj.min() >= 0 and qj.max() <= 1 else [name + "+"] * int(qj.max() > 0) + [name + "-"] * int(qj.min() < 0)
     assert len(prim.targets) == len(expected) == len(g.meshes[0].weights)
     assert g.meshes[0].extras["targetNames"] == expected
     for acc in [prim.attributes.POSITION] + [t["POSITION"] if isinstance(t, dict) else t.POSITION for t in prim.targets]:

@@ -347,12 +347,11 @@ def test_sequence_is_deterministic_and_hdf5_reads_back(tmp_path):
 def test_writer_is_atomic_and_lzf_reads_back(tmp_path):
     mean, f, verts, boxes, sh, eyes = sequence(3)  # frame 2 invalid
     r = make_renderer(f, mean, size=(32, 32), subdivisions=0)
-    with pytest.raises(RuntimeError, match="boom"):
-        with ConditioningWriter(
-            tmp_path / "x.h5", 3, (32, 32), {"renderer": "r", "settings": "{}", "source": "", "framing": "null"}
-        ) as w:
-            w.append(r.render(verts[0], boxes[0]), 0, boxes[0])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), ConditioningWriter(
+        tmp_path / "x.h5", 3, (32, 32), {"renderer": "r", "settings": "{}", "source": "", "framing": "null"}
+    ) as w:
+        w.append(r.render(verts[0], boxes[0]), 0, boxes[0])
+        raise RuntimeError("boom")
     assert not list(tmp_path.iterdir())
     p = write_conditioning(tmp_path / "y.h5", r, verts, boxes, compression="lzf")
     arrays, _ = h5io.read(p, CONDITIONING)

@@ -14,7 +14,7 @@ over pixels of the RGB Euclidean distance with colours in [0, 1] (0 … √3).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -26,8 +26,8 @@ Images are float32 in [0, 1], channels first. Flow is in pixels of the training 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -11,8 +11,8 @@ the video again and can check that the file matches the conditioning.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

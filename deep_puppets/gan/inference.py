@@ -13,8 +13,8 @@ the previous outputs are fed back, zeros before the first one — as at the star
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch

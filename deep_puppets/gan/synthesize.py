@@ -5,8 +5,8 @@ The frames come from :func:`~.inference.generate` (the conditioning windows asse
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch

@@ -5,7 +5,7 @@ and the gaze image with :mod:`deep_puppets.render.gaze` (conventions: :mod:`deep
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

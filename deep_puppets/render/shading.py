@@ -3,7 +3,7 @@ the vertex shader evaluates (:mod:`deep_puppets.render.gl`), whatever the basis'
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
