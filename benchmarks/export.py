@@ -57,12 +57,12 @@ def main() -> None:
             p, q, cam = synthetic_motion(model, a.frames, seed=1)
             anim = export.FaceAnimation(name, model, p, q, cam, q[:, 0] == q[:, 0], 30.0, 1280, 720)
             row = {"vertices": model.n_vertices, "morph_targets": model.n_exp,
-                   "glb_s": timed(lambda: export.write_glb(tmp / f"{name}.glb", anim)),
-                   "csv_s": timed(lambda: export.write_parameters(tmp / f"{name}.csv", tmp / f"{name}.json", anim))}  # fmt: skip
+                   "glb_s": timed(lambda name=name, anim=anim: export.write_glb(tmp / f"{name}.glb", anim)),
+                   "csv_s": timed(lambda name=name, anim=anim: export.write_parameters(tmp / f"{name}.csv", tmp / f"{name}.json", anim))}  # fmt: skip
             if export.has_arkit_shapes(model):
-                row["arkit_s"] = timed(lambda: export.write_arkit_csv(tmp / f"{name}-arkit.csv", anim))
+                row["arkit_s"] = timed(lambda name=name, anim=anim: export.write_arkit_csv(tmp / f"{name}-arkit.csv", anim))
             short = export.FaceAnimation(name, model, p, q[: a.mesh_frames], cam[: a.mesh_frames], anim.valid[: a.mesh_frames], 30.0, 1280, 720)
-            row["ply_s"] = timed(lambda: export.write_mesh_sequence(tmp / f"{name}-ply", short, "ply"))
+            row["ply_s"] = timed(lambda name=name, short=short: export.write_mesh_sequence(tmp / f"{name}-ply", short, "ply"))
             row["glb_mb"] = round((tmp / f"{name}.glb").stat().st_size / 1e6, 2)
             row["csv_mb"] = round((tmp / f"{name}.csv").stat().st_size / 1e6, 2)
             figures[name] = row

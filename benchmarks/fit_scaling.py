@@ -112,7 +112,10 @@ def main() -> None:
             r["wall_s_all"] = [x["wall_s"] for x in tries]
             r["peak_rss_mib"] = max(x["peak_rss_mib"] for x in tries)
             runs.append(r)
-            print(f"{r['model']:8} {r['frames']:>7} {r['fps']:>8.0f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['iterations']:>5} {r['mean_residual_px']:>8.2f} {r['peak_rss_mib']:>12.0f}")
+            print(
+                f"{r['model']:8} {r['frames']:>7} {r['fps']:>8.0f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['iterations']:>5}"
+                f" {r['mean_residual_px']:>8.2f} {r['peak_rss_mib']:>12.0f}"
+            )
     summary = {}
     for model in models:
         rs = sorted((r for r in runs if r["model"] == model), key=lambda r: r["frames"])
@@ -126,8 +129,16 @@ def main() -> None:
             summary.setdefault(model, {}).update(
                 min_fps=min(r["fps"] for r in rs), fps_target_met=min(r["fps"] for r in rs) >= 1000, rss_target_met=rs[-1]["peak_rss_mib"] < 1024
             )
-    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; threads={args.threads}" + (f"; skipped (absent): {skipped}" if skipped else ""))
-    print(json.dumps({"benchmark": "fit_scaling", "threads": args.threads, "cpu_count": os.cpu_count(), "load_average": [round(x, 2) for x in load], "skipped": skipped, "runs": runs, "scaling": summary}))
+    print(
+        f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; threads={args.threads}"
+        + (f"; skipped (absent): {skipped}" if skipped else "")
+    )
+    print(
+        json.dumps(
+            {"benchmark": "fit_scaling", "threads": args.threads, "cpu_count": os.cpu_count(), "load_average": [round(x, 2) for x in load],
+             "skipped": skipped, "runs": runs, "scaling": summary}
+        )
+    )
 
 
 if __name__ == "__main__":

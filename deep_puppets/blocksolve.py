@@ -38,7 +38,8 @@ def single_threaded_blas():
 @functools.lru_cache(maxsize=1)
 def _openblas_thread_setters() -> tuple:
     try:
-        maps = open("/proc/self/maps").read()
+        with open("/proc/self/maps") as f:
+            maps = f.read()
     except OSError:
         return ()
     found = []

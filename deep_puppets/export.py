@@ -97,7 +97,11 @@ class FaceAnimation:
     def expression_names(self) -> list[str]:
         """The model's names for its expression components where it has them, else ``expr_00``, ``expr_01``, …"""
         names = [str(n) for n in self.model.exp_names]
-        if len(names) == self.model.n_exp and len(set(names)) == len(names) and not set(names) & {"frame", "time_s", "valid", *POSE_COLUMNS}:
+        if (
+            len(names) == self.model.n_exp
+            and len(set(names)) == len(names)
+            and not set(names) & {"frame", "time_s", "valid", *POSE_COLUMNS}
+        ):
             return names
         return [f"expr_{j:02d}" for j in range(self.model.n_exp)]
 
@@ -105,7 +109,9 @@ class FaceAnimation:
 def _checked(anim: FaceAnimation, path) -> FaceAnimation:
     m = anim.model
     if anim.p.shape != (m.n_id,) or anim.q.ndim != 2 or anim.q.shape[1] != m.n_exp:
-        raise InputError(path, f"has {anim.p.shape[0]} identity and {anim.q.shape[-1]} expression coefficients, the model {m.name!r} has {m.n_id} and {m.n_exp}")
+        raise InputError(
+            path, f"has {anim.p.shape[0]} identity and {anim.q.shape[-1]} expression coefficients, the model {m.name!r} has {m.n_id} and {m.n_exp}"
+        )
     if not np.isfinite(anim.camera).all():
         raise InputError(path, "has frames without a camera (no face anywhere in the video): nothing to export")
     if not (np.isfinite(anim.fps) and anim.fps > 0):
@@ -121,8 +127,13 @@ def video_animation(track_file, model: MorphableModel) -> FaceAnimation:
 
     fit, attrs = read_track(track_file)
     if attrs["model_hash"] != model.content_hash():
-        raise InputError(track_file, f"was fitted with model {attrs['model']!r} ({str(attrs['model_hash'])[:12]}), not {model.name!r} ({model.content_hash()[:12]})")
-    anim = FaceAnimation(str(attrs["video"]), model, fit.p, fit.q, fit.camera, np.asarray(fit.valid, bool), float(attrs["fps"]), int(attrs["width"]), int(attrs["height"]))
+        raise InputError(
+            track_file,
+            f"was fitted with model {attrs['model']!r} ({str(attrs['model_hash'])[:12]}), not {model.name!r} ({model.content_hash()[:12]})",
+        )
+    anim = FaceAnimation(
+        str(attrs["video"]), model, fit.p, fit.q, fit.camera, np.asarray(fit.valid, bool), float(attrs["fps"]), int(attrs["width"]), int(attrs["height"])
+    )
     return _checked(anim, track_file)
 
 
@@ -132,8 +143,13 @@ def pair_animation(transfer_file, model: MorphableModel, name: str) -> FaceAnima
 
     result, attrs = read_transfer(transfer_file)
     if result.target_model_hash != model.content_hash():
-        raise InputError(transfer_file, f"was transferred onto another model than {model.name!r} (content hash {result.target_model_hash[:12]}, not {model.content_hash()[:12]})")
-    anim = FaceAnimation(name, model, result.p, result.q, result.camera, np.asarray(result.valid, bool), float(attrs["fps"]), int(attrs["width"]), int(attrs["height"]))
+        raise InputError(
+            transfer_file,
+            f"was transferred onto another model than {model.name!r} (content hash {result.target_model_hash[:12]}, not {model.content_hash()[:12]})",
+        )
+    anim = FaceAnimation(
+        name, model, result.p, result.q, result.camera, np.asarray(result.valid, bool), float(attrs["fps"]), int(attrs["width"]), int(attrs["height"])
+    )
     return _checked(anim, transfer_file)
 
 

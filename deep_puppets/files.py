@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
@@ -25,8 +27,6 @@ def atomic_path(path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-import numpy as np
 
 
 def finite_or_null(data):

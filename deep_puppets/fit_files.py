@@ -117,7 +117,9 @@ def fit_arrays(result: FitResult, frame_index) -> dict:
 
 
 def _model_attrs(model: MorphableModel, video: str, width: int, height: int, fps: float, settings: FitSettings) -> dict:
-    return dict(video=video, model=model.name, model_hash=model.content_hash(), fit_settings=settings.to_json(), width=int(width), height=int(height), fps=float(fps))
+    return dict(
+        video=video, model=model.name, model_hash=model.content_hash(), fit_settings=settings.to_json(), width=int(width), height=int(height), fps=float(fps)
+    )
 
 
 def write_fit_segment(path, result: FitResult, *, frame_index, segment, model: MorphableModel, video: str, width: int, height: int, fps: float):
@@ -173,4 +175,6 @@ def read_fit_identity(path) -> tuple[FitResult, dict, np.ndarray]:
 def check_model(attrs: dict, model: MorphableModel, path="") -> None:
     """Raise :class:`FitError` unless the file was fitted with this very model."""
     if attrs.get("model_hash") != model.content_hash():
-        raise FitError(f"{path}: fitted with model {attrs.get('model')!r} ({str(attrs.get('model_hash'))[:12]}…), not {model.name!r} ({model.content_hash()[:12]}…)")
+        raise FitError(
+            f"{path}: fitted with model {attrs.get('model')!r} ({str(attrs.get('model_hash'))[:12]}…), not {model.name!r} ({model.content_hash()[:12]}…)"
+        )

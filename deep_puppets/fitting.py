@@ -345,7 +345,8 @@ def solve_segment(
 
     ``landmarks`` (T, 478, 3): x, y pixels, z relative depth (MediaPipe), NaN where missing; ``valid`` (T,)
     bool. Frames without a face keep ``valid = False``: between faces they are bridged by the smoothness
-    prior, before the first and after the last face they hold that frame's values. A segment without any face gives q = 0, NaN cameras and ``valid`` all False (:func:`tracks.merge_segments`
+    prior, before the first and after the last face they hold that frame's values. A segment without any face
+    gives q = 0, NaN cameras and ``valid`` all False (:func:`tracks.merge_segments`
     bridges it from its neighbours). ``threads`` > 1 assembles the normal equations on that many threads
     (same result; the block solver itself is sequential).
     """

@@ -21,7 +21,8 @@ when the head turns, the eyes blink or the mouth opens:
 Frames without a fit (``valid`` false or a non-finite camera) take the box interpolated between the nearest
 fitted frames (held at the ends); the centre and side are then smoothed in time with a zero-phase Gaussian whose
 standard deviation is ``smoothing`` seconds (× fps frames; at the ends of the video a Gaussian-weighted local
-line, :func:`smooth`), so the result does not depend on the frame rate and lags nothing. Every box returned is finite; a video without any fitted frame falls back on :func:`frame_box`.
+line, :func:`smooth`), so the result does not depend on the frame rate and lags nothing. Every box returned
+is finite; a video without any fitted frame falls back on :func:`frame_box`.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def markdown() -> str:
         "Adler-32); a read that fails it names the file and the dataset.",
         "",
     ]
-    for layout in sorted(LAYOUTS.values(), key=lambda l: l.name):
+    for layout in sorted(LAYOUTS.values(), key=lambda lay: lay.name):
         lines += [f"## `{layout.name}` (version {layout.version})", "", layout.doc, "", "| dataset | dtype | shape | meaning |", "|---|---|---|---|"]
         for name, d in layout.datasets.items():
             shape = "(" + ", ".join(str(s) for s in d.shape) + ")"

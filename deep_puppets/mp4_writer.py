@@ -217,10 +217,10 @@ class Mp4Feed:
             try:
                 self._queue.put(item, timeout=0.2)
                 return
-            except queue.Full:
+            except queue.Full as e:
                 if self._future.done():  # the writer stopped: its error, or a writer that no longer reads
                     self._future.result()
-                    raise RuntimeError("the video writer stopped reading frames")
+                    raise RuntimeError("the video writer stopped reading frames") from e
 
     def put(self, frame: np.ndarray) -> None:
         if self._future.done():

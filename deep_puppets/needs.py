@@ -62,7 +62,9 @@ def check_training_frames(where: str, n_frames: int, gan: dict) -> None:
             f"holds out {len(held)}); 'gan.clip_len' {gan['clip_len']} needs at least {gan['clip_len']} training frames",
         )
     if not len(held):
-        raise InputError(where, f"'gan.held_out_fraction' {gan['held_out_fraction']:.3g} holds out none of its {n_frames} frames; the evaluation needs at least 1")
+        raise InputError(
+            where, f"'gan.held_out_fraction' {gan['held_out_fraction']:.3g} holds out none of its {n_frames} frames; the evaluation needs at least 1"
+        )
 
 
 def check_stage_settings(config: dict) -> None:
@@ -83,7 +85,9 @@ def check_stage_settings(config: dict) -> None:
     unknown = sorted(set(model["options"]) - OPTIONS[model["type"]])
     if unknown:
         known = ", ".join(sorted(OPTIONS[model["type"]])) or "none"
-        raise ConfigError(f"'model.options': unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for type {model['type']} (known: {known})")
+        raise ConfigError(
+            f"'model.options': unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for type {model['type']} (known: {known})"
+        )
     size, depth = int(config["render"]["size"]), int(config["gan"]["gen_depth"])
     if size % 2**depth:
         raise ConfigError(f"'render.size': {size} is not divisible by 2**gan.gen_depth = {2**depth} (the generator's frame size)")

@@ -10,6 +10,7 @@ and draws the bars; :func:`read_progress` and :func:`describe` are its side.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -68,10 +69,8 @@ class JobProgress:
         return True
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.path.unlink()
-        except OSError:
-            pass
 
 
 _job: JobProgress | None = None

@@ -189,7 +189,7 @@ def run_snakemake(cmd: list[str], results: Path, display: Display | None = None,
     except KeyboardInterrupt:
         interrupt_group(proc)
         display.close()
-        raise CliError("interrupted; rerun the same command to continue (finished jobs are kept, training resumes from its last checkpoint)")
+        raise CliError("interrupted; rerun the same command to continue (finished jobs are kept, training resumes from its last checkpoint)") from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -8,6 +8,7 @@ and keeps its traceback in the log.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -97,10 +98,8 @@ def no_space_message(outputs, inputs=()) -> str:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     parts = [f"needs ~{_mb(need)}"] if need else []
-    try:
+    with contextlib.suppress(OSError):
         parts.append(f"{_mb(shutil.disk_usage(folder).free)} free")
-    except OSError:
-        pass
     return f"no space left on device while writing {path}" + (f" ({'; '.join(parts)})" if parts else "")
 
 

@@ -4,9 +4,14 @@ that need them skip cleanly when it is absent."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DEEP_PUPPETS_SHARED", REPO.parent / "shared"))
@@ -32,13 +37,6 @@ def ict_model_path():
 
 # ------------------------------------------------------------------------------------------------------------
 # Whole-workflow helpers shared by tests/test_rerun.py, tests/test_faults.py and tests/test_slurm.py.
-
-import re
-import shutil
-import subprocess
-import sys
-
-import yaml
 
 # The whole DAG (demo -> landmarks -> fits -> renders -> GAN -> synthesis -> evaluation) in about two minutes
 # on 2 cores: .test/config_tiny/config.yaml, the file the README's "try it small" line runs.

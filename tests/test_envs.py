@@ -9,7 +9,7 @@ from .conftest import REPO
 
 def pins_from_requirements():
     lines = (REPO / "requirements.txt").read_text().splitlines()
-    return dict(l.split("==") for l in (l.split("#")[0].strip() for l in lines) if l)
+    return dict(line.split("==") for line in (raw.split("#")[0].strip() for raw in lines) if line)
 
 
 def test_conda_env_matches_requirements():

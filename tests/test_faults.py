@@ -3,6 +3,7 @@ half-written is left as a valid output, and user files are never unpickled or pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from deep_puppets import config as dp_config
-from deep_puppets.errors import ConfigError, DeepPuppetsError
+from deep_puppets.errors import ConfigError, DeepPuppetsError, InputError
 from deep_puppets.mp4_writer import write_mp4
 from deep_puppets.video import probe_video, read_frames
 
@@ -51,10 +52,8 @@ def _kill_when(proc: subprocess.Popen, ready, timeout=300, what="") -> None:
             assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
             time.sleep(0.1)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=60)
 
 
@@ -302,7 +301,7 @@ def test_checkpoints_and_generators_load_with_weights_only(tmp_path):
     bad = tmp_path / "iter_00000010.pt"
     torch.save({"format": "x", "payload": _Payload(marker)}, bad)
     for load in (load_checkpoint, load_generator):
-        with pytest.raises(Exception):
+        with pytest.raises(InputError):
             load(bad)
         assert not marker.exists(), load.__name__
     for py in (REPO / "deep_puppets").rglob("*.py"):

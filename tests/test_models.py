@@ -601,7 +601,9 @@ def test_synthetic_bfm2009_with_exp_pca_loads_and_fits(tmp_path):
     n = 468
     mean_um = (CANON[:n] * 1e4).reshape(-1, 1)
     pcs = np.linalg.qr(rng.normal(size=(3 * n, 3)))[0]
-    scipy.io.savemat(tmp_path / "01_MorphableModel.mat", {"shapeMU": mean_um, "shapePC": pcs, "shapeEV": np.array([[3e3], [2e3], [1e3]]), "tl": facemesh.triangles() + 1})
+    scipy.io.savemat(
+        tmp_path / "01_MorphableModel.mat", {"shapeMU": mean_um, "shapePC": pcs, "shapeEV": np.array([[3e3], [2e3], [1e3]]), "tl": facemesh.triangles() + 1}
+    )
     comps = np.linalg.qr(rng.normal(size=(3 * n, 2)))[0].T * 1e3
     _write_exp_pca_bin(tmp_path / "Exp_Pca.bin", np.zeros(3 * n), comps)
     (tmp_path / "index.txt").write_text("\n".join(str(i + 1) for i in range(n)))

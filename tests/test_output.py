@@ -244,7 +244,10 @@ def clips(tmp_path_factory):
                 generator=tiny_generator(tmp / "G.pt"))
 
 
-def run(clips, tmp_path, mode, source=None, settings=CompositeSettings()):
+DEFAULT_SETTINGS = CompositeSettings()
+
+
+def run(clips, tmp_path, mode, source=None, settings=DEFAULT_SETTINGS):
     source = source or clips["source"]
     n_src = probe_video(source).n_frames
     pcond = write_conditioning_file(tmp_path / "pair_cond.h5", pair_boxes(n_src, far=mode == "pose+expression"))

@@ -115,7 +115,9 @@ def test_track_files(model, tmp_path):
     for s in segs:
         fit = solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p)
         paths.append(
-            write_fit_segment(tmp_path / f"seg{s.index}.h5", fit, frame_index=np.arange(s.start, s.stop), segment=s, model=model, video="bob", width=640, height=480, fps=30.0)
+            write_fit_segment(
+                tmp_path / f"seg{s.index}.h5", fit, frame_index=np.arange(s.start, s.stop), segment=s, model=model, video="bob", width=640, height=480, fps=30.0
+            )
         )
     track, attrs = merge_segment_files(paths[::-1], n_frames=T)
     write_track(tmp_path / "track.h5", track, attrs)

@@ -65,7 +65,8 @@ def diagnostics(*, model_cfg: dict, model_file, track_file, identity_file, landm
         summary["truth"] = {"file": str(truth_file), **scores}
         log.info("%s head rotation vs the known motion: RMS %s deg, correlation %s", video,
                  {k: round(v, 2) for k, v in scores["rms_deg"].items()}, {k: round(v, 3) for k, v in scores["correlation"].items()})
-    dg.tracking_figure(nme, j_raw, j_fit, j_unsmoothed, fps, outs["tracking_png"], f"{video}: fitted model vs detector (NME mean {100 * summary['nme_mean']:.2f}%, jitter ratio {summary['jitter_ratio']:.2f})",
+    dg.tracking_figure(nme, j_raw, j_fit, j_unsmoothed, fps, outs["tracking_png"],
+                       f"{video}: fitted model vs detector (NME mean {100 * summary['nme_mean']:.2f}%, jitter ratio {summary['jitter_ratio']:.2f})",
                        truth=curves)
     info = read_probe(probe_json)
     # the fitted face's outlines over the 478 fitted landmark points (every model places them)

@@ -63,8 +63,13 @@ def fit_segment(*, model_cfg: dict, model_file, identity_file, landmark_file, ou
     arrays, a = h5io.read(landmark_file, h5io.LANDMARKS)
     result = solve_segment(model, arrays["landmarks"], arrays["valid"], fit_settings(fit_cfg), p=identity.p, threads=threads)
     seg = Segment.from_attrs(a)
-    write_fit_segment(out, result, frame_index=arrays["frame_index"], segment=seg, model=model, video=a["video"], width=a["width"], height=a["height"], fps=a["fps"])
-    log.info("%s segment %d: %d frames, %d iterations, median residual %.2f px", a["video"], seg.index, result.n_frames, result.iterations, np.nanmedian(result.residual))
+    write_fit_segment(
+        out, result, frame_index=arrays["frame_index"], segment=seg, model=model, video=a["video"], width=a["width"], height=a["height"], fps=a["fps"]
+    )
+    log.info(
+        "%s segment %d: %d frames, %d iterations, median residual %.2f px",
+        a["video"], seg.index, result.n_frames, result.iterations, np.nanmedian(result.residual),
+    )
     return result
 
 

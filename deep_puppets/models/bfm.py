@@ -70,7 +70,7 @@ def read_mat(path) -> dict[str, np.ndarray]:
 
         try:
             with h5py.File(path, "r") as f:
-                return {k: np.asarray(f[k][()]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+                return {k: np.asarray(f[k][()]).T for k in f if isinstance(f[k], h5py.Dataset)}
         except OSError as e:
             raise InputError(path, f"not a readable MATLAB v7.3 (HDF5) file ({e})") from None
     except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError) as e:

@@ -251,7 +251,7 @@ def gaze_deltas(neutral: np.ndarray, eyes: dict) -> np.ndarray:
 def iris_correspondence(neutral: np.ndarray, triangles: np.ndarray, eyes: dict, radius: float):
     """(tri (10,), bary (10, 3)) of landmarks 468..477 on the iris meshes, eyes looking along +z."""
     tris, barys = [], []
-    for side, ids in (("right", facemesh.RIGHT_IRIS), ("left", facemesh.LEFT_IRIS)):
+    for side, _ids in (("right", facemesh.RIGHT_IRIS), ("left", facemesh.LEFT_IRIS)):
         eye = eyes[side]
         c = eye["centre"]
         iris_v = neutral[np.unique(triangles[eye["iris_triangles"]])]

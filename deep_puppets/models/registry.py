@@ -64,7 +64,9 @@ def load_model(spec: dict, base_dir=".", where: str = "model", require_landmarks
             kw[key] = _resolve(kw[key], base_dir)
             if kw[key].suffix.lower() in PICKLE_SUFFIXES:
                 if not allow_pickle:
-                    raise InputError(kw[key], f"is a pickle file; loading pickle can run arbitrary code, so it is refused unless '{where}.allow_pickle' is true")
+                    raise InputError(
+                        kw[key], f"is a pickle file; loading pickle can run arbitrary code, so it is refused unless '{where}.allow_pickle' is true"
+                    )
                 raise InputError(kw[key], f"no loader for pickle files as '{where}.{key}' of a {kind} model")
     path = kw.pop("path")
 

@@ -154,7 +154,7 @@ def _fit_lighting(b, c, v_idx, n, w0, n_iter, robust, tol):
     mu = np.full(3, 1e-3)
     w = w0.copy()
     it = 0
-    for it in range(1, n_iter + 1):
+    for it in range(1, n_iter + 1):  # noqa: B007 -- `it`, the number of iterations run, is returned after the loop
         step = 0.0
         for k in range(3):
             L, ck = sh[:, k], c[:, k]
