@@ -1,13 +1,13 @@
-"""Reading and writing videos with PyAV (FFmpeg): probing, frame-exact segment reads, H.264 output.
+"""Reading videos with PyAV (FFmpeg): probing, frame-exact segment reads, frames turned upright.
 
-* :func:`probe` decodes the whole stream once and returns the *real* decoded frame count and each frame's
+* :func:`probe_video` decodes the whole stream once and returns the *real* decoded frame count and each frame's
   presentation time stamp, so later segment reads can seek straight to a frame. It compares that count with
   what the container declares (frame count or duration): a file that decodes fewer frames, or whose decoder
   fails part-way, looks truncated and is an error (or, with ``on_truncated="warn"``, a loud warning).
 * :func:`iter_frames` yields RGB ``uint8`` frames ``[start, stop)``, seeking to the nearest key frame before
   ``start`` when the probe's time stamps allow it.
 * Frames are turned upright as players show them: a display matrix (phone clips' rotation, flips) is applied
-  on read, by :func:`iter_frames` and in :func:`probe`'s width and height.
+  on read, by :func:`iter_frames` and in :func:`probe_video`'s width and height.
 
 Writing mp4 files is :mod:`deep_puppets.mp4_writer`.
 
@@ -37,7 +37,7 @@ TRUNCATION_TOLERANCE = 2  # frames: containers' declared counts are often off by
 
 @dataclass
 class VideoInfo:
-    """What :func:`probe` measured. ``n_frames`` is the number of frames that really decode."""
+    """What :func:`probe_video` measured. ``n_frames`` is the number of frames that really decode."""
 
     path: str
     n_frames: int
@@ -280,7 +280,7 @@ def probe_video(path, on_truncated: str = "error") -> VideoInfo:
 def iter_frames(path, start: int = 0, stop: int | None = None, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
     """Yield upright RGB uint8 frames with indices in ``[start, stop)`` (frame index = decode order).
 
-    With ``info`` from :func:`probe` (and monotonic time stamps) the read seeks to the key frame before
+    With ``info`` from :func:`probe_video` (and monotonic time stamps) the read seeks to the key frame before
     ``start`` instead of decoding from the beginning, which keeps per-segment jobs linear in segment length;
     ``stop`` is then at most the probed frame count (a truncated file accepted with a warning is read up to the
     frames that decode, never into its decoder error).

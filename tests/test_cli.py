@@ -74,6 +74,7 @@ def test_prepare_types_the_strings_snakemake_config_passes():
         dp_config.prepare(parse_config(["gan={seed: 3, iterations: ten}"]), REPO, source_dir=REPO / "nowhere")
 
 
+@pytest.mark.slow
 def test_snakemake_config_on_the_command_line(tmp_path):
     """The real command: a dry run with `--config 'gan={iterations: 10}'` plans the workflow."""
     (tmp_path / "config.yaml").write_text("videos: {}\n")
@@ -250,6 +251,7 @@ TINY_SETS = ["segments.length=24", "segments.overlap=6", "render.size=64", "gan.
              "gan.log_every=5", "gan.gen_depth=4", "gan.di_num_D=1"]
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_reenact_end_to_end_and_rerun_does_nothing(tmp_path):
     from deep_puppets.demo import make_demo_clip

@@ -73,6 +73,7 @@ def test_errors_are_one_line_and_name_the_key(cfg, match):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_snakemake_stops_before_any_job_with_the_key(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp_path), "-s", str(REPO / "Snakefile"),

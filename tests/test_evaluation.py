@@ -162,6 +162,7 @@ def _held_out_setup(run, track_file=None, cond_file=None):
     return res, track, G, s, split_frames(40, s.held_out_fraction)
 
 
+@pytest.mark.slow
 def test_every_method_equals_the_real_frame_outside_the_mask(tiny_full_run):
     """Held-out composites: the plate is the real frame t read from the video; every method's frame equals it
     bit for bit wherever the mask is 0, so whole-frame differences come only from inside the mask; alpha
@@ -201,6 +202,7 @@ def test_every_method_equals_the_real_frame_outside_the_mask(tiny_full_run):
         assert differ.any() and not (differ & ~inside).any(), c.frame
 
 
+@pytest.mark.slow
 def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_run, tmp_path, caplog):
     """Held-out frames without a detected face or without a face in the render are left out of every score
     (not only of the face region's), and the summary, log and plot title say how many and why."""

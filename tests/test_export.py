@@ -141,6 +141,7 @@ def check_parameters(csv, meta, model, p, q, camera, names) -> None:
 # ------------------------------------------------------------------------------------------- the tiny run
 
 
+@pytest.mark.slow
 def test_exports_of_the_tiny_run_round_trip(tiny_full_run):
     """`all` wrote every export of both videos and the pair; each glTF and parameter CSV reproduces its face."""
     from deep_puppets.tracks import read_track
@@ -165,6 +166,7 @@ def test_exports_of_the_tiny_run_round_trip(tiny_full_run):
     assert "no ARKit CSV" in log
 
 
+@pytest.mark.slow
 def test_mesh_sequence_on_request_and_a_damaged_track_is_one_line(tiny_full_run, tmp_path):
     """export.meshes: ply adds one PLY per frame (the glTF's posed mesh) and reruns nothing else; a corrupted
     track fails its exports with one line naming the file and the dataset, the other faces export."""
@@ -274,6 +276,7 @@ def test_ict_fit_exports_live_link_face_csv(ict_model_path, tmp_path):
     assert (ict.mean[:, 0] * d).sum() / d.sum() > 1.0
 
 
+@pytest.mark.slow
 def test_arkit_csv_is_refused_for_a_person_model_in_one_line(tiny_full_run):
     model = load_person_model(tiny_full_run / f"results/videos/{TARGET}/model.h5")
     anim = export.video_animation(tiny_full_run / f"results/videos/{TARGET}/track.h5", model)

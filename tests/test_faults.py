@@ -66,6 +66,7 @@ def _unlock(workdir, config) -> None:
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
 
 
+@pytest.mark.slow
 def test_training_killed_with_sigkill_resumes_from_its_checkpoint(tiny_full_run, tmp_path):
     work = copy_run(tiny_full_run, tmp_path / "run")
     gan_dir = work / "results" / "videos" / TARGET / "gan"
@@ -95,6 +96,7 @@ def test_training_killed_with_sigkill_resumes_from_its_checkpoint(tiny_full_run,
     assert planned_jobs(work, config, target) == []
 
 
+@pytest.mark.slow
 def test_rendering_killed_with_sigkill_reruns_and_finishes(tiny_full_run, tmp_path):
     work = copy_run(tiny_full_run, tmp_path / "run")
     out = work / "results" / "pairs" / PAIR / "conditioning.h5"
@@ -122,6 +124,7 @@ def _incomplete_markers(workdir) -> list[str]:
     return [base64.urlsafe_b64decode(p.name).decode() for p in folder.glob("*") if p.is_file() and p.name != "migration_underway"]
 
 
+@pytest.mark.slow
 def test_segment_job_killed_with_sigkill_reruns_and_leaves_valid_segments(tmp_path):
     """Jobs planned after the probe checkpoint: a kill leaves nothing under the final names, the next run
     reruns them, every segment file is complete and no incomplete marker is left on an existing output."""
@@ -188,6 +191,7 @@ def bad_input_run(tiny_full_run, tmp_path_factory):
     return work, r, set(gap)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BAD)
 def test_bad_video_file_fails_with_an_error_naming_it(bad_input_run, name):
     work, r, _ = bad_input_run
@@ -200,6 +204,7 @@ def test_bad_video_file_fails_with_an_error_naming_it(bad_input_run, name):
     assert not (work / "results" / "videos" / name / "probe.json").exists()
 
 
+@pytest.mark.slow
 def test_video_without_any_face_fails_with_an_error_naming_it(bad_input_run):
     work, r, _ = bad_input_run
     out = r.stdout + r.stderr
@@ -208,6 +213,7 @@ def test_video_without_any_face_fails_with_an_error_naming_it(bad_input_run):
     assert not (work / "results" / "videos" / "no_face" / "track.h5").exists()
 
 
+@pytest.mark.slow
 def test_frames_without_a_face_are_flagged_bridged_and_counted(bad_input_run):
     work, r, gap = bad_input_run
     res = work / "results" / "videos" / "gappy"
@@ -229,6 +235,7 @@ def test_frames_without_a_face_are_flagged_bridged_and_counted(bad_input_run):
 # ------------------------------------------------------------------------------------------------ config mistakes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change,key", [
     ({"pairs": [{"source": "ghost", "target": "demo_target"}]}, "'pairs[0].source': unknown video 'ghost'"),
     ({"pairs": [{"source": "demo_source", "target": "demo_target", "mode": "dance"}]}, "'pairs[0].mode'"),
@@ -246,6 +253,7 @@ def test_config_mistake_is_one_line_naming_the_key_before_any_job(tmp_path, chan
     assert not (tmp_path / "results").exists(), "a job started"
 
 
+@pytest.mark.slow
 def test_unwritable_results_folder_is_a_clear_error(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     config = merged(TINY_FULL, {"results": str(tmp_path / "a_file" / "results")})
@@ -309,6 +317,7 @@ def test_checkpoints_and_generators_load_with_weights_only(tmp_path):
             assert "weights_only=True" in call, (py, call)
 
 
+@pytest.mark.slow
 def test_config_paths_never_reach_a_shell(tmp_path):
     # no rule runs a shell or Python `run:` block; no code runs a shell
     for smk in [REPO / "Snakefile", *(REPO / "rules").glob("*.smk")]:
@@ -356,6 +365,7 @@ _WRITERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", sorted(_WRITERS))
 def test_disk_full_is_one_line_naming_the_output(full_disk, tmp_path, writer):
     out = full_disk / f"out.{writer}"
@@ -378,6 +388,7 @@ def test_disk_full_is_one_line_naming_the_output(full_disk, tmp_path, writer):
     assert re.fullmatch(rf"Error in rule job: no space left on device while writing {re.escape(str(out))} \(needs ~3 MB; 0\.\d MB free\)", lines[0]), lines[0]
 
 
+@pytest.mark.slow
 def test_figures_and_tables_on_a_full_disk_leave_no_file(full_disk):
     """The diagnostics and evaluation figures are written atomically: a failed write leaves nothing behind."""
     import pandas as pd

@@ -232,6 +232,7 @@ def _face_mask(points: np.ndarray, box, size: int) -> np.ndarray:
     return mask.astype(bool)
 
 
+@pytest.mark.slow
 def test_conditioning_and_real_crops_line_up(tiny_full_run):
     """The demo target's track render (head framing) and the real frames the GAN trains on (the flow file):
     same boxes, real crops made with them, and the rendered face silhouette where the real face is (the demo's
@@ -270,6 +271,7 @@ def test_conditioning_and_real_crops_line_up(tiny_full_run):
             assert np.array_equal(frames[t], crop_resize(video[t], boxes[t], frames.shape[1:3]))
 
 
+@pytest.mark.slow
 def test_pair_boxes_follow_the_transferred_head_in_the_workflow(tiny_full_run):
     """The pose+expression pair's conditioning boxes are those of the transferred fit: the rendered face sits in
     the middle of every crop, and the boxes differ from the target's own."""

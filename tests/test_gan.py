@@ -391,6 +391,7 @@ train(cond, slow, flow, TrainSettings(**{**TINY, "eval_frames": 0}), sys.argv[1]
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes(uninterrupted, data32, tmp_path):
     ref_dir, _, _ = uninterrupted
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

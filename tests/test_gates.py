@@ -3,7 +3,11 @@ the probe (frame count vs. what the model and the GAN need) and the landmark gat
 
 import re
 
+import pytest
+
 from .conftest import TINY_FULL, merged, run_workflow
+
+pytestmark = pytest.mark.slow  # every test here runs the workflow
 
 
 def test_too_few_faces_stop_at_the_gate_before_any_model_or_fit(tmp_path):

@@ -141,6 +141,7 @@ def _readers():
     ]
 
 
+@pytest.mark.slow
 def test_every_intermediate_with_damaged_data_fails_naming_file_and_dataset(tiny_full_run, tmp_path):
     """800 random bytes inside one dataset of each kind of intermediate of a real (tiny) run: its consumer
     raises one InputError naming the file and the dataset; the undamaged copy reads fine."""
@@ -162,6 +163,7 @@ def test_every_intermediate_with_damaged_data_fails_naming_file_and_dataset(tiny
         assert not merged.exists()
 
 
+@pytest.mark.slow
 def test_workflow_stops_on_corrupted_intermediates(tiny_full_run, tmp_path):
     """The issue's reproduction: 800 random bytes inside `q` of a track.h5 (header intact) used to exit 0 with
     q ≈ 1e307 and faceless renders. Now every consumer of the damaged track fails with one line naming it; and
@@ -197,6 +199,7 @@ def _set(name, index, value):
     return change
 
 
+@pytest.mark.slow
 def test_implausible_values_are_refused_naming_file_and_dataset(tiny_full_run, tmp_path):
     """Non-finite or absurd parameters written with valid checksums (a faulty run, or a file from elsewhere)."""
     from deep_puppets.models.person import PERSON_MODEL
@@ -242,6 +245,7 @@ def test_json_outputs_are_strict(tmp_path):
     assert data == {"a": None, "b": None, "c": [1.5, None, 3], "d": {"e": [None, 2.0]}, "f": True}
 
 
+@pytest.mark.slow
 def test_hdf5_datasets_carry_checksums(tiny_full_run):
     """Every non-empty dataset of every intermediate of the run has Fletcher-32, except the deflated
     conditioning images (zlib's Adler-32)."""

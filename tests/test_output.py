@@ -257,6 +257,7 @@ def run(clips, tmp_path, mode, source=None, settings=DEFAULT_SETTINGS):
     return out, side
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["expression", "pose+expression"])
 def test_output_has_the_targets_size_and_rate_the_sources_length_and_audio(clips, tmp_path, mode):
     """(a) + (b): a 96x160 target at 25 fps, a 20-frame source at 20 fps with AAC audio: 25 frames of 96x160 at

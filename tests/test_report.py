@@ -245,6 +245,7 @@ def demo_report(tiny_full_run, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_every_video_of_the_demo_report_plays_in_chromium(browser, demo_report, tmp_path):
     results = demo_report / "results"
     folder = results / "report"
@@ -304,6 +305,7 @@ def open_item_in_snakemake_report(page, report_uri: str, key: str):
     return frame
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_snakemake_report_plays_every_video_in_its_viewer(browser, demo_report, tmp_path):
     """Snakemake's report (``snakemake --report``) lists every video as an HTML page (no mp4 left as a download

@@ -12,6 +12,8 @@ import torch
 
 from .conftest import TINY_FULL, copy_run, merged, planned_jobs, run_workflow
 
+pytestmark = pytest.mark.slow  # every test here runs the workflow
+
 UPSTREAM_OF_FITS = {"demo_clip", "probe", "landmarks", "landmarks_summary", "person_model"}
 REPORTS = {"overlay_page", "evaluation_pages", "reenactment_pages", "report_page"}  # rules/report.smk
 FITS_AND_DOWNSTREAM = {"fit_identity", "fit_segment", "track", "texture", "diagnostics", "transfer", "render_track",

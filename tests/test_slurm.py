@@ -26,6 +26,8 @@ import pytest
 
 from .conftest import REPO, TINY_FULL, workflow_cmd
 
+pytestmark = pytest.mark.slow  # every test here runs the workflow
+
 START = REPO / "scripts" / "slurm" / "start.sh"
 STOP = REPO / "scripts" / "slurm" / "stop.sh"
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")

@@ -10,6 +10,8 @@ from deep_puppets import h5io
 
 from .conftest import REPO, TINY_FULL, copy_run, merged, run_workflow
 
+pytestmark = pytest.mark.slow  # every test here runs the workflow
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 PAIR = "demo_source__demo_target__pose"
 
