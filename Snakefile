@@ -57,36 +57,22 @@ localrules:
 rule all:
     default_target: True
     input:
-        landmark_summaries=expand(
-            f"{RESULTS}/videos/{{video}}/landmarks/summary.json", video=VIDEOS
-        ),
+        landmark_summaries=expand(f"{RESULTS}/videos/{{video}}/landmarks/summary.json", video=VIDEOS),
         tracks=expand(f"{RESULTS}/videos/{{video}}/track.h5", video=VIDEOS),
-        diagnostics=expand(
-            f"{RESULTS}/videos/{{video}}/diagnostics/tracking.json", video=VIDEOS
-        ),
-        target_renders=expand(
-            f"{RESULTS}/videos/{{video}}/conditioning.h5", video=TARGETS
-        ),
+        diagnostics=expand(f"{RESULTS}/videos/{{video}}/diagnostics/tracking.json", video=VIDEOS),
+        target_renders=expand(f"{RESULTS}/videos/{{video}}/conditioning.h5", video=TARGETS),
         pair_renders=expand(f"{RESULTS}/pairs/{{pair}}/conditioning.h5", pair=PAIRS),
         # Requested itself: a training killed after its new settings were written leaves no generator, and
         # without this the finished videos of the old one would count as up to date (Snakemake rebuilds a
         # missing intermediate file only for a job that runs anyway).
         generators=expand(f"{RESULTS}/videos/{{video}}/gan/generator.pt", video=TARGETS),
         reenactments=expand(f"{RESULTS}/pairs/{{pair}}/reenactment.mp4", pair=PAIRS),
-        evaluations=expand(
-            f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS
-        ),
+        evaluations=expand(f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS),
         exports=export_targets(),
         report=f"{RESULTS}/report",
-        overlay_pages=expand(
-            f"{RESULTS}/videos/{{video}}/diagnostics/overlay.html", video=VIDEOS
-        ),
-        evaluation_pages=expand(
-            f"{RESULTS}/videos/{{video}}/evaluation/side_by_side.html", video=TARGETS
-        ),
-        reenactment_pages=expand(
-            f"{RESULTS}/pairs/{{pair}}/reenactment.html", pair=PAIRS
-        ),
+        overlay_pages=expand(f"{RESULTS}/videos/{{video}}/diagnostics/overlay.html", video=VIDEOS),
+        evaluation_pages=expand(f"{RESULTS}/videos/{{video}}/evaluation/side_by_side.html", video=TARGETS),
+        reenactment_pages=expand(f"{RESULTS}/pairs/{{pair}}/reenactment.html", pair=PAIRS),
 
 
 # Every export of every configured video and pair (rules/export.smk); `deep-puppets export DIR` runs it.

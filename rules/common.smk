@@ -72,10 +72,7 @@ def segment_plan(wildcards):
 
 
 def landmark_segment_files(wildcards):
-    return [
-        f"{RESULTS}/videos/{wildcards.video}/landmarks/seg{s.index:03d}.h5"
-        for s in segment_plan(wildcards)
-    ]
+    return [f"{RESULTS}/videos/{wildcards.video}/landmarks/seg{s.index:03d}.h5" for s in segment_plan(wildcards)]
 
 
 def model_path(video):
@@ -90,10 +87,7 @@ def model_file(wildcards):
 
 
 def fit_segment_files(wildcards):
-    return [
-        f"{RESULTS}/videos/{wildcards.video}/fit/seg{s.index:03d}.h5"
-        for s in segment_plan(wildcards)
-    ]
+    return [f"{RESULTS}/videos/{wildcards.video}/fit/seg{s.index:03d}.h5" for s in segment_plan(wildcards)]
 
 
 def pair_model_file(role):
@@ -145,9 +139,4 @@ def export_targets():
         files.append("arkit.csv")
     if config["export"]["meshes"] != "none":
         files.append(config["export"]["meshes"])
-    return [
-        f"{RESULTS}/export/{kind}/{name}/{f}"
-        for kind, group in names.items()
-        for name in group
-        for f in files
-    ]
+    return [f"{RESULTS}/export/{kind}/{name}/{f}" for kind, group in names.items() for name in group for f in files]

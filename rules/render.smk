@@ -41,9 +41,7 @@ rule render_pair:
         texture=pair_file("target", "texture.h5"),
     output:
         h5=f"{RESULTS}/pairs/{{pair}}/conditioning.h5",
-        previews=expand(
-            f"{RESULTS}/pairs/{{{{pair}}}}/conditioning_{{stream}}.mp4", stream=STREAMS
-        ),
+        previews=expand(f"{RESULTS}/pairs/{{{{pair}}}}/conditioning_{{stream}}.mp4", stream=STREAMS),
     log:
         f"{LOGS}/render_pair/{{pair}}.log",
     benchmark:
