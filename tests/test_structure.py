@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "deep_puppets"
 MAX_LINES = 520  # "about 500"
@@ -160,8 +158,7 @@ def test_every_module_says_its_concern():
 
 def test_ruff_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff not installed (requirements.txt pins it; bash setup.sh installs it)")
+    assert ruff, "ruff is not installed: requirements.txt pins it and bash setup.sh installs it"
     r = subprocess.run([ruff, "check", "--no-cache", "deep_puppets", "workflow_scripts", "tests", "benchmarks", "scripts"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
