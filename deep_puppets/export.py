@@ -33,7 +33,7 @@ one to one except ``browInnerUp_L/_R`` and ``cheekPuff_L/_R`` (averaged into ARK
 ``CheekPuff``); ARKit's ``TongueOut`` has no ICT shape (0). Head yaw/pitch/roll in radians (the convention
 above), eye yaw/pitch from the model's ``gazeYaw``/``gazePitch`` components (radians), eye roll 0.
 
-One module although near 500 lines: every format writes the same :class:`FaceAnimation` in the same world frame
+Why one module: every format writes the same :class:`FaceAnimation` in the same world frame
 and angle convention, which a split per format would scatter.
 """
 

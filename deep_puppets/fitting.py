@@ -41,6 +41,9 @@ basis, corrected only for the landmarks the robust weights push below one.
 Beside it: :mod:`~deep_puppets.fit_types` (settings, result), :mod:`~deep_puppets.landmark_basis` (the model at
 the landmarks), :mod:`~deep_puppets.camera_init` (the start), :mod:`~deep_puppets.blocksolve` (the linear
 algebra), :mod:`~deep_puppets.fit_files` (the files).
+
+Why one module: the energy, its Jacobian blocks and the Levenberg–Marquardt loop share the problem's private
+parameter layout (:class:`_Problem`); a fifth of the lines are this documentation of the method.
 """
 
 from __future__ import annotations

@@ -85,6 +85,9 @@ Expression
 Stats (attribute ``stats``): the fraction of clamped coefficients, and for the displacement path the relative
 part of the source's displacement the target basis cannot represent (median and 95th percentile over frames
 that move), a measure of how far the source leaves the target's expression range.
+
+Why one module: pose and expression are transferred from the same references and settings, in one pass per
+pair; a sixth of the lines are this description of the method (the file itself: :mod:`~deep_puppets.transfer_files`).
 """
 
 from __future__ import annotations
