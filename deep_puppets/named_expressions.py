@@ -270,7 +270,7 @@ def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q
     c[~valid_s] = 0.0
     t_lo, t_hi = (s_tgt[valid_t].min(axis=0), s_tgt[valid_t].max(axis=0)) if valid_t.any() else (rest_t, rest_t)
     out_of_range = ((desired < t_lo - RANGE_TOLERANCE) | (desired > t_hi + RANGE_TOLERANCE)) & valid_s[:, None]
-    moved = np.abs(c * diag) > 0.002  # frames whose signal the blendshape changed by > 0.2% of the face size
+    moved = np.abs(c * diag) > RANGE_TOLERANCE  # frames whose signal the blendshape changed by more than the tolerance
     stats = {
         "scaling": scaling,
         "out_of_range_fraction": dict(zip(NAMED_EXPRESSIONS, np.round(out_of_range.mean(axis=0), 4).tolist())),
