@@ -1,5 +1,6 @@
 # Shared set-up: config validation (before any job starts), paths, wildcard constraints, input functions.
 import sys
+from types import SimpleNamespace
 
 sys.path.insert(0, workflow.basedir)
 
@@ -104,6 +105,15 @@ def pair_file(role, name):
 
     def f(wildcards):
         return f"{RESULTS}/videos/{PAIRS[wildcards.pair][role]}/{name}"
+
+    return f
+
+
+def pair_landmark_files(role):
+    """Input function: the landmark segment files of a pair's source or target video."""
+
+    def f(wildcards):
+        return landmark_segment_files(SimpleNamespace(video=PAIRS[wildcards.pair][role]))
 
     return f
 

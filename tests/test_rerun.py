@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow  # every test here runs the workflow
 UPSTREAM_OF_FITS = {"demo_clip", "probe", "landmarks", "landmarks_summary", "person_model"}
 REPORTS = {"overlay_page", "evaluation_pages", "reenactment_pages", "report_page"}  # rules/report.smk
 FITS_AND_DOWNSTREAM = {"fit_identity", "fit_segment", "track", "texture", "diagnostics", "transfer", "render_track",
-                       "render_pair", "gan_flow", "gan_train", "gan_synthesize", "evaluate", "export_face"} | REPORTS
+                       "render_pair", "gan_flow", "gan_train", "gan_synthesize", "evaluate", "export_face",
+                       "expression_fidelity"} | REPORTS
 
 
 @pytest.fixture
