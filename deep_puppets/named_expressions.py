@@ -24,8 +24,9 @@ them fading out; gaze translates the 5 iris points of both eyes. All but the eye
 coefficient of 1 changes its signal by 1 (one face size).
 
 Transfer (:func:`named_transfer`): desired target signal = the target's rest value + the source's change from
-its rest (``scaling='size'``: the change in face sizes; ``'range'``: scaled by the ratio of the actors' observed
-5–95% ranges), minus what the projected expression already shows, closed by the named coefficients (projected
+its rest (``scaling='size'``: the change in face sizes; ``'relative'``: the same, but the eyes' change scaled by
+the ratio of the actors' rest apertures, so the eye closes by the same fraction; ``'range'``: scaled by the ratio
+of the actors' observed 5–95% ranges), minus what the projected expression already shows, closed by the named coefficients (projected
 Gauss–Seidel on the K×K signal response, per frame), bounded to physical limits: the lids never cross (each pair's
 gap ≥ 0) nor open past 1.5× the neutral eye, the inner lips never cross, the mouth width stays within −40%/+60% of
 the neutral, brows within ±0.15 face size of the neutral, irises within the eye. ``out_of_range`` flags the
@@ -36,19 +37,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .camera import project
+from .expression_signals import INNER_LIP_PAIRS, MOUTH_CORNERS  # the middle of the inner lips (upper, lower); corners
 from .models.base import MorphableModel
 from .models.facemesh import LEFT_EYEBROW, LEFT_IRIS, LIPS, N_MESH_VERTICES, RIGHT_EYEBROW, RIGHT_IRIS
 
 NAMED_EXPRESSIONS = ("eye_left", "eye_right", "mouth_open", "mouth_width", "brow_left", "brow_right", "gaze_x", "gaze_y")
-NAMED_SCALINGS = ("size", "range")
+NAMED_SCALINGS = ("relative", "size", "range")
 # (upper, lower) eyelid contour pairs, from the outer corner inwards; corners (outer, inner) per eye
 LID_PAIRS = {
     "right": ((246, 7), (161, 163), (160, 144), (159, 145), (158, 153), (157, 154), (173, 155)),
     "left": ((466, 249), (388, 390), (387, 373), (386, 374), (385, 380), (384, 381), (398, 382)),
 }
 EYE_CORNERS = {"right": (33, 133), "left": (263, 362)}
-INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317))  # the middle of the inner lips
-MOUTH_CORNERS = (61, 291)
 INNER_MOUTH_CORNERS = (78, 308)
 BROW_POINTS = {"left": LEFT_EYEBROW, "right": RIGHT_EYEBROW}
 IRISES = {"right": RIGHT_IRIS, "left": LEFT_IRIS}
@@ -224,7 +225,7 @@ def _observed_range(s: np.ndarray, use: np.ndarray) -> np.ndarray:
     return np.percentile(s[use], 95, axis=0) - np.percentile(s[use], 5, axis=0) if use.any() else np.zeros(s.shape[1])
 
 
-def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q_t, qt_ref, valid_t, q_out, scaling: str = "size"):
+def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q_t, qt_ref, valid_t, q_out, scaling: str = "relative"):
     """(coefficients (T, K), out_of_range (T, K) bool, stats dict) of the named blendshapes that make the
     target (identity ``p_t``, expressions ``q_out`` (T, K_t)) show the source's named signal changes
     (``q_s`` (T, K_s) about ``qs_ref``) about the target's rest (``qt_ref``); the target's own track ``q_t``
@@ -238,7 +239,9 @@ def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q
     rest_s = actor_signals(source_model, p_s, qs_ref[None])[0][0]
     rest_t = actor_signals(target_model, p_t, qt_ref[None])[0][0]
     change = s_src - rest_s
-    if scaling == "range":
+    if scaling == "relative":  # the eyes close by the same fraction of their rest aperture
+        change[:, :2] *= np.where(rest_s[:2] > 1e-6, rest_t[:2] / np.maximum(rest_s[:2], 1e-6), 1.0)
+    elif scaling == "range":
         rs, rt = _observed_range(s_src, valid_s), _observed_range(s_tgt, valid_t)
         change = change * np.where(rs > 1e-9, rt / np.maximum(rs, 1e-9), 0.0)
     desired = rest_t + change
@@ -277,6 +280,14 @@ def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q
         "synthesised_fraction": dict(zip(NAMED_EXPRESSIONS, np.round(moved[valid_s].mean(axis=0), 4).tolist() if valid_s.any() else [0.0] * 8)),
     }
     return c, out_of_range, stats
+
+
+def named_landmarks(model: MorphableModel, p, q: np.ndarray, camera: np.ndarray, coefficients: np.ndarray | None) -> np.ndarray:
+    """Image positions (T, 478, 3) of the detector landmarks of a transfer's mesh (expressions ``q`` plus the named
+    ``coefficients``, either may be all zero) under ``camera`` (T, 7): what the pair render draws."""
+    v = model.shape(p, np.asarray(q, float))
+    offsets = None if coefficients is None else named_offsets(model, p, coefficients)
+    return model.landmark_points(project(v if offsets is None else v + offsets, np.asarray(camera, float)))
 
 
 def named_offsets(model: MorphableModel, p, coefficients: np.ndarray) -> np.ndarray | None:

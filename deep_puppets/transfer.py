@@ -131,7 +131,7 @@ class TransferSettings:
     rotation_reference: str = "median"  # median (geodesic L1) | mean (chordal L2)
     scale_motion: bool = True  # the source's relative scale changes (approach/retreat) reach the target
     named_expressions: bool = True  # synthesise named signals (blinks, jaw, brows, gaze) the target's basis lacks
-    named_scaling: str = "size"  # size: the source's change in face sizes | range: scaled by the actors' ranges
+    named_scaling: str = "relative"  # relative: face sizes, eyes by their rest apertures | size: face sizes | range: by the actors' ranges
 
     def __post_init__(self):
         if not self.ridge >= 0:
