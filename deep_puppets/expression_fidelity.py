@@ -55,11 +55,14 @@ def amplitude_ratio(reference, measured, valid=None) -> float:
 
 
 def signal_scores(reference: dict, measured: dict, valid=None, names=SIGNALS) -> dict:
-    """Per signal name: ``{"r", "a", "n"}`` of ``measured`` against ``reference`` (dicts of (T,) arrays)."""
+    """Per signal name: ``{"r", "a", "n", "source_range"}`` of ``measured`` against ``reference`` (dicts of (T,) arrays);
+    ``source_range`` (the reference's 5–95 % range) tells whether there was movement to measure: r and a of a
+    signal that barely moves in the source (a closed mouth, a still head) are noise."""
     out = {}
     for k in names:
         ok = _both(reference[k], measured[k], valid)
-        out[k] = {"r": pearson(reference[k], measured[k], ok), "a": amplitude_ratio(reference[k], measured[k], ok), "n": int(ok.sum())}
+        out[k] = {"r": pearson(reference[k], measured[k], ok), "a": amplitude_ratio(reference[k], measured[k], ok), "n": int(ok.sum()),
+                  "source_range": signal_range(np.asarray(reference[k], float)[ok])}  # fmt: skip
     return out
 
 

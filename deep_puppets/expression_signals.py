@@ -3,9 +3,10 @@
 :func:`expression_signals` turns landmark positions (T, 478, 2 or 3) into per-frame scalar signals
 (:data:`SIGNALS`) that mean the same thing on anyone's face: detected landmarks of a video, or the landmark
 vertices of a fitted or transferred mesh projected to the image. Everything is measured in 2D (x, y only; a z
-column is ignored) in a *face frame* that removes the image roll: origin at the midpoint of the two eye centres
-(each eye's centre = midpoint of its two corners), ``x̂`` along the eye line from the subject's right eye to
-the subject's left eye (image right for a frontal face), ``ŷ`` perpendicular, pointing *down* the face.
+column is ignored). The expression signals use an *eye frame* that removes the image roll: ``x̂`` along the
+eye line from the subject's right eye centre to the left one (each eye's centre = midpoint of its two corners;
+image right for a frontal face), ``ŷ`` perpendicular, pointing *down* the face; the head proxies a head frame
+(below).
 
 Coordinates: ``y_down=True`` (default) for image points (pixels or normalised, x right, y down: the detector's
 convention and :func:`deep_puppets.camera.project`'s); ``y_down=False`` for model-space points (x toward the
@@ -25,16 +26,18 @@ Signals (lengths divided by the inter-ocular distance IOD = distance between the
   pouted lips get thicker and narrower, so it rises. A smile (wider, thinner lips) lowers it.
 - ``brow_left/right``: eye centre minus the mean of that brow's ten points, along ``-ŷ`` / IOD (higher brow,
   larger value). Eye corners move little with blinks, so a blink does not move it.
-- ``yaw``: nose tip (1) minus the eye-centre midpoint along ``x̂`` / IOD. Grows as the nose turns toward image
-  right (the subject turning to their left; +yaw of :func:`deep_puppets.camera.yaw_pitch_roll_matrix` in model
-  space). ~sin(yaw) · nose depth / IOD: monotonic, not degrees.
-- ``pitch``: nose tip minus the eye-centre midpoint along ``-ŷ`` / IOD, i.e. minus how far the nose tip sits
-  below the eyes; grows when the face turns up (chin up). Pitch does not change the IOD in an orthographic
-  view (rotation about the eye line), hence that normaliser. Its rest value is negative (nose below the eyes)
-  and differs between people (nose length): compare changes, not values. A positive model-space pitch
-  (``Rx``, which turns the nose down) lowers it.
-- ``roll``: angle of the eye line in degrees, ``atan2`` of ``x̂`` in the input frame with y down (clockwise on
-  screen is positive); for ``y_down=False`` the y axis is flipped first so the sign is the same on screen.
+- head-angle proxies, in a *head frame* from the two ear roots (234, 454: the face-oval points at eye level,
+  far behind the face and moved by no expression): ``roll`` = angle of the ear line in degrees, ``atan2`` of its
+  direction in the input frame with y down (clockwise on screen is positive; for ``y_down=False`` the y axis is
+  flipped first so the sign is the same on screen). ``yaw``: the nose bridge (6) minus the ear roots' midpoint
+  along the ear line / IOD, growing as the nose turns toward image right (the subject turning to their left; +yaw
+  of :func:`deep_puppets.camera.yaw_pitch_roll_matrix` in model space); ``pitch``: the same offset along the
+  ear line's upward normal / IOD, growing when the face turns up (a positive model-space pitch ``Rx`` turns the
+  nose down and lowers it). ~sin(angle) · depth / IOD: monotonic, not degrees; the rest values differ between
+  people (face depth): compare changes. Pitch and roll do not change the IOD (rotation in the image plane, or
+  about the eye line, in an orthographic view). Anchoring on the eye corners instead (they move with squints,
+  smiles and gaze) made the proxies follow expressions: on clips with a nearly still head (LivePortrait d0,
+  d13, M030) their correlation with the fitted head angles fell to −0.4…0.65, against 0.7…0.97 with the ears.
 
 Being 2D, the expression signals are not fully pose-free: a ±20° yaw or pitch changes the apertures and the
 mouth opening by up to ~20 % of their rest values and the brows (1 cm in front of the eye corners) by ~±15 %.
@@ -78,7 +81,8 @@ INNER_LIP_PAIRS = ((82, 87), (13, 14), (312, 317))  # (upper, lower)
 OUTER_LIP_MID = (0, 17)  # (upper, lower) outer lip centre
 INNER_LIP_MID = (13, 14)
 MOUTH_CORNERS = (61, 291)  # subject's right, left
-NOSE_TIP = 1
+NOSE_BRIDGE = 6  # on the bridge between the eyes: rigid, well in front of the ear roots
+EAR_ROOTS = (234, 454)  # subject's right, left: face-oval points at eye level
 BLINK_FRACTION = 0.5  # a blink: aperture below this fraction of its median ...
 BLINK_MIN_FRAMES = 2  # ... for at least this many consecutive frames
 
@@ -113,7 +117,6 @@ def expression_signals(points, valid=None, y_down: bool = True) -> dict[str, np.
     iod_safe = np.where(iod > 0, iod, np.nan)
     ex = axis / iod_safe[:, None]
     ey = np.stack([-ex[:, 1], ex[:, 0]], -1)  # x̂ turned 90° on screen: down the face (y down)
-    mid = 0.5 * (eye_l + eye_r)
 
     def down(a, b):  # b − a along ŷ
         return _dot(p(b) - p(a), ey)
@@ -135,10 +138,13 @@ def expression_signals(points, valid=None, y_down: bool = True) -> dict[str, np.
     out["pucker"] = (down(*OUTER_LIP_MID) - down(*INNER_LIP_MID)) / mw
     out["brow_left"] = -_dot(xy[:, LEFT_EYEBROW].mean(axis=1) - eye_l, ey) / iod_safe
     out["brow_right"] = -_dot(xy[:, RIGHT_EYEBROW].mean(axis=1) - eye_r, ey) / iod_safe
-    nose = p(NOSE_TIP) - mid
-    out["yaw"] = _dot(nose, ex) / iod_safe
-    out["pitch"] = -_dot(nose, ey) / iod_safe
-    out["roll"] = np.degrees(np.arctan2(ex[:, 1], ex[:, 0]))
+    ear_axis = p(EAR_ROOTS[1]) - p(EAR_ROOTS[0])
+    hx = ear_axis / np.where((n := np.linalg.norm(ear_axis, axis=-1)) > 0, n, np.nan)[:, None]
+    hy = np.stack([-hx[:, 1], hx[:, 0]], -1)
+    nose = p(NOSE_BRIDGE) - 0.5 * (p(EAR_ROOTS[0]) + p(EAR_ROOTS[1]))
+    out["yaw"] = _dot(nose, hx) / iod_safe
+    out["pitch"] = -_dot(nose, hy) / iod_safe
+    out["roll"] = np.degrees(np.arctan2(hx[:, 1], hx[:, 0]))
     for k in out:
         out[k] = np.where(ok, out[k], np.nan)
     return {k: out[k] for k in SIGNALS}

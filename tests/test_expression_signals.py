@@ -58,6 +58,11 @@ def _pucker(v):
     return v
 
 
+def _squint_points():
+    lower = {lo for _, lo in LEFT_LID_PAIRS + RIGHT_LID_PAIRS}
+    return sorted(lower | set(LEFT_EYE_CORNERS + RIGHT_EYE_CORNERS))
+
+
 EDITS = {  # edit -> the signals it must move
     "close left lids": (lambda v: _close_lids(v, LEFT_LID_PAIRS), {"eye_aperture_left"}),
     "close right lids": (lambda v: _close_lids(v, RIGHT_LID_PAIRS), {"eye_aperture_right"}),
@@ -68,6 +73,9 @@ EDITS = {  # edit -> the signals it must move
     "raise right brow": (lambda v: _edit(v, facemesh.RIGHT_EYEBROW, [0, 0.6, 0]), {"brow_right"}),
     "widen mouth": (lambda v: _edit(_edit(v, [61], [-0.5, 0, 0]), [291], [0.5, 0, 0]), {"mouth_width", "pucker"}),
     "pucker": (_pucker, {"pucker", "mouth_width"}),
+    # a squint / cheek raise lifts the eye corners and lower lids: the head proxies, anchored on the ear roots and
+    # the nose bridge, must not read it as a head turn (eye-corner anchors did: pitch moved by 0.05)
+    "squint": (lambda v: _edit(v, _squint_points(), [0, 0.3, 0]), {"eye_aperture_left", "eye_aperture_right", "gaze_y", "brow_left", "brow_right"}),
 }
 
 

@@ -53,7 +53,8 @@ def expression_fidelity(*, model_cfg: dict, landmark_files, source_track, source
     ceiling = expression_signals(projected_landmarks(source_model, track))
     ceiling_valid = np.asarray(track.valid, bool) & seq["valid"]
 
-    target_model = load_video_model(model_cfg, target_model_file)
+    same_file = str(target_model_file) == str(source_model_file)  # a model file shared by all videos (ICT): load it once
+    target_model = source_model if same_file else load_video_model(model_cfg, target_model_file)
     result, attrs = read_transfer(transfer_file)
     if result.target_model_hash != target_model.content_hash():
         raise InputError(transfer_file, f"made for another target model ({result.target_model_hash[:12]}), not {target_model.name!r}")
