@@ -26,10 +26,8 @@ Each actor has a reference taken from its own track (valid frames only):
 * expression (:func:`reference_expression`), per coefficient, ``expression_reference='auto'``:
   ``rest`` for person models: the median q over the actor's *rest frames* (:func:`rest_frames`: mouth
   opening, the inner lips' gap, within the lowest ``rest_quantile`` (20%) of its frames, and eyes at least
-  as open as the median of those, so no blink). A person model's q = 0 is the video's *typical* face, which
-  for someone talking has the lips apart (LivePortrait__d6: 1.3 model units open, against 0.09 at its 5th
-  percentile); with that ``zero`` reference a closed-mouth source kept the target's mouth open in every
-  frame; with ``rest`` the target's mouth opening falls from 1.19 to 0.37 (median over d3 → d6);
+  as open as the median of those, so no blink); a person model's q = 0 is the video's *typical* face, lips
+  apart for a talker (``zero`` kept the target's mouth open in every frame);
   a low ``percentile`` (10th) for one-sided activations (ICT's ARKit blendshapes, ≥ 0 in [0, 1]: the 10th
   percentile is the actor's resting level, robust to a few fitting undershoots); the ``median`` for signed
   coefficients (ICT gaze: where the actor usually looks; BFM's PCA expressions).
@@ -82,12 +80,16 @@ Expression
   in its own valid frames, widened by ``clamp_margin · exp_std`` on each side (``None``: no clamp). The
   report saw flicker where the target had to show expressions it never made.
 
-Stats (attribute ``stats``): the fraction of clamped coefficients, and for the displacement path the relative
-part of the source's displacement the target basis cannot represent (median and 95th percentile over frames
-that move), a measure of how far the source leaves the target's expression range.
+Named expressions (``named_expressions``, displacement path only; :mod:`deep_puppets.named_expressions`): after
+the clamp, geometric blendshapes synthesised on the target's neutral mesh (eyelids, jaw, mouth width, brows, gaze)
+close the gap between the named signals ``q_out`` shows and the target's rest plus the source's change (a blink
+the target's basis cannot show still arrives): ``named`` (T, K) and ``out_of_range`` (T, K); zero for a shared basis.
+
+Stats (``stats``): clamped fraction; displacement path: the part of the source's displacement the target basis
+cannot represent (median, 95th percentile over moving frames), and per named signal the synthesised fraction.
 
 Why one module: pose and expression are transferred from the same references and settings, in one pass per
-pair; a sixth of the lines are this description of the method (the file itself: :mod:`~deep_puppets.transfer_files`).
+pair; a sixth of the lines describe the method (the file: :mod:`~deep_puppets.transfer_files`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ from .fit_types import FitResult
 from .models.base import MorphableModel
 from .models.facemesh import N_MESH_VERTICES
 from .models.ict import GAZE_NAMES
+from .named_expressions import NAMED_EXPRESSIONS, NAMED_SCALINGS, named_transfer, supports_named
 
 EXPRESSION_REFERENCES = ("auto", "rest", "zero", "median", "percentile")
 ROTATION_REFERENCES = ("median", "mean")
@@ -130,6 +133,8 @@ class TransferSettings:
     rest_quantile: float = 0.2  # 'rest': among the actor's frames with the lowest mouth opening (this fraction)
     rotation_reference: str = "median"  # median (geodesic L1) | mean (chordal L2)
     scale_motion: bool = True  # the source's relative scale changes (approach/retreat) reach the target
+    named_expressions: bool = True  # synthesise named signals (blinks, jaw, brows, gaze) the target's basis lacks
+    named_scaling: str = "relative"  # relative: face sizes, eyes by their rest apertures | size: face sizes | range: by the actors' ranges
 
     def __post_init__(self):
         if not self.ridge >= 0:
@@ -146,6 +151,8 @@ class TransferSettings:
             raise ConfigError(f"transfer.rotation_reference must be one of {list(ROTATION_REFERENCES)}, got {self.rotation_reference!r}")
         if not isinstance(self.scale_motion, bool):
             raise ConfigError(f"transfer.scale_motion must be true or false, got {self.scale_motion!r}")
+        if not isinstance(self.named_expressions, bool) or self.named_scaling not in NAMED_SCALINGS:
+            raise ConfigError(f"transfer.named_expressions must be true or false and named_scaling one of {list(NAMED_SCALINGS)}")
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> TransferSettings:
@@ -195,8 +202,7 @@ def reference_pose(camera: np.ndarray, valid: np.ndarray, rotation: str = "media
 
 
 def expression_reference_kinds(model: MorphableModel, kind: str = "auto") -> tuple[str, ...]:
-    """Per expression coefficient: 'rest', 'zero', 'median' or 'percentile' (``kind='auto'``: see the
-    module docstring)."""
+    """Per expression coefficient: 'rest', 'zero', 'median' or 'percentile' (``'auto'``: module docstring)."""
     if kind != "auto":
         return (kind,) * model.n_exp
     provider = model.extra.get("provider")
@@ -222,8 +228,7 @@ def face_openings(model: MorphableModel, p: np.ndarray, q: np.ndarray) -> tuple[
 
 
 def rest_frames(mouth: np.ndarray, eyes: np.ndarray, use: np.ndarray, quantile: float = 0.2) -> np.ndarray:
-    """(T,) bool: the actor's rest frames among ``use``: mouth opening at most its ``quantile`` (lips
-    together) and eyes at least half-way open (eye opening ≥ its median among those, no blink)."""
+    """(T,) bool: rest frames among ``use``: mouth opening ≤ its ``quantile``, eyes ≥ their median there (no blink)."""
     use = np.asarray(use, bool) & np.isfinite(mouth) & np.isfinite(eyes)
     if not use.any():
         return use
@@ -410,6 +415,8 @@ class TransferResult:
     target_model_hash: str
     settings: TransferSettings = field(default_factory=TransferSettings)
     stats: dict = field(default_factory=dict)
+    named: np.ndarray | None = None  # (T, K_named) named blendshape coefficients (NAMED_EXPRESSIONS); None = zeros
+    out_of_range: np.ndarray | None = None  # (T, K_named) bool: desired signal outside the target's own range
 
     @property
     def n_frames(self) -> int:
@@ -479,6 +486,10 @@ def transfer_motion(
     q_free = transfer_expressions(source.q, qs_ref, qt_ref, M)
     q = q_free if bounds is None else np.clip(q_free, bounds[0], bounds[1])
     stats["clamped_fraction"] = float(np.mean(q != q_free)) if q.size else 0.0
+    named, out_of_range = np.zeros((T, len(NAMED_EXPRESSIONS))), np.zeros((T, len(NAMED_EXPRESSIONS)), bool)
+    if settings.named_expressions and not shared and supports_named(source_model) and supports_named(target_model):
+        named, out_of_range, stats["named"] = named_transfer(source_model, target_model, source.p, source.q, qs_ref, source.valid,
+                                                             target.p, target.q, qt_ref, target.valid, q, settings.named_scaling)  # fmt: skip
 
     if mode == "expression":
         pose_frame = ping_pong(T, target.n_frames)
@@ -507,4 +518,6 @@ def transfer_motion(
         target_model_hash=target_model.content_hash(),
         settings=settings,
         stats=stats,
+        named=named,
+        out_of_range=out_of_range,
     )

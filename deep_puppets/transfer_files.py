@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from . import h5io
 from .files import json_text
 from .fit_files import COEFFICIENT_LIMIT, camera_problem
 from .models.base import MorphableModel
+from .named_expressions import NAMED_EXPRESSIONS
 from .tracks import read_track
 from .transfer import TransferError, TransferResult, TransferSettings, transfer_motion
 
@@ -23,12 +26,15 @@ def _check_transfer(arrays: dict, attrs: dict) -> str | None:
         problems += [h5io.nonfinite(name, arrays[name]), h5io.out_of_range(name, arrays[name], -lim, lim)]
     for name in ("source_reference", "target_reference"):
         problems.append(camera_problem(arrays[name][None], [True], attrs["width"], attrs["height"], name))
+    problems += [h5io.nonfinite("named", arrays["named"])]
+    if arrays["named"].shape[1] != len(json.loads(attrs["named_expressions"])):
+        problems.append(f"dataset 'named' has {arrays['named'].shape[1]} columns, attribute named_expressions names a different number")
     return h5io.first_problem(*problems)
 
 
 TRANSFER = h5io.Layout(
     name="transfer",
-    version=1,
+    version=2,
     doc=(
         "Target parameters re-animated by a source (deep_puppets/transfer.py): one row per source frame; render "
         "with the target's model. Pose and expression relative to each actor's reference (median pose, "
@@ -45,6 +51,8 @@ TRANSFER = h5io.Layout(
         "target_reference": h5io.Dataset("float64", (7,), "reference camera of the target track"),
         "source_expression_reference": h5io.Dataset("float64", ("K_src",), "reference (neutral) expression of the source"),
         "target_expression_reference": h5io.Dataset("float64", ("K_exp",), "reference (neutral) expression of the target"),
+        "named": h5io.Dataset("float64", ("T", "K_named"), "named blendshape coefficients (deep_puppets/named_expressions.py), added to the mesh"),
+        "out_of_range": h5io.Dataset("bool", ("T", "K_named"), "desired named signal outside the range the target showed in its own track"),
     },
     attrs={
         "source": "source video name",
@@ -54,7 +62,8 @@ TRANSFER = h5io.Layout(
         "target_model_hash": "content_hash() of the target's model (render with it)",
         "expression_transfer": "shared_basis (relative coefficient copy) or displacement (ridge projection)",
         "settings": "JSON of the TransferSettings",
-        "stats": "JSON: size_ratio, clamped_fraction, unrepresented_median/p95 (displacement), n_frames, n_valid",
+        "stats": "JSON: size_ratio, clamped_fraction, unrepresented_median/p95 and named (displacement), n_frames, n_valid",
+        "named_expressions": "JSON list: the names of the columns of named and out_of_range",
         "width": "target frame width in pixels",
         "height": "target frame height in pixels",
         "fps": "frames per second of the output (the source's)",
@@ -80,8 +89,12 @@ def write_transfer(path, result: TransferResult, *, source: str, target: str, wi
         width=int(width),
         height=int(height),
         fps=float(fps),
+        named_expressions=json.dumps(list(NAMED_EXPRESSIONS)),
     )
-    return h5io.write(path, TRANSFER, {k: getattr(result, k) for k in _ARRAYS}, attrs)
+    T, K = result.n_frames, len(NAMED_EXPRESSIONS)
+    named = np.zeros((T, K)) if result.named is None else np.asarray(result.named, float)
+    out_of_range = np.zeros((T, K), bool) if result.out_of_range is None else np.asarray(result.out_of_range, bool)
+    return h5io.write(path, TRANSFER, {**{k: getattr(result, k) for k in _ARRAYS}, "named": named, "out_of_range": out_of_range}, attrs)
 
 
 def read_transfer(path) -> tuple[TransferResult, dict]:
@@ -95,6 +108,8 @@ def read_transfer(path) -> tuple[TransferResult, dict]:
         target_model_hash=str(attrs["target_model_hash"]),
         settings=TransferSettings(**json.loads(attrs["settings"])),
         stats=json.loads(attrs["stats"]),
+        named=arrays["named"],
+        out_of_range=arrays["out_of_range"],
     )
     return result, attrs
 

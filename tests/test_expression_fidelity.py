@@ -89,7 +89,7 @@ def _source_motion(model):
     return q, cam
 
 
-def _write_pair(tmp, target_fields, mode="pose+expression", clamp_margin=0.5):
+def _write_pair(tmp, target_fields, mode="pose+expression", clamp_margin=0.5, named_expressions=True):
     """Model, track and landmark files of a source and a target, and their transfer; the job's keyword arguments."""
     paths, models, rng = {}, {}, np.random.default_rng(1)
     for name, size, fields, mix in (("src", 1.0, FIELD_NAMES, None), ("tgt", 1.15, target_fields, 3)):
@@ -115,7 +115,7 @@ def _write_pair(tmp, target_fields, mode="pose+expression", clamp_margin=0.5):
                     core_start=0, core_stop=T, detector={})  # fmt: skip
     landmark_file = h5io.write(tmp / "seg000.h5", h5io.LANDMARKS, lm, lm_attrs)
     transfer_files(paths["src"], paths["tgt"], models["src"], models["tgt"], tmp / "transfer.h5", mode=mode,
-                   settings=TransferSettings(clamp_margin=clamp_margin))  # fmt: skip
+                   settings=TransferSettings(clamp_margin=clamp_margin, named_expressions=named_expressions))  # fmt: skip
     return dict(model_cfg={"type": "person"}, landmark_files=[landmark_file], source_track=paths["src"], source_model_file=tmp / "src_model.h5",
                 target_model_file=tmp / "tgt_model.h5", transfer_file=tmp / "transfer.h5", pair="src__tgt__pose",
                 summary_json=tmp / "fidelity" / "summary.json", figure_png=tmp / "fidelity" / "fidelity.png")  # fmt: skip
@@ -137,15 +137,20 @@ def test_job_scores_a_faithful_transfer_near_the_ceiling(tmp_path):
 
 
 def test_job_shows_blinks_the_target_cannot_make(tmp_path):
-    """A target whose basis cannot close its eyes: the measurement sees the blinks lost (eye amplitude ~0, recall 0)
-    while the mouth arrives and the ceiling keeps the blinks; expression mode compares no head signal."""
-    kw = _write_pair(tmp_path, ["jaw", "gaze", "brow", "smile"], mode="expression", clamp_margin=None)
+    """A target whose basis cannot close its eyes, without named expressions: the measurement sees the blinks lost
+    (eye amplitude ~0, recall 0) while the mouth arrives and the ceiling keeps the blinks; expression mode compares no
+    head signal. With named expressions (the default) the blinks arrive."""
+    kw = _write_pair(tmp_path, ["jaw", "gaze", "brow", "smile"], mode="expression", clamp_margin=None, named_expressions=False)
     expression_fidelity(**kw)
     s = json.loads(kw["summary_json"].read_text())
     assert s["mode"] == "expression" and "yaw" not in s["transferred"] and "yaw" in s["ceiling"]
     assert s["transferred"]["eye_aperture_left"]["a"] < 0.2 and s["blinks"]["transferred"]["recall"] == 0
     assert s["transferred"]["mouth_open"]["r"] > 0.8  # not ~1: the source's head pitch (±14°) leaks into its 2D mouth signal
     assert s["ceiling"]["eye_aperture_left"]["r"] > 0.97 and s["blinks"]["ceiling"]["recall"] == 1
+    kw = _write_pair(tmp_path, ["jaw", "gaze", "brow", "smile"], mode="expression", clamp_margin=None)
+    expression_fidelity(**kw)
+    s = json.loads(kw["summary_json"].read_text())
+    assert s["transferred"]["eye_aperture_left"]["r"] > 0.9 and s["blinks"]["transferred"]["recall"] == 1
 
 
 def test_job_refuses_a_transfer_for_another_target(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 from ..camera import project
 from ..models.person import load_person_model
 from ..models.registry import load_model
+from ..named_expressions import named_blendshapes
 
 
 def load_video_model(model_cfg: dict, model_file):
@@ -21,15 +22,20 @@ def load_video_model(model_cfg: dict, model_file):
 class ScreenVertices:
     """Per-frame mesh vertices in image coordinates, computed lazily (dense models need not fit in memory)."""
 
-    def __init__(self, model, p, q, camera):
+    def __init__(self, model, p, q, camera, named=None):
         self.model, self.p, self.q, self.camera = model, np.asarray(p), np.asarray(q), np.asarray(camera)
         self.identity = model.shape(self.p)
+        # named blendshape coefficients (T, K) of a transfer (deep_puppets.named_expressions), added when any is non-zero
+        self.named = None if named is None or not np.any(named) else np.asarray(named, float)
+        self.named_basis = None if self.named is None else named_blendshapes(model, self.p)
 
     def __len__(self):
         return len(self.q)
 
     def __getitem__(self, t):
         v = self.identity + np.tensordot(self.q[t], self.model.exp_basis, axes=(0, 0)) if self.model.n_exp else self.identity
+        if self.named is not None:
+            v = v + np.tensordot(self.named[t], self.named_basis, axes=(0, 0))
         return project(v, self.camera[t])
 
 

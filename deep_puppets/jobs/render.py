@@ -13,6 +13,7 @@ from .. import h5io
 from ..errors import InputError
 from ..fit_files import check_model
 from ..framing import FramingSettings, fit_boxes
+from ..named_expressions import NAMED_EXPRESSIONS
 from ..progress import ProgressLog
 from ..render.conditioning_file import write_previews
 from ..render.gl import Renderer
@@ -75,17 +76,20 @@ def render_pair(*, model_cfg: dict, model_file, transfer_file, texture_file, out
     result, attrs = read_transfer(transfer_file)
     if attrs["target_model_hash"] != model.content_hash():
         raise InputError(transfer_file, "was transferred onto a different model than the target's")
-    _render(model, result.to_fit(), attrs, transfer_file, texture_file, out, previews, render_cfg, "transfer", framing_cfg)
+    if json.loads(attrs["named_expressions"]) != list(NAMED_EXPRESSIONS):
+        raise InputError(transfer_file, f"names other named expressions than {list(NAMED_EXPRESSIONS)}: transfer it again")
+    _render(model, result.to_fit(), attrs, transfer_file, texture_file, out, previews, render_cfg, "transfer", framing_cfg, result.named)
 
 
-def _render(model, fit, attrs: dict, params_file, texture_file, out, previews: dict, render_cfg: dict, kind: str, framing_cfg: dict | None) -> None:
+def _render(model, fit, attrs: dict, params_file, texture_file, out, previews: dict, render_cfg: dict, kind: str, framing_cfg: dict | None,
+            named=None) -> None:  # fmt: skip
     """Render ``fit`` (of ``params_file``, a track or a transfer: ``kind``) with the texture; write the
     conditioning file and its preview videos."""
     width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
     tex, tex_attrs = h5io.read(texture_file, TEXTURE)
     if tex_attrs["model_hash"] != model.content_hash():
         raise InputError(texture_file, "belongs to a different model than the one rendered")
-    screen = ScreenVertices(model, fit.p, fit.q, fit.camera)
+    screen = ScreenVertices(model, fit.p, fit.q, fit.camera, named)
     size = int(render_cfg["size"])
     framing = FramingSettings.from_config(framing_cfg)
     boxes = fit_boxes(model, fit, fps, framing, width, height)

@@ -13,6 +13,7 @@ from ..expression_signals import expression_signals
 from ..files import write_json
 from ..landmark_basis import projected_landmarks
 from ..landmark_sets import read_video_landmarks
+from ..named_expressions import named_landmarks
 from ..tracks import read_track
 from ..transfer import TransferSettings
 from ..transfer_files import read_transfer, transfer_files
@@ -60,7 +61,7 @@ def expression_fidelity(*, model_cfg: dict, landmark_files, source_track, source
     frames = np.asarray(result.source_frame)
     if len(frames) and (frames.min() < 0 or frames.max() >= n_frames):
         raise InputError(transfer_file, f"source frames outside the source's {n_frames} frames")
-    transferred = expression_signals(projected_landmarks(target_model, result.to_fit()))
+    transferred = expression_signals(named_landmarks(target_model, result.p, result.q, result.camera, result.named))  # what the pair render draws
     source_aligned = {k: v[frames] for k, v in source.items()}
     ceiling_aligned = {k: v[frames] for k, v in ceiling.items()}
     transfer_valid = np.asarray(result.valid, bool) & seq["valid"][frames]
