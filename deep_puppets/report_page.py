@@ -138,6 +138,33 @@ def metrics_table(summary: dict) -> str:
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
+FIDELITY_SIGNALS = {"eye_aperture_left": "left eye", "eye_aperture_right": "right eye", "mouth_open": "mouth opening",
+                    "mouth_width": "mouth width", "gaze_x": "gaze, sideways", "gaze_y": "gaze, up/down", "brow_left": "left brow",
+                    "brow_right": "right brow", "yaw": "head turn", "pitch": "head nod", "roll": "head tilt"}
+
+
+def fidelity_table(summary: dict) -> str:
+    """The expression-fidelity summary (pairs/{pair}/fidelity/summary.json) as an HTML table: per signal, how the
+    transferred face follows the source (correlation r, amplitude ratio a) beside the source's own fitted track
+    (the ceiling set by tracking), and the blinks found again."""
+    def cell(d):
+        return f"<td>{d['r']:.2f} / {d['a']:.2f}</td>" if d and d.get("r") is not None and d.get("a") is not None else "<td>–</td>"
+
+    rows = [f'<tr><td class="name">{_e(label)}</td>{cell(summary["transferred"].get(s))}{cell(summary["ceiling"].get(s))}</tr>'
+            for s, label in FIDELITY_SIGNALS.items() if s in summary.get("transferred", {}) or s in summary.get("ceiling", {})]
+
+    def blinks(b):
+        if not b or not b.get("n_source"):
+            return "<td>no blink in the source</td>"
+        prec = f"{100 * b['precision']:.0f} %" if b.get("precision") is not None else "–"
+        return f"<td>{b.get('matched', 0)} of {b['n_source']} found ({100 * b['recall']:.0f} %); precision {prec}</td>"
+
+    b = summary.get("blinks", {})
+    rows.append(f'<tr><td class="name">blinks</td>{blinks(b.get("transferred"))}{blinks(b.get("ceiling"))}</tr>')
+    return ('<table class="fidelity"><thead><tr><th class="name">signal</th><th>transferred face: r / a</th>'
+            f'<th>source\'s own track: r / a</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
 def tracking_table(summary: dict) -> str:
     """The tracking diagnostics (diagnostics/tracking.json) as a small HTML table; with the demo's known motion,
     a second table of the fitted head rotation against the true one."""
@@ -208,6 +235,14 @@ def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list
         p.video(f"pairs/{pair.name}/side_by_side.mp4", "Side by side, around the head: the source | the 3D face drawn with the "
                 "source's motion (what the network is given) | the network's output.")
         p.add("</div>")
+        fidelity = results / "pairs" / pair.name / "fidelity" / "summary.json"
+        if fidelity.exists():
+            p.add("<p>How faithfully the drawn face carries the source's expressions and head motion: each signal measured "
+                  "from the face points of the source video and of the drawn face (r: correlation over time, 1 = same "
+                  "timing; a: size of the movement relative to the source's, 1 = same; eye openings as a fraction of each "
+                  "face's own open eye).</p>" + fidelity_table(_read_json(fidelity)))
+            p.image(f"pairs/{pair.name}/fidelity/fidelity.png", "Each signal over time: the source (black), the source's own "
+                    "fitted face (dashed) and the drawn target face (red); grey bands are the source's blinks.")
     p.add('<h2 id="evaluation">How close to the real face (self-reenactment)</h2><p>Each target person\'s network '
           "re-creates frames of their own video that it never saw in training, from the drawn 3D face alone; the "
           "result is compared with the real frames, together with three simple alternatives.</p>")

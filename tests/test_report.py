@@ -328,3 +328,16 @@ def test_snakemake_report_plays_every_video_in_its_viewer(browser, demo_report, 
             assert (seen[0]["videoWidth"], seen[0]["videoHeight"]) == mp4_size(demo_report / k.replace(".html", ".mp4")), (k, seen)
         page.screenshot(path=str(tmp_path / "snakemake_report.png"))
     print("screenshot:", tmp_path / "snakemake_report.png")
+
+
+def test_fidelity_table_shows_each_signal_and_the_blinks_found_again():
+    signal = {"r": 0.987, "a": 0.934, "n": 100}
+    summary = {"transferred": {"eye_aperture_left": signal, "yaw": {"r": 0.5, "a": None}},
+               "ceiling": {"eye_aperture_left": {"r": 0.99, "a": 1.0}, "yaw": {"r": 1.0, "a": 1.01}},
+               "blinks": {"transferred": {"recall": 0.5, "precision": 1.0, "n_source": 4, "matched": 2},
+                          "ceiling": {"recall": 0.0, "precision": None, "n_source": 0, "matched": 0}}}
+    html = report_page.fidelity_table(summary)
+    assert "<td>left eye</td>" not in html and ">left eye</td><td>0.99 / 0.93</td><td>0.99 / 1.00</td>" in html
+    assert ">head turn</td><td>–</td><td>1.00 / 1.01</td>" in html  # no amplitude: not shown as a number
+    assert "2 of 4 found (50 %); precision 100 %" in html and "no blink in the source" in html
+    assert "right eye" not in html  # signals the summary lacks get no row
