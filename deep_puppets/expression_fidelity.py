@@ -9,7 +9,9 @@ landmarks, i.e. what tracking and smoothing alone keep. Per signal:
 
 - ``r``: Pearson correlation over the frames valid in both (1 = the signal rises and falls together);
 - ``a``: amplitude ratio, the 5–95 % range of the measured signal over the source's (1 = same amplitude; for
-  apertures, mouth and brows both are relative to each face's size, so a = 0.5 is half the movement);
+  mouth and brows both are relative to each face's size, so a = 0.5 is half the movement; the eye apertures are
+  each divided by their own face's rest aperture first, i.e. relative closure, a = 1 when both eyes close by the
+  same fraction of their open aperture, the raw ratio kept as ``amplitude_absolute``);
 - blinks (eye aperture, mean of both eyes, below half its own median for ≥ 2 frames,
   :func:`deep_puppets.expression_signals.blink_events`): ``recall`` = share of the source's blinks with a
   blink in the measured signal within ±2 frames, ``precision`` = share of the measured blinks that match one
@@ -54,15 +56,33 @@ def amplitude_ratio(reference, measured, valid=None) -> float:
     return float(signal_range(np.asarray(measured, float)[ok]) / ref) if ref > 0 else float("nan")
 
 
+def relative_closure_scale(reference, measured, valid=None) -> float:
+    """The factor turning an eye aperture's absolute amplitude ratio into its *relative* one: the reference's rest
+    aperture over the measured one (:func:`rest_value`, median of the open frames, on the frames valid and finite
+    in both), i.e. the ratio of the two signals each divided by its own rest (NaN when a rest is not positive)."""
+    ok = _both(reference, measured, valid)
+    rest_ref = rest_value(np.asarray(reference, float)[ok], aperture=True)
+    rest_mea = rest_value(np.asarray(measured, float)[ok], aperture=True)
+    return float(rest_ref / rest_mea) if rest_ref > 0 and rest_mea > 0 else float("nan")
+
+
 def signal_scores(reference: dict, measured: dict, valid=None, names=SIGNALS) -> dict:
     """Per signal name: ``{"r", "a", "n", "source_range"}`` of ``measured`` against ``reference`` (dicts of (T,) arrays);
     ``source_range`` (the reference's 5–95 % range) tells whether there was movement to measure: r and a of a
-    signal that barely moves in the source (a closed mouth, a still head) are noise."""
+    signal that barely moves in the source (a closed mouth, a still head) are noise.
+
+    Eye apertures (:data:`APERTURES`) are compared as fractions of each face's own rest aperture (relative
+    closure: two people whose open eyes differ both blink fully with a = 1); their ``amplitude_absolute`` keeps
+    the ratio of the raw apertures (lid gap / eye width) and ``rest_source`` / ``rest_measured`` the two rests."""
     out = {}
     for k in names:
         ok = _both(reference[k], measured[k], valid)
         out[k] = {"r": pearson(reference[k], measured[k], ok), "a": amplitude_ratio(reference[k], measured[k], ok), "n": int(ok.sum()),
                   "source_range": signal_range(np.asarray(reference[k], float)[ok])}  # fmt: skip
+        if k in APERTURES:
+            ref, mea = np.asarray(reference[k], float)[ok], np.asarray(measured[k], float)[ok]
+            out[k].update(amplitude_absolute=out[k]["a"], a=out[k]["a"] * relative_closure_scale(ref, mea),
+                          rest_source=rest_value(ref, aperture=True), rest_measured=rest_value(mea, aperture=True))  # fmt: skip
     return out
 
 
@@ -129,7 +149,8 @@ def fidelity_summary(source: dict, transferred: dict, transfer_valid, ceiling: d
 
 def fidelity_figure(out_png, source: dict, transferred: dict, transfer_valid, ceiling: dict, ceiling_valid, summary: dict, fps: float, title: str) -> None:
     """Per signal, the source's detected signal, the transferred one and the source's track over time, each as
-    its change from its own rest (:func:`rest_value`), with r / a in the panel title."""
+    its change from its own rest (:func:`rest_value`; eye apertures as a fraction of it, relative closure), with
+    r / a in the panel title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +170,7 @@ def fidelity_figure(out_png, source: dict, transferred: dict, transfer_valid, ce
             y = np.asarray(y, float) if ok is None else np.where(ok, y, np.nan)
             if label == "transferred" and k not in compared:
                 continue
-            ax.plot(t, y - rest_value(y, aperture=k in APERTURES), label=label, **style)
+            ax.plot(t, y / rest_value(y, aperture=True) - 1 if k in APERTURES else y - rest_value(y), label=label, **style)
         if k in APERTURES:
             for s, e in blinks:
                 ax.axvspan(s / fps, e / fps, color="0.85", lw=0)
@@ -157,10 +178,12 @@ def fidelity_figure(out_png, source: dict, transferred: dict, transfer_valid, ce
         head = f"ceiling r {c['r']:.2f} a {c['a']:.2f}"
         if k in compared:
             m = summary["transferred"][k]
-            head = f"r {m['r']:.2f} a {m['a']:.2f} | " + head
+            raw = f" (raw {m['amplitude_absolute']:.2f})" if "amplitude_absolute" in m else ""
+            head = f"r {m['r']:.2f} a {m['a']:.2f}{raw} | " + head
         elif k in HEAD_SIGNALS:
             head = "not compared (target's own head motion) | " + head
         ax.set_title(f"{k}: {head}", fontsize=8)
+        ax.set_ylabel("aperture / own rest − 1" if k in APERTURES else "change from own rest", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper right")
@@ -168,7 +191,7 @@ def fidelity_figure(out_png, source: dict, transferred: dict, transfer_valid, ce
         ax.set_xlabel("time (s)", fontsize=8)
     b = summary["blinks"]["transferred"]
     fmt = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
-    fig.suptitle(f"{title} · change from each face's rest · blinks: recall {fmt(b['recall'])}, precision {fmt(b['precision'])} "
+    fig.suptitle(f"{title} · change from each face's rest (eyes: relative closure) · blinks: recall {fmt(b['recall'])}, precision {fmt(b['precision'])} "
                  f"({b['n_source']} in the source, {b['n_measured']} transferred; grey = source blinks)", fontsize=10)  # fmt: skip
     fig.tight_layout()
     with atomic_path(out_png) as tmp:

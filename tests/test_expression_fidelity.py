@@ -61,6 +61,27 @@ def test_blinks_matched_within_two_frames():
     assert none["recall"] == 0 and none["precision"] is None
 
 
+def test_eye_amplitude_is_relative_closure():
+    """Open eyes 0.3 (source) and 0.45 (target, 1.5x): the target closing by the same fraction of its own rest gives
+    a = 1 (raw ratio 1.5 kept as amplitude_absolute); blinks at the same frames match."""
+    blinks = [(10, 13), (40, 43), (70, 74)]
+    t = np.arange(100)
+    wobble = 1 + 0.05 * np.sin(t / 5)
+    source = {k: v * wobble for k, v in _apertures(0.3, blinks).items()}
+    target = {k: v * wobble for k, v in _apertures(0.45, blinks).items()}
+    rest = {k: np.sin(t / 7) for k in SIGNALS if k not in source}
+    valid = np.ones(100, bool)
+    out = fidelity_summary({**rest, **source}, {**rest, **target}, valid, {**rest, **source}, valid, "pose+expression")
+    for k in source:
+        m = out["transferred"][k]
+        assert m["a"] == pytest.approx(1.0) and m["amplitude_absolute"] == pytest.approx(1.5)
+        assert m["r"] == pytest.approx(1.0) and m["rest_measured"] / m["rest_source"] == pytest.approx(1.5)
+        assert out["vs_ceiling"][k]["a_relative"] == pytest.approx(1.0)
+    assert out["transferred"]["mouth_open"]["a"] == pytest.approx(1.0) and "amplitude_absolute" not in out["transferred"]["mouth_open"]
+    b = out["blinks"]["transferred"]
+    assert (b["recall"], b["precision"]) == (1.0, 1.0)
+
+
 def test_expression_mode_compares_no_head_signal():
     rng = np.random.default_rng(0)
     s = {k: rng.normal(size=50) for k in SIGNALS}
