@@ -69,6 +69,7 @@ rule all:
         generators=expand(f"{RESULTS}/videos/{{video}}/gan/generator.pt", video=TARGETS),
         reenactments=expand(f"{RESULTS}/pairs/{{pair}}/reenactment.mp4", pair=PAIRS),
         evaluations=expand(f"{RESULTS}/videos/{{video}}/evaluation/summary.json", video=TARGETS),
+        output_fidelity=expand(f"{RESULTS}/pairs/{{pair}}/output_fidelity/summary.json", pair=PAIRS),
         exports=export_targets(),
         report=f"{RESULTS}/report",
         overlay_pages=expand(f"{RESULTS}/videos/{{video}}/diagnostics/overlay.html", video=VIDEOS),

@@ -165,6 +165,27 @@ def fidelity_table(summary: dict) -> str:
             f'<th>source\'s own track: r / a</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
+def output_fidelity_table(summary: dict) -> str:
+    """The output's motion fidelity (pairs/{pair}/output_fidelity/summary.json) as an HTML table: per signal, how the
+    synthesised video (the detector run on it) follows the drawn face it was given and the source (r / a), the
+    frames without a face, and the issue's mouth bar."""
+    def cell(d):
+        return f"<td>{d['r']:.2f} / {d['a']:.2f}</td>" if d and d.get("r") is not None and d.get("a") is not None else "<td>–</td>"
+
+    cond, src = summary.get("vs_conditioning", {}), summary.get("vs_source", {})
+    rows = [f'<tr><td class="name">{_e(label)}</td>{cell(cond.get(s))}{cell(src.get(s))}</tr>' for s, label in FIDELITY_SIGNALS.items() if s in cond]
+    miss = summary.get("missing_fraction")
+    rows.append(f'<tr><td class="name">frames with a face found</td><td colspan="2">{summary.get("n_detected", 0)} of {summary.get("n_frames", 0)}'
+                f'{"" if miss is None else f" (none where one was drawn: {100 * miss:.1f} %)"}</td></tr>')  # fmt: skip
+    bar = summary.get("bar")
+    if bar and bar.get("a") is not None and bar.get("r") is not None:
+        verdict = "meets" if bar["passes"] else "misses"
+        rows.append(f'<tr><td class="name">mouth opening vs the drawn face</td><td colspan="2">a {bar["a"]:.2f}, r {bar["r"]:.2f}: {verdict} '
+                    f'the bar a ≥ {bar["a_min"]}, r ≥ {bar["r_min"]}</td></tr>')  # fmt: skip
+    return ('<table class="fidelity"><thead><tr><th class="name">signal</th><th>output vs the drawn face: r / a</th>'
+            f'<th>output vs the source: r / a</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
 def tracking_table(summary: dict) -> str:
     """The tracking diagnostics (diagnostics/tracking.json) as a small HTML table; with the demo's known motion,
     a second table of the fitted head rotation against the true one."""
@@ -243,6 +264,13 @@ def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list
                   "face's own open eye).</p>" + fidelity_table(_read_json(fidelity)))
             p.image(f"pairs/{pair.name}/fidelity/fidelity.png", "Each signal over time: the source (black), the source's own "
                     "fitted face (dashed) and the drawn target face (red); grey bands are the source's blinks.")
+        motion = results / "pairs" / pair.name / "output_fidelity" / "summary.json"
+        if motion.exists():
+            p.add("<p>How faithfully the network's output moves: the same signals measured on the face points found in the "
+                  "re-enactment video, against the drawn face it was given and against the source (a below 1: the "
+                  "network damps the movement, e.g. pulls the mouth toward the target's usual face).</p>" + output_fidelity_table(_read_json(motion)))
+            p.image(f"pairs/{pair.name}/output_fidelity/output_fidelity.png", "Each signal over time: the source (black), the drawn "
+                    "face (red, dashed) and the network's output (green); grey bands: no face found in the output.")
     p.add('<h2 id="evaluation">How close to the real face (self-reenactment)</h2><p>Each target person\'s network '
           "re-creates frames of their own video that it never saw in training, from the drawn 3D face alone; the "
           "result is compared with the real frames, together with three simple alternatives.</p>")

@@ -46,3 +46,37 @@ rule evaluate:
         device=config["gan"]["device"],
     script:
         "../workflow_scripts/evaluate.py"
+
+
+# Motion fidelity of each pair's output: the landmark detector on the re-enactment, its named signals against the
+# conditioning it was asked to follow and against the source (README "Motion fidelity of the output").
+rule output_fidelity:
+    input:
+        video=f"{RESULTS}/pairs/{{pair}}/reenactment.mp4",
+        transfer=f"{RESULTS}/pairs/{{pair}}/transfer.h5",
+        landmarks=pair_landmark_files("source"),
+        target_model=pair_model_file("target"),
+    output:
+        json=f"{RESULTS}/pairs/{{pair}}/output_fidelity/summary.json",
+        png=report(
+            f"{RESULTS}/pairs/{{pair}}/output_fidelity/output_fidelity.png",
+            caption="../report/output_fidelity.rst",
+            category="Transfer",
+            subcategory="{pair}",
+            labels={"pair": "{pair}", "figure": "motion fidelity of the output"},
+        ),
+    log:
+        f"{LOGS}/output_fidelity/{{pair}}.log",
+    benchmark:
+        f"{BENCH}/output_fidelity/{{pair}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    params:
+        model=config["model"],
+        landmarks=config["landmarks"],
+    script:
+        "../workflow_scripts/output_fidelity.py"

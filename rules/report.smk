@@ -27,7 +27,14 @@ rule report_page:
         pairs=expand(
             f"{RESULTS}/pairs/{{pair}}/{{f}}",
             pair=PAIRS,
-            f=("reenactment.mp4", "side_by_side.mp4", "fidelity/summary.json", "fidelity/fidelity.png"),
+            f=(
+                "reenactment.mp4",
+                "side_by_side.mp4",
+                "fidelity/summary.json",
+                "fidelity/fidelity.png",
+                "output_fidelity/summary.json",
+                "output_fidelity/output_fidelity.png",
+            ),
         ),
         exports=[e for e in export_targets() if not e.endswith(("obj", "ply"))],
     output:

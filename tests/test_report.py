@@ -341,3 +341,14 @@ def test_fidelity_table_shows_each_signal_and_the_blinks_found_again():
     assert ">head turn</td><td>–</td><td>1.00 / 1.01</td>" in html  # no amplitude: not shown as a number
     assert "2 of 4 found (50 %); precision 100 %" in html and "no blink in the source" in html
     assert "right eye" not in html  # signals the summary lacks get no row
+
+
+def test_output_fidelity_table_shows_the_output_beside_the_drawn_face_the_missing_frames_and_the_bar():
+    summary = {"vs_conditioning": {"mouth_open": {"r": 0.96, "a": 0.612}, "yaw": {"r": 0.9, "a": 1.0}, "gaze_x": {"r": None, "a": None}},
+               "vs_source": {"mouth_open": {"r": 0.95, "a": 0.55}}, "n_frames": 120, "n_detected": 114, "missing_fraction": 0.05,
+               "bar": {"a": 0.612, "r": 0.96, "a_min": 0.85, "r_min": 0.9, "passes": False}}
+    html = report_page.output_fidelity_table(summary)
+    assert ">mouth opening</td><td>0.96 / 0.61</td><td>0.95 / 0.55</td>" in html
+    assert ">head turn</td><td>0.90 / 1.00</td><td>–</td>" in html and ">gaze, sideways</td><td>–</td><td>–</td>" in html
+    assert "114 of 120 (none where one was drawn: 5.0 %)" in html and "a 0.61, r 0.96: misses the bar a ≥ 0.85, r ≥ 0.9" in html
+    assert "left eye" not in html  # signals the summary lacks get no row

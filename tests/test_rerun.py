@@ -18,7 +18,7 @@ UPSTREAM_OF_FITS = {"demo_clip", "probe", "landmarks", "landmarks_summary", "per
 REPORTS = {"overlay_page", "evaluation_pages", "reenactment_pages", "report_page"}  # rules/report.smk
 FITS_AND_DOWNSTREAM = {"fit_identity", "fit_segment", "track", "texture", "diagnostics", "transfer", "render_track",
                        "render_pair", "gan_flow", "gan_train", "gan_synthesize", "evaluate", "export_face",
-                       "expression_fidelity"} | REPORTS
+                       "expression_fidelity", "output_fidelity"} | REPORTS
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_nothing_changed_schedules_nothing(run_copy):
 
 def test_gan_parameter_reruns_only_training_synthesis_and_reports(run_copy):
     jobs = planned_jobs(run_copy, merged(TINY_FULL, {"gan": {"lambda_l1": 5.0}}))
-    assert rules_of(jobs) == Counter({"gan_train": 1, "gan_synthesize": 1, "evaluate": 1, "evaluation_pages": 1, "reenactment_pages": 1,
+    assert rules_of(jobs) == Counter({"gan_train": 1, "gan_synthesize": 1, "evaluate": 1, "output_fidelity": 1, "evaluation_pages": 1, "reenactment_pages": 1,
                                       "report_page": 1}), jobs
 
 
