@@ -11,7 +11,7 @@ are one call into it, and tests can call it without Snakemake. Every job logs to
 - :mod:`.fit`: ``person_model``, ``fit_identity``, ``fit_segment``, ``track``;
 - :mod:`.texture`: ``texture``;
 - :mod:`.diagnostics`: ``diagnostics``;
-- :mod:`.transfer`: ``transfer``;
+- :mod:`.transfer`: ``transfer``, ``expression_fidelity``, ``output_fidelity``;
 - :mod:`.render`: ``render_track``, ``render_pair``;
 - :mod:`.gan`: ``gan_flow``, ``gan_train``;
 - :mod:`.synthesize`: ``gan_synthesize``;
