@@ -19,6 +19,8 @@ rule report_page:
                 "summary.json",
                 "e_col.png",
                 "seam.png",
+                "flicker.png",
+                "distance_vs_error.png",
                 "heat_map.mp4",
                 "side_by_side.mp4",
             ),
@@ -27,7 +29,14 @@ rule report_page:
         pairs=expand(
             f"{RESULTS}/pairs/{{pair}}/{{f}}",
             pair=PAIRS,
-            f=("reenactment.mp4", "side_by_side.mp4", "fidelity/summary.json", "fidelity/fidelity.png"),
+            f=(
+                "reenactment.mp4",
+                "side_by_side.mp4",
+                "fidelity/summary.json",
+                "fidelity/fidelity.png",
+                "ood.json",
+                "ood.png",
+            ),
         ),
         exports=[e for e in export_targets() if not e.endswith(("obj", "ply"))],
     output:
