@@ -128,7 +128,7 @@ def flicker_plot(frames, series: dict, out_png, title: str) -> None:
         for i, (method, values) in enumerate(series.items()):
             v = np.asarray(values[region], float)
             style = {"color": "k", "ls": "--"} if method == "real" else {"color": f"C{i}"}
-            ax.plot(frames, v, lw=1.3, label=f"{method}: mean {np.nanmean(v) if np.isfinite(v).any() else float('nan'):.4f}", **style)
+            ax.plot(frames, v, lw=1.3, marker=".", ms=4, label=f"{method}: mean {np.nanmean(v) if np.isfinite(v).any() else float('nan'):.4f}", **style)
         ax.set_title(titles[region], fontsize=11)
         ax.set_xlabel("held-out frame", fontsize=10)
         ax.grid(alpha=0.3)
@@ -158,12 +158,12 @@ def distance_plot(frames, distance, error, out_png, title: str, rho: float) -> N
     ax.set_ylabel("GAN face-region E_col", fontsize=10)
     ax.set_title(f"Spearman rho = {rho:.2f}", fontsize=10)
     ax.grid(alpha=0.3)
-    bx.plot(frames, distance, color="C0", lw=1.3)
+    bx.plot(frames, distance, color="C0", lw=1.3, marker=".", ms=4)
     bx.set_xlabel("held-out frame", fontsize=10)
     bx.set_ylabel("distance to the training frames", color="C0", fontsize=10)
     bx.grid(alpha=0.3)
     cx = bx.twinx()
-    cx.plot(frames, error, color="C3", lw=1.1)
+    cx.plot(frames, error, color="C3", lw=1.1, marker=".", ms=4)
     cx.set_ylabel("GAN face-region E_col", color="C3", fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -105,7 +105,7 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
         "heat_scale_max": ev.HEAT_MAX,
     }
     summary.update(_stability(df, flicker, scored, st.parameter_features(track.q, track.camera, exp_std), train[track.valid[train]], outs,
-                              f"{attrs['video']}: {frames_text}"))
+                              (attrs["video"], frames_text)))
     write_json(outs["json"], summary)
     ev.e_col_plot(df, outs["plot"], f"{attrs['video']}: self-reenactment on {frames_text}")
     ev.seam_plot(scored, seam, outs["seam_plot"], f"{attrs['video']}: GAN error at the blend seam on {frames_text}")
@@ -129,13 +129,14 @@ def _flicker_frame(c, previous, flows, size, flicker: dict):
     return c.frame, crops
 
 
-def _stability(df, flicker: dict, scored: list, features, train, outs: dict, title: str) -> dict:
+def _stability(df, flicker: dict, scored: list, features, train, outs: dict, title: tuple[str, str]) -> dict:
     """The summary's flicker and out-of-distribution keys, and their two figures."""
     distance, near = st.nearest_distance(features, train, scored)
     gan_face = df[(df.method == "gan") & (df.region == ev.FACE)].set_index("frame").e_col.reindex(scored).to_numpy(float)
     rho = st.spearman(distance, gan_face)
-    st.flicker_plot(scored, flicker, outs["flicker_plot"], f"{title}: flicker (warping error with the real video's flow)")
-    st.distance_plot(scored, distance, gan_face, outs["distance_plot"], f"{title}: distance to the training frames against error", rho)
+    video, frames_text = title
+    st.flicker_plot(scored, flicker, outs["flicker_plot"], f"{video}: flicker (warping error with the real video's flow)\non {frames_text}")
+    st.distance_plot(scored, distance, gan_face, outs["distance_plot"], f"{video}: distance to the training frames against error\non {frames_text}", rho)
 
     def mean(v):
         v = np.asarray(v, float)
