@@ -63,6 +63,7 @@ rule all:
         target_renders=expand(f"{RESULTS}/videos/{{video}}/conditioning.h5", video=TARGETS),
         pair_renders=expand(f"{RESULTS}/pairs/{{pair}}/conditioning.h5", pair=PAIRS),
         fidelity=expand(f"{RESULTS}/pairs/{{pair}}/fidelity/summary.json", pair=PAIRS),
+        ood=expand(f"{RESULTS}/pairs/{{pair}}/ood.json", pair=PAIRS),
         # Requested itself: a training killed after its new settings were written leaves no generator, and
         # without this the finished videos of the old one would count as up to date (Snakemake rebuilds a
         # missing intermediate file only for a job that runs anyway).

@@ -271,6 +271,9 @@ def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list
                   "network damps the movement, e.g. pulls the mouth toward the target's usual face).</p>" + output_fidelity_table(_read_json(motion)))
             p.image(f"pairs/{pair.name}/output_fidelity/output_fidelity.png", "Each signal over time: the source (black), the drawn "
                     "face (red, dashed) and the network's output (green); grey bands: no face found in the output.")
+        if (results / "pairs" / pair.name / "ood.png").exists():
+            p.image(f"pairs/{pair.name}/ood.png", "How far each frame's transferred expression and head turn are from every frame the "
+                    "target's network trained on; above the dashed line (the target's own unseen frames) the network is guessing.")
     p.add('<h2 id="evaluation">How close to the real face (self-reenactment)</h2><p>Each target person\'s network '
           "re-creates frames of their own video that it never saw in training, from the drawn 3D face alone; the "
           "result is compared with the real frames, together with three simple alternatives.</p>")
@@ -285,6 +288,11 @@ def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list
         p.video(f"{base}/heat_map.mp4", "The error of the network's face per pixel, on a fixed scale from 0 (black) to 0.5 (white).")
         p.add("</div>")
         p.image(f"{base}/seam.png", "The error at the edge of the blended face against its inside.")
+        if "flicker" in summary:
+            p.image(f"{base}/flicker.png", "Flicker: how much each frame differs from the previous one carried along the real video's "
+                    "motion, for the network and the alternatives; the real video's own value (dashed) is the floor.")
+            p.image(f"{base}/distance_vs_error.png", "How far each held-out frame's expression and head turn are from every training "
+                    "frame, against the network's error: far frames ask for what the target never showed.")
         p.image(f"videos/{target}/gan/losses.png", "The network's training losses.")
     p.add('<h2 id="tracking">Face tracking</h2><p>How closely the fitted 3D face follows the points found on the face, '
           "and how much it jitters.</p>")

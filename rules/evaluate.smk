@@ -1,7 +1,8 @@
 # Evaluation: self-reenactment of each target on its held-out frames (never trained on), at full resolution:
 # the GAN and the baselines (nearest-neighbour retrieval, alpha compositing, the mean training crop) pasted with
 # the same face mask over the real frames - E_col (seed report), PSNR and SSIM on the whole frame, the head crop
-# and the face mask, and the error at the blend seam.
+# and the face mask, and the error at the blend seam; the flicker of every method against the real video's flow,
+# and each held-out frame's parameter distance to the training frames against its error.
 
 
 rule evaluate:
@@ -10,6 +11,7 @@ rule evaluate:
         conditioning=f"{RESULTS}/videos/{{video}}/conditioning.h5",
         flow=f"{RESULTS}/videos/{{video}}/gan/flow.h5",
         track=f"{RESULTS}/videos/{{video}}/track.h5",
+        model=model_file,
         video=video_path,
         probe=probe_json,
     output:
@@ -29,6 +31,20 @@ rule evaluate:
             subcategory="{video}",
             labels={"target": "{video}", "figure": "error at the blend seam"},
         ),
+        flicker_plot=report(
+            f"{RESULTS}/videos/{{video}}/evaluation/flicker.png",
+            caption="../report/flicker.rst",
+            category="Self-reenactment",
+            subcategory="{video}",
+            labels={"target": "{video}", "figure": "flicker"},
+        ),
+        distance_plot=report(
+            f"{RESULTS}/videos/{{video}}/evaluation/distance_vs_error.png",
+            caption="../report/distance_vs_error.rst",
+            category="Self-reenactment",
+            subcategory="{video}",
+            labels={"target": "{video}", "figure": "distance to training vs error"},
+        ),
         heat_mp4=f"{RESULTS}/videos/{{video}}/evaluation/heat_map.mp4",
         side_mp4=f"{RESULTS}/videos/{{video}}/evaluation/side_by_side.mp4",
     log:
@@ -43,6 +59,7 @@ rule evaluate:
         runtime=30,
     params:
         composite=config["composite"],
+        model=config["model"],
         device=config["gan"]["device"],
     script:
         "../workflow_scripts/evaluate.py"
@@ -80,3 +97,36 @@ rule output_fidelity:
         landmarks=config["landmarks"],
     script:
         "../workflow_scripts/output_fidelity.py"
+
+
+# Out-of-distribution frames of a pair: how far each transferred frame's expression and head rotation are from
+# every frame the target's generator trained on, beside the target's own held-out frames.
+rule pair_ood:
+    input:
+        transfer=f"{RESULTS}/pairs/{{pair}}/transfer.h5",
+        target_track=pair_file("target", "track.h5"),
+        target_model=pair_model_file("target"),
+    output:
+        json=f"{RESULTS}/pairs/{{pair}}/ood.json",
+        png=report(
+            f"{RESULTS}/pairs/{{pair}}/ood.png",
+            caption="../report/pair_ood.rst",
+            category="Transfer",
+            subcategory="{pair}",
+            labels={"pair": "{pair}", "figure": "distance to the target's training frames"},
+        ),
+    log:
+        f"{LOGS}/pair_ood/{{pair}}.log",
+    benchmark:
+        f"{BENCH}/pair_ood/{{pair}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        model=config["model"],
+        held_out_fraction=config["gan"]["held_out_fraction"],
+    script:
+        "../workflow_scripts/pair_ood.py"

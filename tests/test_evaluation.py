@@ -234,10 +234,12 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
     gan.gan_flow(video_path=video, conditioning_file=cond, out=flow, gan_cfg=cfg["gan"], render_cfg=cfg["render"])
 
     outs = {k: tmp_path / name for k, name in [("csv", "metrics.csv"), ("json", "summary.json"), ("plot", "e_col.png"), ("seam_plot", "seam.png"),
+                                               ("flicker_plot", "flicker.png"), ("distance_plot", "distance.png"),
                                                ("heat_mp4", "heat.mp4"), ("side_mp4", "side.mp4")]}
     with caplog.at_level(logging.INFO, logger="deep_puppets"):
         evaluate.evaluate(generator=res / "gan" / "generator.pt", conditioning_file=cond, flow_file=flow, track_file=tmp_path / "track.h5",
-                          video_path=video, probe_json=res / "probe.json", outs=outs, composite_cfg=cfg["composite"])
+                          video_path=video, probe_json=res / "probe.json", outs=outs, composite_cfg=cfg["composite"], model_cfg=cfg["model"],
+                          model_file=res / "model.h5")
 
     import pandas as pd
 
@@ -268,3 +270,16 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
     for k in ("heat_mp4", "side_mp4"):
         assert probe_video(outs[k]).n_frames == 9, k
     assert outs["plot"].stat().st_size > 0 and outs["seam_plot"].stat().st_size > 0 and not list(tmp_path.glob(".*tmp*"))
+    # flicker: a value where the frame before is scored too (not after the gaps 28-29 and 33-34, nor the first)
+    flicker = summary["flicker"]
+    assert flicker["frames"] == want and set(flicker["mean"]) == {"real", "gan", "nearest", "alpha", "mean"}
+    for method, regions in flicker["per_frame"].items():
+        for region, values in regions.items():
+            has = [t for t, v in zip(want, values) if v is not None]
+            assert has == [t for t in want if t - 1 in want] and all(v >= 0 for v in values if v is not None), (method, region)
+    # the mean training crop never changes: only the real frame around it moves
+    assert flicker["mean"]["mean"]["face"] < flicker["mean"]["nearest"]["face"]
+    dist = summary["training_distance"]
+    assert len(dist["per_frame"]) == 9 and all(d >= 0 for d in dist["per_frame"]) and set(dist["nearest_training_frame"]) <= set(range(27))
+    assert -1 <= dist["spearman_vs_gan_face_e_col"] <= 1
+    assert outs["flicker_plot"].stat().st_size > 0 and outs["distance_plot"].stat().st_size > 0

@@ -18,7 +18,7 @@ UPSTREAM_OF_FITS = {"demo_clip", "probe", "landmarks", "landmarks_summary", "per
 REPORTS = {"overlay_page", "evaluation_pages", "reenactment_pages", "report_page"}  # rules/report.smk
 FITS_AND_DOWNSTREAM = {"fit_identity", "fit_segment", "track", "texture", "diagnostics", "transfer", "render_track",
                        "render_pair", "gan_flow", "gan_train", "gan_synthesize", "evaluate", "export_face",
-                       "expression_fidelity", "output_fidelity"} | REPORTS
+                       "expression_fidelity", "output_fidelity", "pair_ood"} | REPORTS
 
 
 @pytest.fixture

@@ -59,10 +59,11 @@ def test_demo_runs_end_to_end(demo_run):
     res = demo_run / "results"
     target, pair = res / "videos" / "demo_target", res / "pairs" / PAIR
     for f in ["track.h5", "texture.h5", "conditioning.h5", "gan/generator.pt", "gan/losses.png", "evaluation/summary.json",
-              "evaluation/e_col.png", "evaluation/seam.png", "evaluation/heat_map.mp4", "evaluation/side_by_side.mp4", "diagnostics/tracking.json",
+              "evaluation/e_col.png", "evaluation/seam.png", "evaluation/flicker.png",
+              "evaluation/distance_vs_error.png", "evaluation/heat_map.mp4", "evaluation/side_by_side.mp4", "diagnostics/tracking.json",
               "diagnostics/camera_smoothing.png", "diagnostics/overlay.mp4"]:
         assert (target / f).stat().st_size > 0, f
-    for f in ["transfer.h5", "conditioning.h5", "reenactment.mp4", "side_by_side.mp4"]:
+    for f in ["transfer.h5", "conditioning.h5", "reenactment.mp4", "side_by_side.mp4", "ood.json", "ood.png"]:
         assert (pair / f).stat().st_size > 0, f
     from deep_puppets.video import probe_video
 
@@ -71,6 +72,9 @@ def test_demo_runs_end_to_end(demo_run):
     summary = json.loads((target / "evaluation" / "summary.json").read_text())
     assert set(summary["methods"]) == {"gan", "nearest", "alpha", "mean"}
     assert summary["held_out_frames"] == [27, 40]  # the last third of 40 frames, never trained on
+    assert {"flicker", "training_distance"} <= set(summary)
+    ood = json.loads((pair / "ood.json").read_text())
+    assert len(ood["per_frame"]) == 40 and ood["training_frames"] == [0, 27] and ood["mean"] >= 0
     tracking = json.loads((target / "diagnostics" / "tracking.json").read_text())
     assert tracking["nme_mean"] < 0.05 and tracking["jitter_ratio"] < 1
 

@@ -1,7 +1,7 @@
 from deep_puppets.jobs import evaluate
 from deep_puppets.workflow import run_script
 
-OUTS = ("csv", "json", "plot", "seam_plot", "heat_mp4", "side_mp4")
+OUTS = ("csv", "json", "plot", "seam_plot", "flicker_plot", "distance_plot", "heat_mp4", "side_mp4")
 
 run_script(
     snakemake,
@@ -14,6 +14,8 @@ run_script(
         probe_json=sm.input.probe,
         outs={k: getattr(sm.output, k) for k in OUTS},
         composite_cfg=sm.params.composite,
+        model_cfg=sm.params.model,
+        model_file=sm.input.model,
         device=sm.params.device,
     ),
 )
