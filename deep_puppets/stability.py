@@ -127,8 +127,10 @@ def flicker_plot(frames, series: dict, out_png, title: str) -> None:
     for ax, region in zip(axes[0], FLICKER_REGIONS):
         for i, (method, values) in enumerate(series.items()):
             v = np.asarray(values[region], float)
-            style = {"color": "k", "ls": "--"} if method == "real" else {"color": f"C{i}"}
-            ax.plot(frames, v, lw=1.3, marker=".", ms=4, label=f"{method}: mean {np.nanmean(v) if np.isfinite(v).any() else float('nan'):.4f}", **style)
+            # the network drawn last and bold, the real video dashed black, the baselines thin behind them
+            style = {"color": "k", "ls": "--", "lw": 1.3, "zorder": 3} if method == "real" else (
+                {"color": f"C{i}", "lw": 1.8, "zorder": 4} if method == "gan" else {"color": f"C{i}", "lw": 0.9, "alpha": 0.7, "zorder": 2})
+            ax.plot(frames, v, marker=".", ms=3, label=f"{method}: mean {np.nanmean(v) if np.isfinite(v).any() else float('nan'):.4f}", **style)
         ax.set_title(titles[region], fontsize=11)
         ax.set_xlabel("held-out frame", fontsize=10)
         ax.grid(alpha=0.3)
