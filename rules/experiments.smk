@@ -1,0 +1,129 @@
+# Experiments (config section `experiments`, deep_puppets/experiments.py): variants of the gan settings, each
+# trained with every seed on a target's own conditioning and flow (shared with the main run) and evaluated on
+# the same held-out frames; one table per target. `snakemake experiments` runs them; `rule all` does not.
+
+from deep_puppets import experiments as dp_experiments
+
+try:
+    EXPERIMENTS = dp_experiments.expand_experiments(config, TARGETS)
+except ConfigError as e:
+    raise WorkflowError(f"config error: {e}")
+EXPERIMENT_RUNS = dp_experiments.experiment_runs(EXPERIMENTS)
+EXPERIMENT_DIR = f"{RESULTS}/experiments/{{video}}/{{variant}}/seed{{seed}}"
+
+
+wildcard_constraints:
+    variant=r"[A-Za-z_][A-Za-z0-9_]*",
+    seed=r"\d+",
+
+
+def experiment_files(name):
+    """Input function: ``name`` (under each run's folder) of every variant and seed of a target, in table order."""
+
+    def f(wildcards):
+        return [f"{RESULTS}/experiments/{wildcards.video}/{v}/seed{s}/{name}" for v, s in EXPERIMENT_RUNS]
+
+    return f
+
+
+def experiment_benchmarks(wildcards):
+    return [f"{BENCH}/experiment_train/{wildcards.video}/{v}/seed{s}.tsv" for v, s in EXPERIMENT_RUNS]
+
+
+rule experiment_train:
+    input:
+        conditioning=f"{RESULTS}/videos/{{video}}/conditioning.h5",
+        flow=f"{RESULTS}/videos/{{video}}/gan/flow.h5",
+    output:
+        generator=f"{EXPERIMENT_DIR}/generator.pt",
+        losses=f"{EXPERIMENT_DIR}/losses.png",
+    log:
+        f"{LOGS}/experiment_train/{{video}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/experiment_train/{{video}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=720,
+    params:
+        gan=lambda w: dp_experiments.variant_gan(config, EXPERIMENTS, w.variant, w.seed),
+        render=config["render"],
+    script:
+        "../workflow_scripts/gan_train.py"
+
+
+rule experiment_evaluate:
+    input:
+        generator=f"{EXPERIMENT_DIR}/generator.pt",
+        conditioning=f"{RESULTS}/videos/{{video}}/conditioning.h5",
+        flow=f"{RESULTS}/videos/{{video}}/gan/flow.h5",
+        track=f"{RESULTS}/videos/{{video}}/track.h5",
+        video=video_path,
+        probe=probe_json,
+    output:
+        csv=f"{EXPERIMENT_DIR}/evaluation/metrics.csv",
+        json=f"{EXPERIMENT_DIR}/evaluation/summary.json",
+        plot=f"{EXPERIMENT_DIR}/evaluation/e_col.png",
+        seam_plot=f"{EXPERIMENT_DIR}/evaluation/seam.png",
+        heat_mp4=f"{EXPERIMENT_DIR}/evaluation/heat_map.mp4",
+        side_mp4=f"{EXPERIMENT_DIR}/evaluation/side_by_side.mp4",
+    log:
+        f"{LOGS}/experiment_evaluate/{{video}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/experiment_evaluate/{{video}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        composite=config["composite"],
+        device=config["gan"]["device"],
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
+rule experiment_table:
+    input:
+        summaries=experiment_files("evaluation/summary.json"),
+        benchmarks=experiment_benchmarks,
+    output:
+        csv=f"{RESULTS}/experiments/{{video}}/table.csv",
+        html=report(
+            f"{RESULTS}/experiments/{{video}}/table.html",
+            caption="../report/experiments.rst",
+            category="Experiments",
+            subcategory="{video}",
+            labels={"target": "{video}", "figure": "variants table"},
+        ),
+        png=report(
+            f"{RESULTS}/experiments/{{video}}/quality_vs_minutes.png",
+            caption="../report/experiments.rst",
+            category="Experiments",
+            subcategory="{video}",
+            labels={"target": "{video}", "figure": "quality against training minutes"},
+        ),
+    log:
+        f"{LOGS}/experiment_table/{{video}}.log",
+    benchmark:
+        f"{BENCH}/experiment_table/{{video}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        runs=EXPERIMENT_RUNS,
+        overrides={name: v["overrides"] for name, v in EXPERIMENTS["variants"].items()},
+    script:
+        "../workflow_scripts/experiment_table.py"
+
+
+rule experiments:
+    input:
+        expand(f"{RESULTS}/experiments/{{video}}/table.csv", video=EXPERIMENTS["targets"]),
+        expand(f"{RESULTS}/experiments/{{video}}/quality_vs_minutes.png", video=EXPERIMENTS["targets"]),
