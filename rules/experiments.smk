@@ -1,33 +1,12 @@
 # Experiments (config section `experiments`, deep_puppets/experiments.py): variants of the gan settings, each
 # trained with every seed on a target's own conditioning and flow (shared with the main run) and evaluated on
 # the same held-out frames; one table per target. `snakemake experiments` runs them; `rule all` does not.
-
-from deep_puppets import experiments as dp_experiments
-
-try:
-    EXPERIMENTS = dp_experiments.expand_experiments(config, TARGETS)
-except ConfigError as e:
-    raise WorkflowError(f"config error: {e}")
-EXPERIMENT_RUNS = dp_experiments.experiment_runs(EXPERIMENTS)
-EXPERIMENT_DIR = f"{RESULTS}/experiments/{{video}}/{{variant}}/seed{{seed}}"
+# The section is checked and expanded in rules/common.smk (EXPERIMENTS, EXPERIMENT_RUNS).
 
 
 wildcard_constraints:
     variant=r"[A-Za-z_][A-Za-z0-9_]*",
     seed=r"\d+",
-
-
-def experiment_files(name):
-    """Input function: ``name`` (under each run's folder) of every variant and seed of a target, in table order."""
-
-    def f(wildcards):
-        return [f"{RESULTS}/experiments/{wildcards.video}/{v}/seed{s}/{name}" for v, s in EXPERIMENT_RUNS]
-
-    return f
-
-
-def experiment_benchmarks(wildcards):
-    return [f"{BENCH}/experiment_train/{wildcards.video}/{v}/seed{s}.tsv" for v, s in EXPERIMENT_RUNS]
 
 
 rule experiment_train:
