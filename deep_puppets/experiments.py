@@ -122,22 +122,26 @@ def describe_overrides(overrides: dict) -> str:
 # ------------------------------------------------------------------------------------------------ aggregation
 
 
-def training_minutes(benchmark_tsv) -> float:
-    """Wall-clock minutes of a training job from its Snakemake benchmark file (column ``s``)."""
+def training_minutes(benchmark_tsv) -> tuple[float, float]:
+    """``(wall-clock, CPU)`` minutes of a training job from its Snakemake benchmark file (columns ``s`` and
+    ``cpu_time``; CPU NaN where the file has none). CPU minutes depend less on other jobs sharing the machine."""
     import pandas as pd
 
     try:
-        s = pd.read_csv(benchmark_tsv, sep="\t")["s"]
+        b = pd.read_csv(benchmark_tsv, sep="\t")
+        s = b["s"].to_numpy(float)
     except (OSError, ValueError, KeyError) as e:
         raise InputError(benchmark_tsv, f"is not a Snakemake benchmark file with a column 's' ({e})") from None
     if not len(s) or not np.isfinite(s).all():
         raise InputError(benchmark_tsv, "holds no finite run time")
-    return float(s.mean()) / 60.0
+    cpu = pd.to_numeric(b["cpu_time"], errors="coerce").to_numpy(float) if "cpu_time" in b else np.array([math.nan])
+    return float(s.mean()) / 60.0, float(cpu.mean()) / 60.0
 
 
-def experiment_record(variant: str, seed: int, summary: dict, minutes: float, where="") -> dict:
-    """One run's row: variant, seed, training minutes and the GAN's held-out means (:data:`TABLE_METRICS`)."""
-    row = {"variant": variant, "seed": int(seed), "minutes": float(minutes)}
+def experiment_record(variant: str, seed: int, summary: dict, minutes: float, cpu_minutes: float = math.nan, where="") -> dict:
+    """One run's row: variant, seed, training minutes (wall clock and CPU) and the GAN's held-out means
+    (:data:`TABLE_METRICS`)."""
+    row = {"variant": variant, "seed": int(seed), "minutes": float(minutes), "cpu_minutes": float(cpu_minutes)}
     try:
         gan = summary["mean"]["gan"]
         for column, region, metric in TABLE_METRICS:
@@ -149,7 +153,7 @@ def experiment_record(variant: str, seed: int, summary: dict, minutes: float, wh
 
 def variant_table(records: list[dict], overrides: dict[str, dict] | None = None):
     """Per variant (in order of first appearance): seeds run, and mean and spread (sample standard deviation
-    over seeds; NaN with one seed) of the training minutes and every metric of :data:`TABLE_METRICS`."""
+    over seeds; NaN with one seed) of the training minutes (wall clock and CPU) and every metric of :data:`TABLE_METRICS`."""
     import pandas as pd
 
     if not records:
@@ -159,7 +163,7 @@ def variant_table(records: list[dict], overrides: dict[str, dict] | None = None)
     for variant, g in df.groupby("variant", sort=False):
         row = {"variant": variant, "settings": describe_overrides((overrides or {}).get(variant, {})), "seeds": " ".join(str(s) for s in g["seed"]),
                "n_seeds": len(g)}
-        for column in ("minutes", *(m[0] for m in TABLE_METRICS)):
+        for column in ("minutes", "cpu_minutes", *(m[0] for m in TABLE_METRICS)):
             v = g[column].to_numpy(float)
             row[column] = float(v.mean())
             row[f"{column}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else math.nan
@@ -172,12 +176,13 @@ def write_tables(table, csv_path, html_path, title: str) -> None:
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
     shown = table[["variant", "settings", "seeds"]].copy()
-    for column in ("minutes", *(m[0] for m in TABLE_METRICS)):
+    for column in ("minutes", "cpu_minutes", *(m[0] for m in TABLE_METRICS)):
         digits = 3 if column.endswith(("ssim", "e_col")) else 2
         shown[column] = [f"{m:.{digits}f}" + ("" if math.isnan(s) else f" ± {s:.{digits}f}") for m, s in zip(table[column], table[f"{column}_sd"])]
     html = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n<h1>{title}</h1>\n"
             "<p>Held-out self-reenactment at full resolution (the GAN's mean per region); mean ± sample standard deviation over "
-            "seeds; minutes: wall-clock training time (jobs running side by side share the cores).</p>\n"
+            "seeds; minutes: wall-clock training time (jobs running side by side share the cores), cpu_minutes: the CPU time "
+            "the training used.</p>\n"
             + shown.to_html(index=False, border=0) + "\n</body></html>\n")
     with atomic_path(html_path) as tmp:
         Path(tmp).write_text(html)

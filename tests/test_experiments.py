@@ -94,13 +94,14 @@ def test_table_job_writes_csv_html_and_figure(tmp_path):
         p = tmp_path / f"{variant}{seed}.json"
         p.write_text(json.dumps(summary(psnr)))
         b = tmp_path / f"{variant}{seed}.tsv"
-        b.write_text(f"s\th:m:s\tmax_rss\n{secs}\t0:10:00\t100\n")
+        b.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{secs}\t0:10:00\t100\t{secs / 2}\n")
         summaries.append(p)
         benchmarks.append(b)
     outs = {"csv": tmp_path / "table.csv", "html": tmp_path / "table.html", "png": tmp_path / "quality_vs_minutes.png"}
     experiment_table(video="v", runs=runs, summaries=summaries, benchmarks=benchmarks, overrides={"default": {}, "L1": {"window": 1}}, outs=outs)
     t = pd.read_csv(outs["csv"])
     assert list(t["variant"]) == ["default", "L1"] and t["minutes"].tolist() == pytest.approx([11.0, 5.0])
+    assert t["cpu_minutes"].tolist() == pytest.approx([5.5, 2.5])
     assert "21.00 ± 1.41" in outs["html"].read_text()
     assert outs["png"].stat().st_size > 10_000
 

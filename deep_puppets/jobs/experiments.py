@@ -30,7 +30,7 @@ def experiment_table(*, video: str, runs, summaries, benchmarks, overrides: dict
     for (variant, seed), summary_path, bench in zip(runs, summaries, benchmarks):
         summary = _read_summary(summary_path)
         first = first or summary
-        records.append(ex.experiment_record(variant, seed, summary, ex.training_minutes(bench), where=summary_path))
+        records.append(ex.experiment_record(variant, seed, summary, *ex.training_minutes(bench), where=summary_path))
     table = ex.variant_table(records, overrides)
     title = f"{video}: gan variants on the held-out frames"
     ex.write_tables(table, outs["csv"], outs["html"], title)
