@@ -123,6 +123,8 @@ def test_experiments_target_on_the_tiny_run(tiny_full_run, tmp_path):
     work = copy_run(tiny_full_run, tmp_path / "run")
     config = merged(TINY_FULL, {"experiments": {"variants": {"L1": {"gan": {"window": 1, "iterations": 4}},
                                                              "no_warp": {"gan": {"lambda_warp": 0, "iterations": 4}}}}})
+    default = run_workflow(work, "-n", config=config, timeout=300)  # the default run ignores the section
+    assert default.returncode == 0 and "Nothing to be done" in default.stdout + default.stderr, (default.stdout + default.stderr)[-3000:]
     dry = run_workflow(work, "-n", "experiments", config=config, timeout=300)
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     planned = {line.split()[1].rstrip(":") for line in dry.stdout.splitlines() if line.startswith(("rule ", "localrule "))}
@@ -138,5 +140,5 @@ def test_experiments_target_on_the_tiny_run(tiny_full_run, tmp_path):
     assert not same_weights(runs["L1"][0], runs["no_warp"][0])
     t = pd.read_csv(exp / "table.csv")
     assert list(t["variant"]) == ["default", "L1", "no_warp"] and (t["n_seeds"] == 1).all()
-    assert t["face_psnr"].notna().all() and (t["minutes"] > 0).all()
+    assert t["face_psnr"].notna().all() and (t["minutes"] > 0).all() and (t["cpu_minutes"] > 0).all()
     assert (exp / "table.html").exists() and (exp / "quality_vs_minutes.png").exists()
