@@ -40,6 +40,7 @@ include: "rules/gan.smk"
 include: "rules/evaluate.smk"
 include: "rules/export.smk"
 include: "rules/report.smk"
+include: "rules/experiments.smk"
 
 
 # Cheap bookkeeping jobs (and the exports: seconds each) run on the submitting machine, not as cluster jobs.
@@ -52,6 +53,7 @@ localrules:
     reenactment_pages,
     export_face,
     export_arkit,
+    experiment_table,
 
 
 rule all:

@@ -12,6 +12,7 @@ export_pythonpath(workflow.basedir)
 from snakemake.exceptions import WorkflowError
 
 from deep_puppets import config as dp_config
+from deep_puppets import experiments as dp_experiments
 from deep_puppets.errors import ConfigError
 from deep_puppets.ingest import segments_for
 from deep_puppets.needs import check_stage_settings, model_min_faces
@@ -30,6 +31,13 @@ PAIRS = {dp_config.pair_id(p): p for p in config["pairs"]}
 TARGETS = sorted({p["target"] for p in config["pairs"]})
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
+# The `experiments` section (rules/experiments.smk): gan-setting variants x seeds, checked here like the rest.
+try:
+    EXPERIMENTS = dp_experiments.expand_experiments(config, TARGETS)
+except ConfigError as e:
+    raise WorkflowError(f"config error: {e}")
+EXPERIMENT_RUNS = dp_experiments.experiment_runs(EXPERIMENTS)
+EXPERIMENT_DIR = f"{RESULTS}/experiments/{{video}}/{{variant}}/seed{{seed}}"
 
 
 wildcard_constraints:
@@ -150,3 +158,17 @@ def export_targets():
     if config["export"]["meshes"] != "none":
         files.append(config["export"]["meshes"])
     return [f"{RESULTS}/export/{kind}/{name}/{f}" for kind, group in names.items() for name in group for f in files]
+
+
+def experiment_files(name):
+    """Input function: ``name`` (under each run's folder) of every variant and seed of a target, in table order."""
+
+    def f(wildcards):
+        return [f"{RESULTS}/experiments/{wildcards.video}/{v}/seed{s}/{name}" for v, s in EXPERIMENT_RUNS]
+
+    return f
+
+
+def experiment_benchmarks(wildcards):
+    """The training benchmark of every variant and seed of a target (their wall-clock minutes), in table order."""
+    return [f"{BENCH}/experiment_train/{wildcards.video}/{v}/seed{s}.tsv" for v, s in EXPERIMENT_RUNS]

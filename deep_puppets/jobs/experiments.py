@@ -1,0 +1,41 @@
+"""Job of the experiments: one target's table of gan-setting variants (held-out quality against training minutes).
+Training and evaluating a variant reuse :func:`.gan.gan_train` and :func:`.evaluate.evaluate` as they are."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from .. import experiments as ex
+from ..errors import InputError
+
+log = logging.getLogger(__package__)
+
+
+def _read_summary(path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"is not a readable evaluation summary ({e})") from None
+
+
+def experiment_table(*, video: str, runs, summaries, benchmarks, overrides: dict, outs: dict):
+    """``table.csv``, ``table.html`` and ``quality_vs_minutes.png`` of one target: ``runs`` are the ``(variant,
+    seed)`` of each evaluation summary and training benchmark, in the same order. The baselines (nearest frame,
+    alpha, mean crop) do not depend on the generator: the first summary's are drawn for reference."""
+    if not (len(runs) == len(summaries) == len(benchmarks)):
+        raise ValueError(f"{len(runs)} runs, {len(summaries)} summaries and {len(benchmarks)} benchmarks")
+    records, first = [], None
+    for (variant, seed), summary_path, bench in zip(runs, summaries, benchmarks):
+        summary = _read_summary(summary_path)
+        first = first or summary
+        records.append(ex.experiment_record(variant, seed, summary, *ex.training_minutes(bench), where=summary_path))
+    table = ex.variant_table(records, overrides)
+    title = f"{video}: gan variants on the held-out frames"
+    ex.write_tables(table, outs["csv"], outs["html"], title)
+    baselines = {m: ex.experiment_record(m, 0, {"mean": {"gan": v}}, 0.0) for m, v in first["mean"].items() if m != "gan"}
+    ex.quality_plot(table, outs["png"], title, baselines)
+    log.info("%s: %d variants, %d runs; face PSNR %s", video, len(table), len(records),
+             {r.variant: round(r.face_psnr, 2) for r in table.itertuples()})
+    return table
