@@ -80,6 +80,13 @@ rule all:
         reenactment_pages=expand(f"{RESULTS}/pairs/{{pair}}/reenactment.html", pair=PAIRS),
 
 
+# The experiments section's tables (rules/experiments.smk): `snakemake experiments`; not part of `all`.
+rule experiments:
+    input:
+        expand(f"{RESULTS}/experiments/{{video}}/table.csv", video=EXPERIMENTS["targets"]),
+        expand(f"{RESULTS}/experiments/{{video}}/quality_vs_minutes.png", video=EXPERIMENTS["targets"]),
+
+
 # Every export of every configured video and pair (rules/export.smk); `deep-puppets export DIR` runs it.
 rule export_all:
     input:

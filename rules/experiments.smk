@@ -104,9 +104,3 @@ rule experiment_table:
         overrides={name: v["overrides"] for name, v in EXPERIMENTS["variants"].items()},
     script:
         "../workflow_scripts/experiment_table.py"
-
-
-rule experiments:
-    input:
-        expand(f"{RESULTS}/experiments/{{video}}/table.csv", video=EXPERIMENTS["targets"]),
-        expand(f"{RESULTS}/experiments/{{video}}/quality_vs_minutes.png", video=EXPERIMENTS["targets"]),
