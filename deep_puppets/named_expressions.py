@@ -18,10 +18,12 @@ Blendshapes (:func:`named_blendshapes`, (K, N, 3)), one per signal, built on the
 each moves its own signal only: eyelid closure moves each upper-lid contour vertex onto its lower-lid partner
 (coefficient 1 = the neutral eye closed; the neighbouring lid skin follows with a falloff; the irises stay, the
 gaze image clips them to the lid polygon); jaw opening rotates the lower lip, chin and jaw about an axis through
-the jaw hinge (behind and above the mouth; the lower lip's weight falls to 0 at the corners); mouth width stretches the lips and the skin around them sideways
+the jaw hinge (behind and above the mouth; the lower lip, :data:`LOWER_LIP` by topology — a grinning neutral puts the upper
+lip's middle below its corners — weighs less toward the corners); mouth width stretches the lips and the skin around them sideways
 from the mouth's centre (with a slight lift of the corners, a smile); brows rise with the forehead skin above
 them fading out; gaze translates the 5 iris points of both eyes. All but the eyelids are scaled so a
-coefficient of 1 changes its signal by 1 (one face size).
+coefficient of 1 changes its signal by 1 (one face size); one that would need a vertex to move more than
+:data:`MAX_DISPLACEMENT` face sizes for that is degenerate on the mesh and left out (zero, with a warning).
 
 Transfer (:func:`named_transfer`): desired target signal = the target's rest value + the source's change from
 its rest (``scaling='size'``: the change in face sizes; ``'relative'``: the same, but the eyes' change scaled by
@@ -34,6 +36,8 @@ frames whose desired signal lies outside the range the target showed in its own 
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -51,6 +55,10 @@ LID_PAIRS = {
 }
 EYE_CORNERS = {"right": (33, 133), "left": (263, 362)}
 INNER_MOUTH_CORNERS = (78, 308)
+# the lower lip's contour points, outer and inner, corners excluded (FaceMesh topology: which lip a point belongs to
+# does not depend on the face's shape; a smiling neutral puts the upper lip's middle below its corners)
+LOWER_LIP = (146, 91, 181, 84, 17, 314, 405, 321, 375, 95, 88, 178, 87, 14, 317, 402, 318, 324)
+MAX_DISPLACEMENT = 4.0  # a blendshape that must move a vertex more than this many face sizes per unit signal is degenerate
 BROW_POINTS = {"left": LEFT_EYEBROW, "right": RIGHT_EYEBROW}
 IRISES = {"right": RIGHT_IRIS, "left": LEFT_IRIS}
 EYE_OPEN_LIMIT = 1.5  # the eye opens at most this many times its neutral aperture
@@ -59,6 +67,8 @@ WIDTH_LIMITS = (-0.4, 0.6)  # mouth width change, fraction of the neutral width
 BROW_LIMIT = 0.15  # brow height change, face sizes
 RANGE_TOLERANCE = 0.005  # face sizes beyond the target's own range before a signal counts as out of range
 GAZE_LIMITS = (0.3, 0.15)  # iris centre offset from the eye's middle, fraction of the eye width (x, y)
+
+log = logging.getLogger(__name__)
 
 
 def landmark_vertices(model: MorphableModel) -> np.ndarray | None:
@@ -142,7 +152,7 @@ def named_blendshapes(model: MorphableModel, p) -> np.ndarray:
     # jaw: rotation about the x axis through the hinge (behind the mouth, at the level of the nose's base)
     corner_y = V[lv[list(MOUTH_CORNERS)], 1].mean()
     lips = set(int(i) for i in LIPS)
-    lower_lip = [i for i in lips if L[i, 1] < corner_y - 1e-6 and i not in (*MOUTH_CORNERS, *INNER_MOUTH_CORNERS)]
+    lower_lip = list(LOWER_LIP)
     hinge = np.array([0.0, corner_y + 0.35 * size, L[:N_MESH_VERTICES, 2].min()])
     lip_bottom = L[lower_lip, 1].min()
     w = np.clip((corner_y - V[:, 1]) / max(corner_y - lip_bottom, 1e-3 * size), 0, 1)
@@ -177,10 +187,18 @@ def named_blendshapes(model: MorphableModel, p) -> np.ndarray:
     B[6, iris, 0] = 1.0
     B[7, iris, 1] = 1.0
 
-    # unit response (a coefficient of 1 changes its signal by 1) for all but the eyelids
+    # unit response (a coefficient of 1 changes its signal by 1) for all but the eyelids; a blendshape that would
+    # need vertices to move more than MAX_DISPLACEMENT face sizes per unit is degenerate on this mesh: left out (zero)
     J = np.einsum("kld,jld->kj", signal_operator(size), B[:, lv])
-    for k in range(2, len(NAMED_EXPRESSIONS)):
-        B[k] /= J[k, k]
+    for k in range(len(NAMED_EXPRESSIONS)):
+        gain = 1.0 if k < 2 else 1.0 / J[k, k] if abs(J[k, k]) > 1e-12 else np.inf
+        reach = np.linalg.norm(B[k], axis=1).max() * abs(gain) / size
+        if not np.isfinite(reach) or reach > MAX_DISPLACEMENT:
+            log.warning("model %r: named blendshape %s is degenerate on its neutral mesh (%.3g face sizes per unit); left out",
+                        model.name, NAMED_EXPRESSIONS[k], reach)  # fmt: skip
+            B[k] = 0.0
+        else:
+            B[k] *= gain
     return B
 
 
@@ -296,4 +314,3 @@ def named_offsets(model: MorphableModel, p, coefficients: np.ndarray) -> np.ndar
     if not c.size or not c.any():
         return None
     return np.tensordot(c, named_blendshapes(model, p), axes=(1, 0))
-

@@ -181,3 +181,28 @@ def test_a_full_blink_closes_wider_eyes_with_relative_scaling(scaling, closes):
     assert (abs(fraction_t - fraction_s) < 0.1) == closes, (fraction_s, fraction_t)
     pts = named_landmarks(target, res.p, res.q, res.camera, res.named)
     assert np.allclose(pts[..., :2], _landmarks_2d(target, res.p, res.q, res.camera, res.named))
+
+
+def _grinning(model, lift: float = 0.8, opening: float = 0.5):
+    """``model`` (size 1) whose neutral grins with its lips apart (the demo photo's face): the mouth's corners lifted
+    ``lift`` cm, the lower lip and chin dropped by ``opening`` of the jaw field."""
+    C = np.array(model.mean)
+    lifted = C + sum(np.exp(-(((C - C[i]) ** 2).sum(axis=1)) / (2 * 0.8**2))[:, None] * np.array([0.0, lift, 0.0]) for i in (61, 291, 78, 308))
+    return MorphableModel(**{**model.__dict__, "mean": lifted + opening * FIELDS["jaw"]})
+
+
+def test_jaw_of_a_grinning_neutral_moves_the_lower_lip_only():
+    """A neutral with the mouth's corners above the upper lip's middle (the demo's smiling photo): the jaw blendshape
+    opens the mouth by moving the lower lip, not the upper, and no vertex moves more than ~1.5 face sizes per unit of
+    mouth opening (before, the upper lip, below the corners, moved with the jaw, the lips' gap barely changed and the
+    unit scaling threw the lower face ~40 face sizes: the demo's closed mouth and the fold over its nose)."""
+    model = _grinning(person_like("target", 1.0, ALL, mix_seed=2))
+    C = np.array(model.mean)
+    assert C[13, 1] < C[[61, 291], 1].min() and C[14, 1] < C[13, 1]  # the construction: the upper lip's middle below its corners
+    B = named_blendshapes(model, np.zeros(0))
+    size = np.sqrt(((C[:468] - C[:468].mean(axis=0)) ** 2).sum(axis=1).mean())
+    jaw = B[NAMED_EXPRESSIONS.index("mouth_open")]
+    assert np.abs(jaw[[13, 82, 312, 0, 37, 267]]).max() < 1e-9  # the upper lip stays
+    assert jaw[14, 1] < -0.5 * size  # the lower lip drops
+    assert np.linalg.norm(jaw, axis=1).max() < 2.0 * size
+    assert np.isclose(np.einsum("ld,ld->", signal_operator(size)[NAMED_EXPRESSIONS.index("mouth_open")], jaw), 1.0)
