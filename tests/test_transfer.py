@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from deep_puppets.camera import rotation_log, rotation_matrix
+from deep_puppets.camera import FLIP, rotation_log, rotation_matrix, yaw_pitch_roll, yaw_pitch_roll_matrix
 from deep_puppets.errors import ConfigError
 from deep_puppets.fit_types import FitResult
 from deep_puppets.models import facemesh
@@ -265,8 +265,8 @@ def test_reference_pose_is_the_median_pose():
 
 @pytest.mark.parametrize("axis,degrees", [("y", 10.0), ("y", -35.0), ("x", 12.0), ("z", 20.0)])
 def test_relative_head_turn_is_carried_about_the_targets_own_axes(models, axis, degrees):
-    """Source reference and target reference differ (pitched/rolled heads); a +X° turn of the source about
-    its own axis turns the target +X° about the same axis of its own head: R_tref⁻¹ R_out = R_sref⁻¹ R_s."""
+    """``rotation_transfer: head``: source reference and target reference differ (pitched/rolled heads); a +X° turn
+    of the source about its own axis turns the target +X° about the same axis of its own head: R_tref⁻¹ R_out = R_sref⁻¹ R_s."""
     _, model = models
     Rs_ref = rotation_matrix(np.array([0.25, 0.1, 0.35]))
     Rt_ref = rotation_matrix(np.array([-0.15, 0.45, -0.3]))
@@ -275,7 +275,7 @@ def test_relative_head_turn_is_carried_about_the_targets_own_axes(models, axis, 
     tgt_R = [Rt_ref] * 3 + [Rt_ref @ S for S in sym]
     src = track(np.stack([pose_at(R) for R in src_R]), np.zeros((8, model.n_exp)), np.r_[np.ones(7, bool), False])
     tgt = track(np.stack([pose_at(R, t=(500, 300, 0), scale=35) for R in tgt_R]), np.zeros((7, model.n_exp)))
-    res = transfer_motion(src, tgt, model, model)
+    res = transfer_motion(src, tgt, model, model, settings=TransferSettings(rotation_transfer="head"))
     assert np.abs(rotation_matrix(res.target_reference[:3]) - Rt_ref).max() < 1e-8
     rel = rotation_log(Rt_ref.T @ rotation_matrix(res.camera[-1, :3]))
     expected = np.zeros(3)
@@ -285,6 +285,37 @@ def test_relative_head_turn_is_carried_about_the_targets_own_axes(models, axis, 
     rel_t = rotation_log(Rt_ref.T @ rotation_matrix(res.camera[:, :3]))
     rel_s = rotation_log(Rs_ref.T @ rotation_matrix(src.camera[:, :3]))
     assert np.allclose(rel_t, rel_s, atol=1e-9)
+
+
+def _image_tilt(R: np.ndarray) -> np.ndarray:
+    """Image-plane angle (degrees, y down) of the head's x axis (the ear line) under rotations R (..., 3, 3)."""
+    d = (FLIP @ R)[..., :, 0]
+    return np.degrees(np.arctan2(d[..., 1], d[..., 0]))
+
+
+@pytest.mark.parametrize("composition, exact", [("angles", True), ("head", False), ("world", False)])
+def test_image_plane_roll_arrives_whole_with_angles(models, composition, exact):
+    """Both heads turned and pitched at rest, differently; the source tilts its head by 8° in the image (a roll about
+    the camera's axis) and nods: with ``angles`` (the default) the target's image tilt changes by the source's 8°,
+    its yaw/pitch/roll change by the source's; composed in the head or the camera frame the tilt arrives
+    changed (a roll about a turned head's own axis tilts its image by less; a camera-frame nod of a turned head tilts it)."""
+    _, model = models
+    Rs_ref, Rt_ref = yaw_pitch_roll_matrix(25.0, 15.0, 0.0), yaw_pitch_roll_matrix(-20.0, -12.0, 5.0)
+    sym = [axis_rotation("y", 15), axis_rotation("y", -15), axis_rotation("x", 9), axis_rotation("x", -9)]
+    moves = [axis_rotation("z", 8.0) @ Rs_ref, axis_rotation("z", 8.0) @ Rs_ref @ axis_rotation("x", 10.0)]
+    src = track(np.stack([pose_at(R) for R in [Rs_ref] * 3 + [Rs_ref @ S for S in sym] + moves]), np.zeros((9, model.n_exp)))
+    tgt = track(np.stack([pose_at(R) for R in [Rt_ref] * 3 + [Rt_ref @ S for S in sym]]), np.zeros((7, model.n_exp)))
+    res = transfer_motion(src, tgt, model, model, settings=TransferSettings(rotation_transfer=composition))
+    R_out = rotation_matrix(res.camera[-2:, :3])
+    tilt_s = _image_tilt(rotation_matrix(src.camera[-2:, :3])) - _image_tilt(Rs_ref)
+    tilt_t = _image_tilt(R_out) - _image_tilt(Rt_ref)
+    assert np.allclose(np.abs(tilt_s), 8.0, atol=1e-6)
+    assert np.allclose(tilt_t, tilt_s, atol=1e-6) == exact, (composition, tilt_t)
+    if exact:
+        change_s = yaw_pitch_roll(rotation_matrix(src.camera[-2:, :3])) - yaw_pitch_roll(Rs_ref)
+        assert np.allclose(yaw_pitch_roll(R_out) - yaw_pitch_roll(Rt_ref), change_s, atol=1e-6)
+    else:
+        assert np.abs(tilt_t - tilt_s).max() > 0.3
 
 
 def test_translation_scales_with_the_face_size(models):
