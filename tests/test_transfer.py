@@ -18,6 +18,7 @@ from deep_puppets.models.person import person_triangles, transfer_matrix
 from deep_puppets.transfer import (
     TransferError,
     TransferSettings,
+    anchor_rotations,
     correspondence,
     expression_reference_kinds,
     expression_transfer_matrix,
@@ -316,6 +317,39 @@ def test_image_plane_roll_arrives_whole_with_angles(models, composition, exact):
         assert np.allclose(yaw_pitch_roll(R_out) - yaw_pitch_roll(Rt_ref), change_s, atol=1e-6)
     else:
         assert np.abs(tilt_t - tilt_s).max() > 0.3
+
+
+def _nodding(model: MorphableModel, degrees: float = 3.0) -> MorphableModel:
+    """``model`` with one more expression component: the whole face turned ``degrees`` about x (a person model's PCA
+    takes up some head rotation the rigid fit left)."""
+    C = np.array(model.mean)
+    nod = (C - C.mean(axis=0)) @ axis_rotation("x", degrees).T - (C - C.mean(axis=0))
+    return MorphableModel(**{**model.__dict__, "exp_basis": np.concatenate([model.exp_basis, nod[None]]), "exp_std": np.r_[model.exp_std, 1.0]})
+
+
+@pytest.mark.parametrize("anchored", [True, False])
+def test_head_rotation_inside_the_expression_reaches_the_target_as_head_motion(models, anchored):
+    """The source nods through an expression component (its camera still); the target's basis has none: with
+    ``anchor_rotation`` the target's head anchors (camera and expression together) turn as the source's, frame by
+    frame; without it the nod is lost in the projection."""
+    source_model, target_model = _nodding(models[0]), models[1]
+    T = 60
+    nod = 0.5 + 0.5 * np.sin(np.arange(T) / 4.0)
+    q = np.zeros((T, source_model.n_exp))
+    q[:, -1] = nod
+    R0 = yaw_pitch_roll_matrix(20.0, -10.0, 4.0)
+    src = track(np.stack([pose_at(R0)] * T), q)
+    tgt = track(np.stack([pose_at(yaw_pitch_roll_matrix(-15.0, 8.0, -6.0), t=(500, 300, 0), scale=35)] * 20), np.zeros((20, target_model.n_exp)))
+    res = transfer_motion(src, tgt, source_model, target_model, settings=TransferSettings(anchor_rotation=anchored))
+    eff_s = yaw_pitch_roll(R0 @ anchor_rotations(source_model, src.p, q))
+    eff_t = yaw_pitch_roll(rotation_matrix(res.camera[:, :3]) @ anchor_rotations(target_model, res.p, res.q))
+    moved_s, moved_t = eff_s - eff_s[0], eff_t - eff_t[0]
+    assert np.ptp(moved_s[:, 1]) > 2.5  # the source's head anchors nod ~3°
+    if anchored:
+        assert np.abs(moved_t - moved_s).max() < 1e-6
+        assert res.stats["anchor_rotation_p95_deg"]["source"] > 2.5
+    else:
+        assert np.ptp(moved_t[:, 1]) < 0.5 * np.ptp(moved_s[:, 1])
 
 
 def test_translation_scales_with_the_face_size(models):
