@@ -315,11 +315,14 @@ def transfer_rotations(r_source: np.ndarray, r_source_ref: np.ndarray, r_target_
 
 def anchor_rotations(model: MorphableModel, p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """(T, 3, 3): per frame, the rotation (Kabsch, about their centroid) that takes the :data:`HEAD_ANCHORS` of the
-    neutral face (identity ``p``) to those of expressions ``q`` (T, K): the head rotation an expression carries."""
+    neutral face (identity ``p``) to those of expressions ``q`` (T, K): the head rotation an expression carries
+    (the identity for a frame whose ``q`` is not finite)."""
     idx = list(HEAD_ANCHORS)
     tri, w = model.triangles[model.lm_tri[idx]], model.lm_bary[idx]  # (n, 3) each
     base = np.einsum("nkd,nk->nd", model.shape(p)[tri], w)
-    A = base + np.einsum("tj,jnkd,nk->tnd", np.atleast_2d(np.asarray(q, float)), model.exp_basis[:, tri], w)
+    q = np.atleast_2d(np.asarray(q, float))
+    finite = np.isfinite(q).all(axis=1)
+    A = base + np.einsum("tj,jnkd,nk->tnd", np.where(finite[:, None], q, 0.0), model.exp_basis[:, tri], w)
     U, _, Vt = np.linalg.svd(np.einsum("tni,nj->tij", A - A.mean(axis=1, keepdims=True), base - base.mean(axis=0)))
     U[:, :, 2] *= np.sign(np.linalg.det(U @ Vt))[:, None]
     return U @ Vt

@@ -206,3 +206,17 @@ def test_jaw_of_a_grinning_neutral_moves_the_lower_lip_only():
     assert jaw[14, 1] < -0.5 * size  # the lower lip drops
     assert np.linalg.norm(jaw, axis=1).max() < 2.0 * size
     assert np.isclose(np.einsum("ld,ld->", signal_operator(size)[NAMED_EXPRESSIONS.index("mouth_open")], jaw), 1.0)
+
+
+def test_a_degenerate_blendshape_is_left_out_with_a_warning(caplog):
+    """On a flat neutral (every point at the same depth) a turn about the jaw hinge cannot part the lips: unit scaling
+    would throw the lower face to infinity; the jaw is left out (zero, a warning), the other blendshapes stay."""
+    model = person_like("target", 1.0, ALL, mix_seed=2)
+    flat = np.array(model.mean)
+    flat[:, 2] = 0.0
+    with caplog.at_level("WARNING"):
+        B = named_blendshapes(MorphableModel(**{**model.__dict__, "mean": flat}), np.zeros(0))
+    k = NAMED_EXPRESSIONS.index("mouth_open")
+    assert not B[k].any() and "mouth_open is degenerate" in caplog.text
+    assert all(B[j].any() for j in range(len(NAMED_EXPRESSIONS)) if j != k)
+    assert np.isfinite(B).all()

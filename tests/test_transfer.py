@@ -350,6 +350,11 @@ def test_head_rotation_inside_the_expression_reaches_the_target_as_head_motion(m
         assert res.stats["anchor_rotation_p95_deg"]["source"] > 2.5
     else:
         assert np.ptp(moved_t[:, 1]) < 0.5 * np.ptp(moved_s[:, 1])
+    # a lost frame (no expression, no camera) stays lost and leaves the others as they were
+    q[5], cam = np.nan, src.camera.copy()
+    cam[5] = np.nan
+    lost = transfer_motion(track(cam, q, np.arange(T) != 5), tgt, source_model, target_model, settings=TransferSettings(anchor_rotation=anchored))
+    assert not lost.valid[5] and np.allclose(np.delete(lost.camera, 5, axis=0), np.delete(res.camera, 5, axis=0), atol=1e-6)
 
 
 def test_translation_scales_with_the_face_size(models):
