@@ -24,3 +24,7 @@ class ConfigError(DeepPuppetsError):
 
 class BusyError(DeepPuppetsError):
     """Another live process holds the exclusive lock of the work this job would do (e.g. training a target)."""
+
+
+class TransferError(DeepPuppetsError):
+    """The pair cannot be transferred (no valid frame, models that do not match their tracks, ...)."""

@@ -10,21 +10,19 @@ import numpy as np
 import pytest
 
 from deep_puppets.camera import FLIP, rotation_log, rotation_matrix, yaw_pitch_roll, yaw_pitch_roll_matrix
-from deep_puppets.errors import ConfigError
+from deep_puppets.errors import ConfigError, TransferError
 from deep_puppets.fit_types import FitResult
+from deep_puppets.head_motion import anchor_rotations, reference_pose
 from deep_puppets.models import facemesh
 from deep_puppets.models.base import N_LANDMARKS, MorphableModel
 from deep_puppets.models.person import person_triangles, transfer_matrix
 from deep_puppets.transfer import (
-    TransferError,
     TransferSettings,
-    anchor_rotations,
     correspondence,
     expression_reference_kinds,
     expression_transfer_matrix,
     face_openings,
     ping_pong,
-    reference_pose,
     rest_frames,
     shared_expression_basis,
     transfer_motion,
