@@ -4,7 +4,7 @@ own lists, and what it gets back.
 Nothing the browser sends names a file. Targets, pairs and controls are accepted only by exact membership in the
 lists the engine made (:class:`StudioInfo`); a name that is not a plain name (letters, digits, ``_ . -``, no
 ``/``) is refused before it is even looked up. Frame indices, edit values and keyframe counts are bounded
-(:data:`MAX_KEYFRAMES`, each control's own slider range); every problem is a :class:`RequestError` whose message
+(:data:`MAX_REQUEST_KEYFRAMES`, each control's own slider range); every problem is a :class:`RequestError` whose message
 is one line (HTTP 400). Images leave as PNG data URLs (:func:`png_data_url`, fast compression).
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_BODY = 64 * 1024  # bytes of a request body; more is refused with 413 before it is read
-MAX_KEYFRAMES = 200
+MAX_REQUEST_KEYFRAMES = 200
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # targets, pairs, controls: never a path
 PNG_COMPRESSION = 1  # cv2.IMWRITE_PNG_COMPRESSION: fast (a 256² frame in ~3 ms, ~150 KB)
 
@@ -58,7 +58,7 @@ class StudioInfo:
     def to_json(self) -> dict:
         return {"target": self.target, "targets": self.targets, "n_frames": self.n_frames, "fps": self.fps, "size": self.size,
                 "has_generator": self.has_generator, "controls": self.controls, "pairs": self.pairs,
-                "train_command": self.train_command, "max_keyframes": MAX_KEYFRAMES}
+                "train_command": self.train_command, "max_keyframes": MAX_REQUEST_KEYFRAMES}
 
 
 def train_command(results_dir, target: str) -> str:
@@ -143,17 +143,17 @@ def parse_frame(body, info: StudioInfo) -> tuple[int, dict[str, float], str | No
     return bounded_int(body["frame"], "frame", n), edits_of(body.get("edits"), info), pair
 
 
-def parse_keyframes(body, info: StudioInfo) -> list[dict]:
+def parse_export(body, info: StudioInfo) -> list[dict]:
     """The keyframes of a ``POST /api/export`` body ``{keyframes: [{frame, edits}, ...], target}``: 1 to
-    :data:`MAX_KEYFRAMES`, target frames, distinct, sorted."""
+    :data:`MAX_REQUEST_KEYFRAMES`, target frames, distinct, sorted."""
     body = _object(body, {"keyframes", "target"})
     if body.get("target") is not None and body["target"] != info.target:
         raise RequestError(f"the studio now shows target {info.target!r}: reload the page", 409)
     keyframes = body.get("keyframes")
     if not isinstance(keyframes, list) or not keyframes:
         raise RequestError("keyframes must be a non-empty list of {frame, edits}")
-    if len(keyframes) > MAX_KEYFRAMES:
-        raise RequestError(f"{len(keyframes)} keyframes: at most {MAX_KEYFRAMES}")
+    if len(keyframes) > MAX_REQUEST_KEYFRAMES:
+        raise RequestError(f"{len(keyframes)} keyframes: at most {MAX_REQUEST_KEYFRAMES}")
     out = {}
     for k in keyframes:
         k = _object(k, {"frame", "edits"})

@@ -39,7 +39,7 @@ from queue import Queue
 from urllib.parse import parse_qs, urlparse
 
 from ..errors import DeepPuppetsError
-from .api import MAX_BODY, RequestError, StudioInfo, frame_reply, member, parse_frame, parse_keyframes
+from .api import MAX_BODY, RequestError, StudioInfo, frame_reply, member, parse_frame, parse_export
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Studio:
         return self.engine.call(run)
 
     def export(self, body) -> dict:
-        keyframes = parse_keyframes(body, self.info)
+        keyframes = parse_export(body, self.info)
         with self.lock:
             if any(j.state in ("queued", "running") for j in self.jobs.values()):
                 raise RequestError("an export is already running: wait for it", 409)
