@@ -39,7 +39,7 @@ from queue import Queue
 from urllib.parse import parse_qs, urlparse
 
 from ..errors import DeepPuppetsError
-from .api import MAX_BODY, RequestError, StudioInfo, frame_reply, member, parse_frame, parse_export
+from .api import MAX_BODY, RequestError, StudioInfo, frame_reply, member, parse_export, parse_frame
 
 log = logging.getLogger(__name__)
 
