@@ -248,6 +248,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(size))
         self.send_header("Content-Disposition", f'attachment; filename="{name}"')
         self.end_headers()
+        if self.command == "HEAD":
+            return
         with path.open("rb") as f:
             while chunk := f.read(1 << 16):
                 self.wfile.write(chunk)

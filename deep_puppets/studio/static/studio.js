@@ -36,6 +36,9 @@
       det.dataset.group = group;
       const sum = document.createElement("summary");
       sum.textContent = title;
+      const warn = document.createElement("span");
+      warn.className = "group-warning";
+      sum.appendChild(warn);
       det.appendChild(sum);
       for (const c of mine) det.appendChild(buildControl(c));
       groups.appendChild(det);
@@ -148,11 +151,15 @@
     const size = state.info.size;
     $("conditioning").src = r.conditioning;
     if (r.generated) $("generated").src = r.generated;
-    for (const img of [$("conditioning"), $("generated")]) img.classList.toggle("pixelated", size < 384);
+    for (const img of [$("conditioning"), $("generated")]) img.classList.toggle("pixelated", 2 * size <= 384); // blocky, not blurred, when scaled ≥ 2×
     const out = new Set(r.out_of_range);
     for (const [name, ctl] of Object.entries(state.controls)) {
       ctl.row.classList.toggle("out-of-range", out.has(name));
       showValue(name, r.values[name]);
+    }
+    for (const det of document.querySelectorAll("#groups details")) {
+      const n = Array.from(det.querySelectorAll(".control")).filter((row) => out.has(row.dataset.control)).length;
+      det.querySelector(".group-warning").textContent = n ? " ⚠ " + n + " outside training range" : "";
     }
     const labels = r.out_of_range.map((n) => (state.controls[n] ? state.controls[n].spec.label : n));
     $("range-warning").hidden = !labels.length;
