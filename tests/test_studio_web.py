@@ -73,15 +73,23 @@ def decode(data_url: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+DETECT_SIZE = 256  # smaller crops are enlarged for MediaPipe (it wants a face of a fair size)
+
+
 def face_signals(image: np.ndarray) -> dict:
-    """MediaPipe's landmarks on ``image`` and the named signals measured on them (mouth_open: the inner-lip gap)."""
+    """MediaPipe's landmarks on ``image`` (pixels of ``image``) and the named signals measured on them (mouth_open:
+    the inner-lip gap over the inter-ocular distance; yaw: the nose bridge's offset along the ear line)."""
+    import cv2
+
     from deep_puppets.expression_signals import expression_signals
     from deep_puppets.landmarks import detect_frames
 
-    det = detect_frames([np.ascontiguousarray(image)])
+    scale = max(1.0, DETECT_SIZE / max(image.shape[:2]))
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else image
+    det = detect_frames([np.ascontiguousarray(big)])
     assert det["valid"][0], "MediaPipe finds no face in the generated image"
     signals = expression_signals(det["landmarks"], det["valid"])
-    return {"landmarks": det["landmarks"][0, :, :2], **{k: float(v[0]) for k, v in signals.items()}}
+    return {"landmarks": det["landmarks"][0, :, :2] / scale, **{k: float(v[0]) for k, v in signals.items()}}
 
 
 MOUTH_POINTS = (61, 291, 0, 17, 13, 14)  # corners, outer and inner lip middles
@@ -454,3 +462,12 @@ def test_the_studio_on_the_tiny_run_edits_drives_and_exports_from_the_page(brows
     frames = read_frames(clip)
     probe = json.loads((results / "videos" / info["target"] / "probe.json").read_text())
     assert len(frames) == 8 and frames.shape[1:3] == (probe["height"], probe["width"])  # frames 2..9, the target's own size
+
+
+@pytest.mark.slow
+def test_the_bar_on_a_trained_demo_target_mouth_opens_and_yaw_turns_in_chromium(browser, studio_run, tmp_path):
+    """Issue 17's bar on the real engine: ``studio_run`` (tests/conftest.py) is the demo target trained well enough
+    for MediaPipe to see its mouth; the page is driven as a person does (keyboard on the sliders)."""
+    with running_studio(studio_run) as server, chromium_page() as page:
+        seen = drive_mouth_and_yaw(page, server.url, tmp_path)
+    print("measured:", seen)
