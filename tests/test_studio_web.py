@@ -175,6 +175,8 @@ def test_bad_input_is_a_one_line_json_error_and_never_reaches_the_engine(tmp_pat
         assert status == 415
         status, reply, _ = call(server, "POST", "/api/frame", raw=b"{frame", headers={"Content-Type": "application/json"})
         assert status == 400 and "not JSON" in reply["error"]
+        status, reply, _ = call(server, "POST", "/api/frame", raw=b"[" * 60000, headers={"Content-Type": "application/json"})
+        assert status == 400, reply
         # nothing but the page and the API is served: no file of the results folder or elsewhere, by any spelling
         (tmp_path / "secret.txt").write_text("no")
         for path in ("/secret.txt", "/static/../secret.txt", "/static/server.py", "/../../etc/passwd", "/api/export/../../secret.txt",

@@ -280,6 +280,8 @@ class Handler(BaseHTTPRequestHandler):
             return json.loads(self.rfile.read(n) or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RequestError(f"the request body is not JSON: {e}") from None
+        except RecursionError:
+            raise RequestError("the request body is nested too deeply") from None
 
     def dispatch(self, method: str):
         if not self.host_ok():
