@@ -27,7 +27,7 @@ import pytest
 
 from deep_puppets.studio.server import PAGE_FILES, running_studio
 
-from .conftest import REPO
+from .conftest import REPO, copy_run
 from .studio_fake import CONTROLS, FakeEngine
 from .test_report import chromium_page, need_browser
 
@@ -436,12 +436,12 @@ def export_from_page(page, frames: tuple[int, int], control: str, key: str = "En
 
 @pytest.mark.slow
 def test_the_studio_on_the_tiny_run_edits_drives_and_exports_from_the_page(browser, tiny_full_run, tmp_path):
-    """The real engine on the tiny run's results (a copy is not needed: only RESULTS/studio/ is written): the page
-    loads its target, the mouth control changes the generated frame, a pair drives the timeline, and two keyframes
-    export an mp4 of the frames between them at the target's size."""
+    """The real engine on (a copy of) the tiny run's results: the page loads its target, the mouth control changes
+    the generated frame, a pair drives the timeline, and two keyframes export an mp4 of the frames between them at
+    the target's size."""
     from deep_puppets.video import read_frames
 
-    results = tiny_full_run / "results"
+    results = copy_run(tiny_full_run, tmp_path / "run") / "results"  # the export writes RESULTS/studio/
     with running_studio(results) as server, chromium_page() as page:
         page.goto(server.url)
         wait_idle(page)
