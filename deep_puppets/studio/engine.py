@@ -138,6 +138,13 @@ class StudioEngine:
         self._torch = torch
         self._channels_last = False
 
+    def set_channels_last(self, on: bool) -> None:
+        """Run the generator with channels-last tensors (and weights) or the default layout (benchmarks/studio.py
+        measures both)."""
+        fmt = self._torch.channels_last if on else self._torch.contiguous_format
+        self.G = self.G.to(memory_format=fmt)
+        self._channels_last = bool(on)
+
     # -- what the page shows --------------------------------------------------------------------------
     @property
     def has_generator(self) -> bool:
@@ -180,12 +187,32 @@ class StudioEngine:
         return src
 
     # -- rendering -----------------------------------------------------------------------------------
-    def _render(self, src: _Source, t: int, params: Params):
+    def _screen(self, src: _Source, params: Params) -> np.ndarray:
+        """Screen-space vertices (N, 3), computed as the render jobs do (deep_puppets.jobs.model.ScreenVertices)."""
         v = src.identity + np.tensordot(params.q, self.model.exp_basis, axes=(0, 0)) if self.model.n_exp else src.identity
         if params.named is not None:
             v = v + np.tensordot(params.named, self._named_basis, axes=(0, 0))
-        screen = project(v, params.camera)
+        return project(v, params.camera)
+
+    def _render(self, src: _Source, t: int, params: Params):
+        screen = self._screen(src, params)
         return self.renderer.render(screen, src.box[t], self.sh, self.model.landmark_points(screen))
+
+    def landmarks(self, t: int, edits: Mapping[str, float] | None = None, pair: str | None = None) -> np.ndarray:
+        """The 478 detector landmarks (478, 3) of the edited mesh that :meth:`frame` renders, in pixels of the
+        conditioning crop (x right, y down; z: depth in crop pixels)."""
+        src = self._source(pair)
+        t = self._check_frame(src, t, pair)
+        pts = self.model.landmark_points(self._screen(src, self._controls.apply(src.params(t), self._controls.check(edits))))
+        x0, y0, x1, y1 = src.box[t]
+        scale = self.size / (x1 - x0)
+        return np.stack([(pts[:, 0] - x0) * scale, (pts[:, 1] - y0) * self.size / (y1 - y0), pts[:, 2] * scale], axis=1)
+
+    def _check_frame(self, src: _Source, t, pair: str | None) -> int:
+        n = len(src.q)
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) < n:
+            raise StudioError(pair or self.target, f"frame {t!r} is not a frame 0…{n - 1}")
+        return int(t)
 
     def _forward(self, x: np.ndarray, prev: list) -> object:
         torch = self._torch
@@ -226,10 +253,7 @@ class StudioEngine:
         """Frame ``t`` of the target (or of ``pair``'s transferred parameters) with ``edits`` (control name →
         slider offset) applied: its colour conditioning render and generated frame (module docstring)."""
         src = self._source(pair)
-        n = len(src.q)
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) < n:
-            raise StudioError(pair or self.target, f"frame {t!r} is not a frame 0…{n - 1}")
-        t = int(t)
+        t = self._check_frame(src, t, pair)
         edits = self._controls.check(edits)
         params = self._controls.apply(src.params(t), edits)
         rendered = {t: self._render(src, t, params)}
