@@ -171,6 +171,17 @@ def test_pair_frames_and_bad_requests(engine):
 
 
 @pytest.mark.slow
+def test_requests_from_several_threads(engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(t, {"mouth_open": v}) for t in (1, 6) for v in (0.0, 0.5, 1.0)]
+    alone = [engine.frame(t, e).conditioning for t, e in jobs]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda job: engine.frame(*job).conditioning, jobs))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
+@pytest.mark.slow
 def test_keyframed_export_follows_the_edit(engine, tmp_path):
     from deep_puppets.composite import face_alpha
     from deep_puppets.gan.data import crop_resize

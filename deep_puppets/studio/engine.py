@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +111,10 @@ class StudioEngine:
         if len(valid) != self.n_frames:
             raise StudioError(files.conditioning, f"has {len(valid)} frames, the track {self.n_frames}: render it again")
         self.size = int(settings["size"][0])
-        self.renderer = Renderer.from_model(model, albedo=tex["albedo"], size=tuple(settings["size"]), subdivisions=int(settings["subdivisions"]),
-                                            nearer_z=settings.get("nearer_z", "smaller"), samples=int(settings.get("samples", 0)))  # fmt: skip
-        mine = json.loads(json.dumps(self.renderer.settings()))
-        if mine != settings:
-            self.renderer.close()
-            raise StudioError(files.conditioning, f"was rendered with settings {settings}, the studio's renderer has {mine}")
+        self._render_settings = settings
+        self._albedo = tex["albedo"]
+        self.renderer = self._new_renderer()
+        self._lock = threading.Lock()  # one request at a time on the shared renderer (its GL context)
         self._identity = model.shape(fit.p)
         self._sources = {None: _Source(self._identity, fit.q, fit.camera, None, fill_boxes(box))}
         self.G, self.gs = None, None
@@ -128,6 +127,17 @@ class StudioEngine:
         self._controls = ControlSet(model, fit.p, fit.q[train], fit.camera[train])
         self._named_basis = getattr(self._controls, "B", None)
         self._pairs = {name: folder for name, folder in pair_folders(self.results, self.target).items()}
+
+    def _new_renderer(self) -> Renderer:
+        """A renderer with the settings the conditioning file records (StudioError when they cannot be matched)."""
+        settings = self._render_settings
+        r = Renderer.from_model(self.model, albedo=self._albedo, size=tuple(settings["size"]), subdivisions=int(settings["subdivisions"]),
+                                nearer_z=settings.get("nearer_z", "smaller"), samples=int(settings.get("samples", 0)))  # fmt: skip
+        mine = json.loads(json.dumps(r.settings()))
+        if mine != settings:
+            r.close()
+            raise StudioError(self.files.conditioning, f"was rendered with settings {settings}, the studio's renderer has {mine}")
+        return r
 
     def _load_generator(self, path) -> None:
         import torch
@@ -194,9 +204,9 @@ class StudioEngine:
             v = v + np.tensordot(params.named, self._named_basis, axes=(0, 0))
         return project(v, params.camera)
 
-    def _render(self, src: _Source, t: int, params: Params):
+    def _render(self, src: _Source, t: int, params: Params, renderer: Renderer | None = None):
         screen = self._screen(src, params)
-        return self.renderer.render(screen, src.box[t], self.sh, self.model.landmark_points(screen))
+        return (renderer or self.renderer).render(screen, src.box[t], self.sh, self.model.landmark_points(screen))
 
     def landmarks(self, t: int, edits: Mapping[str, float] | None = None, pair: str | None = None) -> np.ndarray:
         """The 478 detector landmarks (478, 3) of the edited mesh that :meth:`frame` renders, in pixels of the
@@ -251,7 +261,12 @@ class StudioEngine:
 
     def frame(self, t: int, edits: Mapping[str, float] | None = None, pair: str | None = None) -> StudioFrame:
         """Frame ``t`` of the target (or of ``pair``'s transferred parameters) with ``edits`` (control name →
-        slider offset) applied: its colour conditioning render and generated frame (module docstring)."""
+        slider offset) applied: its colour conditioning render and generated frame (module docstring). Requests
+        are served one at a time (the renderer's GL context is shared)."""
+        with self._lock:
+            return self._frame(t, edits, pair)
+
+    def _frame(self, t, edits, pair) -> StudioFrame:
         src = self._source(pair)
         t = self._check_frame(src, t, pair)
         edits = self._controls.check(edits)
@@ -287,7 +302,7 @@ class StudioEngine:
 
         def rendered(t: int):
             if t not in cache:
-                cache[t] = self._render(src, t, self._controls.apply(src.params(t), edits[t]))
+                cache[t] = self._render(src, t, self._controls.apply(src.params(t), edits[t]), renderer)
                 for old in [k for k in cache if k < t - keep]:
                     del cache[old]
             return cache[t]
@@ -307,7 +322,8 @@ class StudioEngine:
         video = resolve_video(self.results, self.probe.path)
         f, t_valid, t_box = open_conditioning(self.files.conditioning, ("colour",))
         total = len(frames)
-        with f, DecodedFrames(video, self.probe, near=out_path) as plates:
+        renderer = self._new_renderer()  # its own GL context: frame() requests go on meanwhile
+        with renderer, f, DecodedFrames(video, self.probe, near=out_path) as plates:
             background = None
             if pose:
                 background, _ = background_plate(plates.frames, f["colour"], t_box, t_valid, cs.pose_grow, cs.feather, cs.background_frames)
