@@ -113,8 +113,6 @@ class StudioEngine:
         self.size = int(settings["size"][0])
         self._render_settings = settings
         self._albedo = tex["albedo"]
-        self.renderer = self._new_renderer()
-        self._lock = threading.Lock()  # one request at a time on the shared renderer (its GL context)
         self._identity = model.shape(fit.p)
         self._sources = {None: _Source(self._identity, fit.q, fit.camera, None, fill_boxes(box))}
         self.G, self.gs = None, None
@@ -126,7 +124,9 @@ class StudioEngine:
         self.train_frames = train
         self._controls = ControlSet(model, fit.p, fit.q[train], fit.camera[train])
         self._named_basis = getattr(self._controls, "B", None)
-        self._pairs = {name: folder for name, folder in pair_folders(self.results, self.target).items()}
+        self._pairs = pair_folders(self.results, self.target)
+        self.renderer = self._new_renderer()  # last: nothing fails after it (close() releases it)
+        self._lock = threading.Lock()  # one request at a time on the shared renderer (its GL context)
 
     def _new_renderer(self) -> Renderer:
         """A renderer with the settings the conditioning file records (StudioError when they cannot be matched)."""
@@ -211,7 +211,8 @@ class StudioEngine:
     def landmarks(self, t: int, edits: Mapping[str, float] | None = None, pair: str | None = None) -> np.ndarray:
         """The 478 detector landmarks (478, 3) of the edited mesh that :meth:`frame` renders, in pixels of the
         conditioning crop (x right, y down; z: depth in crop pixels)."""
-        src = self._source(pair)
+        with self._lock:
+            src = self._source(pair)
         t = self._check_frame(src, t, pair)
         pts = self.model.landmark_points(self._screen(src, self._controls.apply(src.params(t), self._controls.check(edits))))
         x0, y0, x1, y1 = src.box[t]
@@ -320,9 +321,13 @@ class StudioEngine:
 
         cs = CompositeSettings(audio=False)
         video = resolve_video(self.results, self.probe.path)
-        f, t_valid, t_box = open_conditioning(self.files.conditioning, ("colour",))
         total = len(frames)
         renderer = self._new_renderer()  # its own GL context: frame() requests go on meanwhile
+        try:
+            f, t_valid, t_box = open_conditioning(self.files.conditioning, ("colour",))
+        except BaseException:
+            renderer.close()
+            raise
         with renderer, f, DecodedFrames(video, self.probe, near=out_path) as plates:
             background = None
             if pose:
