@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +111,8 @@ class StudioEngine:
         if len(valid) != self.n_frames:
             raise StudioError(files.conditioning, f"has {len(valid)} frames, the track {self.n_frames}: render it again")
         self.size = int(settings["size"][0])
-        self.renderer = Renderer.from_model(model, albedo=tex["albedo"], size=tuple(settings["size"]), subdivisions=int(settings["subdivisions"]),
-                                            nearer_z=settings.get("nearer_z", "smaller"), samples=int(settings.get("samples", 0)))  # fmt: skip
-        mine = json.loads(json.dumps(self.renderer.settings()))
-        if mine != settings:
-            self.renderer.close()
-            raise StudioError(files.conditioning, f"was rendered with settings {settings}, the studio's renderer has {mine}")
+        self._render_settings = settings
+        self._albedo = tex["albedo"]
         self._identity = model.shape(fit.p)
         self._sources = {None: _Source(self._identity, fit.q, fit.camera, None, fill_boxes(box))}
         self.G, self.gs = None, None
@@ -127,7 +124,20 @@ class StudioEngine:
         self.train_frames = train
         self._controls = ControlSet(model, fit.p, fit.q[train], fit.camera[train])
         self._named_basis = getattr(self._controls, "B", None)
-        self._pairs = {name: folder for name, folder in pair_folders(self.results, self.target).items()}
+        self._pairs = pair_folders(self.results, self.target)
+        self.renderer = self._new_renderer()  # last: nothing fails after it (close() releases it)
+        self._lock = threading.Lock()  # one request at a time on the shared renderer (its GL context)
+
+    def _new_renderer(self) -> Renderer:
+        """A renderer with the settings the conditioning file records (StudioError when they cannot be matched)."""
+        settings = self._render_settings
+        r = Renderer.from_model(self.model, albedo=self._albedo, size=tuple(settings["size"]), subdivisions=int(settings["subdivisions"]),
+                                nearer_z=settings.get("nearer_z", "smaller"), samples=int(settings.get("samples", 0)))  # fmt: skip
+        mine = json.loads(json.dumps(r.settings()))
+        if mine != settings:
+            r.close()
+            raise StudioError(self.files.conditioning, f"was rendered with settings {settings}, the studio's renderer has {mine}")
+        return r
 
     def _load_generator(self, path) -> None:
         import torch
@@ -137,6 +147,13 @@ class StudioEngine:
         self.G, self.gs = load_generator(path, self.device)
         self._torch = torch
         self._channels_last = False
+
+    def set_channels_last(self, on: bool) -> None:
+        """Run the generator with channels-last tensors (and weights) or the default layout (benchmarks/studio.py
+        measures both)."""
+        fmt = self._torch.channels_last if on else self._torch.contiguous_format
+        self.G = self.G.to(memory_format=fmt)
+        self._channels_last = bool(on)
 
     # -- what the page shows --------------------------------------------------------------------------
     @property
@@ -180,12 +197,33 @@ class StudioEngine:
         return src
 
     # -- rendering -----------------------------------------------------------------------------------
-    def _render(self, src: _Source, t: int, params: Params):
+    def _screen(self, src: _Source, params: Params) -> np.ndarray:
+        """Screen-space vertices (N, 3), computed as the render jobs do (deep_puppets.jobs.model.ScreenVertices)."""
         v = src.identity + np.tensordot(params.q, self.model.exp_basis, axes=(0, 0)) if self.model.n_exp else src.identity
         if params.named is not None:
             v = v + np.tensordot(params.named, self._named_basis, axes=(0, 0))
-        screen = project(v, params.camera)
-        return self.renderer.render(screen, src.box[t], self.sh, self.model.landmark_points(screen))
+        return project(v, params.camera)
+
+    def _render(self, src: _Source, t: int, params: Params, renderer: Renderer | None = None):
+        screen = self._screen(src, params)
+        return (renderer or self.renderer).render(screen, src.box[t], self.sh, self.model.landmark_points(screen))
+
+    def landmarks(self, t: int, edits: Mapping[str, float] | None = None, pair: str | None = None) -> np.ndarray:
+        """The 478 detector landmarks (478, 3) of the edited mesh that :meth:`frame` renders, in pixels of the
+        conditioning crop (x right, y down; z: depth in crop pixels)."""
+        with self._lock:
+            src = self._source(pair)
+        t = self._check_frame(src, t, pair)
+        pts = self.model.landmark_points(self._screen(src, self._controls.apply(src.params(t), self._controls.check(edits))))
+        x0, y0, x1, y1 = src.box[t]
+        scale = self.size / (x1 - x0)
+        return np.stack([(pts[:, 0] - x0) * scale, (pts[:, 1] - y0) * self.size / (y1 - y0), pts[:, 2] * scale], axis=1)
+
+    def _check_frame(self, src: _Source, t, pair: str | None) -> int:
+        n = len(src.q)
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) < n:
+            raise StudioError(pair or self.target, f"frame {t!r} is not a frame 0…{n - 1}")
+        return int(t)
 
     def _forward(self, x: np.ndarray, prev: list) -> object:
         torch = self._torch
@@ -224,12 +262,14 @@ class StudioEngine:
 
     def frame(self, t: int, edits: Mapping[str, float] | None = None, pair: str | None = None) -> StudioFrame:
         """Frame ``t`` of the target (or of ``pair``'s transferred parameters) with ``edits`` (control name →
-        slider offset) applied: its colour conditioning render and generated frame (module docstring)."""
+        slider offset) applied: its colour conditioning render and generated frame (module docstring). Requests
+        are served one at a time (the renderer's GL context is shared)."""
+        with self._lock:
+            return self._frame(t, edits, pair)
+
+    def _frame(self, t, edits, pair) -> StudioFrame:
         src = self._source(pair)
-        n = len(src.q)
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) < n:
-            raise StudioError(pair or self.target, f"frame {t!r} is not a frame 0…{n - 1}")
-        t = int(t)
+        t = self._check_frame(src, t, pair)
         edits = self._controls.check(edits)
         params = self._controls.apply(src.params(t), edits)
         rendered = {t: self._render(src, t, params)}
@@ -263,7 +303,7 @@ class StudioEngine:
 
         def rendered(t: int):
             if t not in cache:
-                cache[t] = self._render(src, t, self._controls.apply(src.params(t), edits[t]))
+                cache[t] = self._render(src, t, self._controls.apply(src.params(t), edits[t]), renderer)
                 for old in [k for k in cache if k < t - keep]:
                     del cache[old]
             return cache[t]
@@ -281,9 +321,14 @@ class StudioEngine:
 
         cs = CompositeSettings(audio=False)
         video = resolve_video(self.results, self.probe.path)
-        f, t_valid, t_box = open_conditioning(self.files.conditioning, ("colour",))
         total = len(frames)
-        with f, DecodedFrames(video, self.probe, near=out_path) as plates:
+        renderer = self._new_renderer()  # its own GL context: frame() requests go on meanwhile
+        try:
+            f, t_valid, t_box = open_conditioning(self.files.conditioning, ("colour",))
+        except BaseException:
+            renderer.close()
+            raise
+        with renderer, f, DecodedFrames(video, self.probe, near=out_path) as plates:
             background = None
             if pose:
                 background, _ = background_plate(plates.frames, f["colour"], t_box, t_valid, cs.pose_grow, cs.feather, cs.background_frames)
