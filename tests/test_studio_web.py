@@ -206,11 +206,12 @@ def test_export_job_lifecycle(tmp_path):
         keyframes = [{"frame": 8, "edits": {"mouth_open": 0.9}}, {"frame": 2, "edits": {}}]
         status, job, _ = call(server, "POST", "/api/export", {"keyframes": keyframes})
         assert status == 202 and job["state"] in ("queued", "running") and len(job["job"]) == 16
-        # while it runs: a second export is refused, the preview answers 503 with the progress
+        # while it runs: the preview goes on, a second export and a switch of target are refused (409)
+        assert call(server, "POST", "/api/frame", {"frame": 0})[0] == 200
         status, reply, _ = call(server, "POST", "/api/export", {"keyframes": keyframes})
-        assert status == 409
-        status, reply, _ = call(server, "POST", "/api/frame", {"frame": 0})
-        assert status == 503 and "exporting a clip" in reply["error"]
+        assert status == 409 and "already running" in reply["error"]
+        status, reply, _ = call(server, "GET", "/api/state?target=other")
+        assert status == 409 and "exporting a clip of astro" in reply["error"]
         gate.set()
         for _ in range(200):
             status, job, _ = call(server, "GET", f"/api/export/{job['job']}")
@@ -229,13 +230,12 @@ def test_export_job_lifecycle(tmp_path):
         # the mouth opens along the clip: the last frame's mouth region darker than the first's (the inside of the mouth)
         box = mouth_box(face_signals(frames[0])["landmarks"])
         assert frames[-1][box].mean() < frames[0][box].mean() - 5
-        assert call(server, "POST", "/api/frame", {"frame": 0})[0] == 200  # the preview is back
         for bad, message in (({"keyframes": []}, "non-empty"), ({"keyframes": [{"frame": 1}, {"frame": 1}]}, "two keyframes at frame 1"),
                              ({"keyframes": [{"frame": k % 12} for k in range(201)]}, "at most 200"),
                              ({"keyframes": [{"frame": 0, "edits": {"x/y": 1}}]}, "not a name")):
             status, reply, _ = call(server, "POST", "/api/export", bad)
             assert status in (400, 413) and (status == 413 or message in reply["error"]), (bad, reply)
-    assert made[0].calls.count(("export", 7)) == 1
+    assert made[0].calls.count(("export", 7)) == 1 and made[0].export_threads and made[0].thread not in made[0].export_threads
 
 
 def test_without_a_generator_the_state_says_how_to_train_and_frames_have_conditioning_only(tmp_path):

@@ -9,8 +9,9 @@ every value on each move and queue stale requests; the page here keeps at most o
 sends the latest state when it returns.
 
 The engine (:class:`deep_puppets.studio.engine.StudioEngine`) is built, called and closed on one thread
-(:class:`EngineThread`): its GL context is current on the thread that made it. A clip export runs there too, so
-while one runs the preview answers 503 with the export's progress and the page resumes when it is done.
+(:class:`EngineThread`), so the preview's requests reach it one at a time, in order. A clip export runs on a
+thread of its own (the engine gives an export its own renderer), one at a time: the preview goes on meanwhile
+(slower: they share the CPU), and the page polls the export's progress.
 
 Safety (issue 17, item 6): bound to 127.0.0.1 unless told otherwise, and requests whose ``Host`` is not the
 address served are refused (DNS rebinding); no file path is accepted from the browser: targets, pairs and controls
@@ -49,6 +50,7 @@ EXPORT_ROUTE = re.compile(r"/api/export/([0-9a-f]{16})(/clip\.mp4)?")
 EXPORTS_DIR = "studio"  # under the results folder: the exported clips
 MAX_JOBS = 50  # export jobs remembered (their files stay on disk)
 CALL_TIMEOUT_S = 120.0
+EXPORT_WAIT_S = 10.0  # on exit, how long a running export is waited for
 
 
 def page_files() -> dict[str, tuple[bytes, str]]:
@@ -67,7 +69,11 @@ class EngineThread:
         self.info: StudioInfo | None = None
         self.thread = threading.Thread(target=self._loop, name="studio-engine", daemon=True)
         self.thread.start()
-        self.call(lambda _: self._open(target))  # raises the engine's own error (no results, no such target)
+        try:
+            self.call(lambda _: self._open(target))  # raises the engine's own error (no results, no such target)
+        except BaseException:
+            self.close()
+            raise
 
     def _open(self, target):
         engine = self.factory(target)
@@ -84,13 +90,14 @@ class EngineThread:
         while True:
             fn, future = self.tasks.get()
             if fn is None:
+                close_engine = future
                 break
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(self.engine))
                 except BaseException as e:  # handed to the caller
                     future.set_exception(e)
-        if self.engine is not None:
+        if self.engine is not None and close_engine:
             self.engine.close()
             self.engine = None
 
@@ -106,8 +113,8 @@ class EngineThread:
         self.call(lambda _: self._open(target))
         return self.info
 
-    def close(self):
-        self.tasks.put((None, None))
+    def close(self, close_engine: bool = True):
+        self.tasks.put((None, close_engine))
         self.thread.join(timeout=30)
 
 
@@ -138,6 +145,7 @@ class Studio:
         self.engine = EngineThread(factory, target, self.results_dir)
         self.jobs: OrderedDict[str, ExportJob] = OrderedDict()
         self.lock = threading.Lock()
+        self.export_thread: threading.Thread | None = None
 
     @property
     def info(self) -> StudioInfo:
@@ -147,21 +155,17 @@ class Studio:
         with self.lock:
             return next((j for j in self.jobs.values() if j.state in ("queued", "running")), None)
 
-    def busy(self):
-        job = self.running_export()
-        if job is not None:
-            raise RequestError(f"exporting a clip ({job.done}/{job.total} frames): the preview resumes when it is done", 503)
-
     def state(self, target: str | None = None) -> dict:
         if target and target != self.info.target:
             member(target, self.info.targets, "target")
-            self.busy()
+            job = self.running_export()
+            if job is not None:
+                raise RequestError(f"exporting a clip of {job.target} ({job.done}/{job.total} frames): switch targets when it is done", 409)
             self.engine.switch(target)
         return self.info.to_json()
 
     def frame(self, body) -> dict:
         t, edits, pair = parse_frame(body, self.info)
-        self.busy()
 
         def run(engine):
             start = time.perf_counter()
@@ -200,7 +204,8 @@ class Studio:
                 job.error, job.state = (str(e).splitlines() or [type(e).__name__])[0], "failed"
             job.seconds = round(time.perf_counter() - start, 2)
 
-        self.engine.submit(run)
+        self.export_thread = threading.Thread(target=run, args=(self.engine.engine,), name=f"studio-export-{job_id}", daemon=True)
+        self.export_thread.start()
         return job.to_json()
 
     def job(self, job_id: str) -> ExportJob:
@@ -210,8 +215,13 @@ class Studio:
             raise RequestError(f"no export job {job_id}", 404)
         return job
 
-    def close(self):
-        self.engine.close()
+    def close(self, wait_s: float = EXPORT_WAIT_S):
+        """Stop the engine thread and close the engine, after a running export (waited for ``wait_s``; an export
+        still running then is abandoned with its temporary file, and the engine left open for it)."""
+        thread = self.export_thread
+        if thread is not None and thread.is_alive():
+            thread.join(wait_s)
+        self.engine.close(close_engine=thread is None or not thread.is_alive())
 
 
 class Handler(BaseHTTPRequestHandler):
