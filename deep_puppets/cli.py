@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -303,6 +304,10 @@ def cmd_export(a) -> int:
     return 0
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_studio(a) -> int:
     """Serve the studio until Ctrl-C (deep_puppets/studio/server.py)."""
     from .studio.server import running_studio
@@ -317,6 +322,7 @@ def cmd_studio(a) -> int:
             print(f"studio: {server.url}  (target {server.studio.info.target}; Ctrl-C stops it)", flush=True)
             if a.host not in ("127.0.0.1", "localhost", "::1"):
                 print(f"warning: served on {a.host}: anyone who can reach this machine can use it", flush=True)
+            signal.signal(signal.SIGTERM, _stop)  # a clean stop on `kill` as on Ctrl-C
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:

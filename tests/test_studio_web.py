@@ -272,7 +272,8 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_cli_prints_the_url_and_stops_cleanly_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_cli_prints_the_url_and_stops_cleanly_on_ctrl_c_or_kill(tmp_path, stop):
     p = subprocess.Popen([sys.executable, "-c", FAKE_CLI, "studio", str(tmp_path), "--port", "0"], cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -283,12 +284,14 @@ def test_cli_prints_the_url_and_stops_cleanly_on_ctrl_c(tmp_path):
 
         with urllib.request.urlopen(url + "api/state", timeout=10) as r:
             assert json.loads(r.read())["target"] == "astro"
-        p.send_signal(signal.SIGINT)
+        p.send_signal(stop)
         out, err = p.communicate(timeout=20)
         assert p.returncode == 0 and "stopped" in out and "Traceback" not in err, err
     finally:
         if p.poll() is None:
             p.kill()
+    if stop == signal.SIGTERM:
+        return
     r = subprocess.run([sys.executable, "-m", "deep_puppets.cli", "studio", str(tmp_path / "none")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and r.stderr.strip().endswith("no such folder (give a workflow results folder, e.g. out/actor/results)")
 
