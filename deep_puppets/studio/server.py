@@ -1,12 +1,12 @@
 """The studio's local web server: the page, the JSON API, the engine on its own thread and the export jobs.
 
 Why the standard library (``http.server.ThreadingHTTPServer``) and a plain HTML/JS page rather than Gradio or
-FastAPI: the app is one page and six JSON routes for one local user; the standard library adds no dependency
+FastAPI: the app is one page and five API routes for one local user; the standard library adds no dependency
 (the venv, ``setup.sh`` and ``requirements.txt`` stay as they are), needs no CDN (the page works offline: its
 HTML, JS and CSS are package data, read with :mod:`importlib.resources`), and leaves every byte that is served
-under this module's control, which is what the safety rules below need. Gradio's sliders would also re-send
-every value on each move and queue stale requests; the page here keeps at most one request in flight and always
-sends the latest state when it returns.
+under this module's control, which is what the safety rules below need. What a framework would give beyond
+that, the page's request loop (at most one request in flight, the latest state sent when it returns, no queue
+of stale ones), is a few lines of JS.
 
 The engine (:class:`deep_puppets.studio.engine.StudioEngine`) is built, called and closed on one thread
 (:class:`EngineThread`), so the preview's requests reach it one at a time, in order. A clip export runs on a
