@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import yaml
 
 from . import config as dp_config
-from .errors import CliError, ConfigError
+from .errors import CliError, ConfigError, DeepPuppetsError
 from .progress import describe, read_progress
 from .snakemake_runner import (
     CHECKOUT,
@@ -302,6 +304,36 @@ def cmd_export(a) -> int:
     return 0
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_studio(a) -> int:
+    """Serve the studio until Ctrl-C (deep_puppets/studio/server.py)."""
+    from .studio.server import running_studio
+
+    results = Path(a.results).expanduser().resolve()
+    if not results.is_dir():
+        raise CliError(f"{results}: no such folder (give a workflow results folder, e.g. out/actor/results)")
+    if not 0 <= a.port <= 65535:
+        raise CliError(f"--port {a.port}: not a port (0 = a free one)")
+    try:
+        with running_studio(results, a.target, host=a.host, port=a.port, device=a.device) as server:
+            print(f"studio: {server.url}  (target {server.studio.info.target}; Ctrl-C stops it)", flush=True)
+            if a.host not in ("127.0.0.1", "localhost", "::1"):
+                print(f"warning: served on {a.host}: anyone who can reach this machine can use it", flush=True)
+            signal.signal(signal.SIGTERM, _stop)  # a clean stop on `kill` as on Ctrl-C
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                print("studio: stopped", flush=True)
+    except OSError as e:
+        raise CliError(f"cannot serve on {a.host}:{a.port}: {e.strerror or e}") from None
+    except DeepPuppetsError as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deep-puppets",
@@ -361,6 +393,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("dir", help="an output folder of deep-puppets reenact")
     run_options(e)
     e.set_defaults(func=cmd_export)
+
+    st = sub.add_parser("studio", help="edit a trained target's expression, gaze and head pose live in the browser",
+                        description="Start the puppet studio, a local web app for one target of a finished run: move sliders "
+                                    "for head pose, gaze and expression over any of its frames and see the conditioning render "
+                                    "and the generated frame; keyframe edits and export them as an mp4; scrub through the pair "
+                                    "results that drive it. Prints the address to open; Ctrl-C stops it.")
+    st.add_argument("results", metavar="RESULTS_DIR", help="a workflow results folder, e.g. out/actor/results")
+    st.add_argument("--target", default=None, help="the target video's name (default: the only one, or the first with a trained generator)")
+    st.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    st.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    st.add_argument("--device", default="cpu", help="torch device of the generator (default cpu)")
+    st.set_defaults(func=cmd_studio)
     return p
 
 

@@ -99,3 +99,29 @@ def tiny_full_run(tmp_path_factory):
     r = run_workflow(work, "--cores", "2")
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return work
+
+
+# The puppet studio's trained target (tests/test_studio_engine.py and the studio's browser test): the tiny demo
+# with 128² crops and a generator trained 150 iterations with one D_I scale and no D_V or warp term, only the
+# target's generator and the pair's transfer built. MediaPipe finds the face on its generated crops and the
+# "mouth open" control visibly opens the generated mouth; the tiny run's 64², 20-iteration generator is too weak
+# for either (its MediaPipe mouth gap went down with the control on half the frames tried). 84 s on 2 busy cores.
+STUDIO_CONFIG = merged(TINY_FULL, {
+    "render": {"size": 128},
+    "gan": {"iterations": 150, "checkpoint_every": 150, "log_every": 25, "eval_frames": 0, "gen_depth": 5, "di_num_D": 1,
+            "lambda_gan_video": 0, "lambda_warp": 0, "clip_len": 2},
+})  # fmt: skip
+STUDIO_TARGETS = ("results/videos/demo_target/gan/generator.pt", "results/pairs/demo_source__demo_target__pose/transfer.h5")
+
+
+@pytest.fixture(scope="session")
+def studio_run(tmp_path_factory):
+    """The results folder of one finished studio run (above). Never change it: copy_run its parent.
+    ``DEEP_PUPPETS_STUDIO_RUN=DIR`` reuses a finished one (a results folder made with STUDIO_CONFIG) while developing."""
+    reuse = os.environ.get("DEEP_PUPPETS_STUDIO_RUN")
+    if reuse:
+        return Path(reuse)
+    work = tmp_path_factory.mktemp("studio_run")
+    r = run_workflow(work, "--cores", "2", *STUDIO_TARGETS, config=STUDIO_CONFIG)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return work / "results"

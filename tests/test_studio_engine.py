@@ -1,0 +1,224 @@
+"""The puppet studio's engine (deep_puppets/studio): keyframe interpolation and input checks on small data; on the
+trained demo target of the ``studio_run`` fixture (tests/conftest.py), the named controls, the zero edit
+reproducing the workflow's conditioning frame, the mouth opening on the render's mesh and on the generated image
+(MediaPipe), yaw, the out-of-range flag, pairs, the keyframed export and a target without a generator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from deep_puppets.expression_signals import expression_signals
+from deep_puppets.studio.engine import StudioEngine, StudioError
+from deep_puppets.studio.keyframes import interpolate, parse_keyframes
+from deep_puppets.studio.results import choose_target, list_targets
+
+from .conftest import copy_run
+
+TARGET = "demo_target"
+PAIR = "demo_source__demo_target__pose"
+
+
+# -- small data ---------------------------------------------------------------------------------------------------
+def _check(edits, where="edits"):
+    for k in edits:
+        if k not in ("a", "b"):
+            raise StudioError(where, f"no control {k!r}")
+    return {k: float(v) for k, v in edits.items() if v}
+
+
+def test_keyframes_ease_between_keys_and_hold_outside():
+    keys = parse_keyframes([{"frame": 10, "edits": {"a": 1.0}}, {"frame": 0, "edits": {"b": -2.0}}], 20, _check)
+    assert [f for f, _ in keys] == [0, 10]  # sorted
+    out = interpolate(keys, range(0, 12))
+    assert out[0] == {"b": -2.0} and out[10] == {"a": 1.0} and out[11] == {"a": 1.0}
+    a = [e.get("a", 0.0) for e in out[:11]]
+    assert np.all(np.diff(a) >= 0) and a[5] == pytest.approx(0.5)  # smoothstep: monotonic, half way at the middle
+    assert a[1] < 0.1  # eased: slow at the start (linear would give 0.1)
+
+
+@pytest.mark.parametrize("keyframes, problem", [
+    ([], "at least one"),
+    ([{"frame": 25, "edits": {}}], "not a frame 0…19"),
+    ([{"frame": 1.5, "edits": {}}], "not a frame"),
+    ([{"frame": 1}, {"frame": 1}], "has a keyframe already"),
+    ([{"frame": 1, "edits": {"nope": 1}}], "no control 'nope'"),
+    (["x"], "not a {frame, edits}"),
+])  # fmt: skip
+def test_bad_keyframes_are_one_line_errors(keyframes, problem):
+    with pytest.raises(StudioError, match=problem) as e:
+        parse_keyframes(keyframes, 20, _check)
+    assert "\n" not in str(e.value)
+
+
+def test_targets_of_a_results_folder(tmp_path):
+    with pytest.raises(StudioError, match="not a workflow results folder"):
+        list_targets(tmp_path)
+    for name, trained in (("b", False), ("a", False), ("c", True)):
+        folder = tmp_path / "videos" / name
+        (folder / "gan").mkdir(parents=True)
+        for f in ("track.h5", "conditioning.h5"):
+            (folder / f).write_bytes(b"")
+        if trained:
+            (folder / "gan" / "generator.pt").write_bytes(b"")
+    (tmp_path / "videos" / "d").mkdir()  # no track: not a target
+    assert list_targets(tmp_path) == ["c", "a", "b"]  # trained first
+    assert choose_target(tmp_path, None) == "c"
+    with pytest.raises(StudioError, match="no target 'x'"):
+        choose_target(tmp_path, "x")
+    with pytest.raises(StudioError, match="no target '../etc'"):
+        choose_target(tmp_path, "../etc")
+
+
+# -- the trained demo target ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(studio_run):
+    with StudioEngine(studio_run) as e:
+        yield e
+
+
+def _mediapipe(images):
+    """MediaPipe's signals on crops (enlarged to 256² first: the detector wants a face of a fair size)."""
+    from deep_puppets.gan.data import resize
+    from deep_puppets.landmarks import detect_frames
+
+    d = detect_frames([resize(np.ascontiguousarray(i), (256, 256)) for i in images])
+    assert d["valid"].all(), "MediaPipe found no face on a generated image"
+    return expression_signals(d["landmarks"], d["valid"])
+
+
+def _mesh(engine, t, edits=None, pair=None):
+    return {k: float(v[0]) for k, v in expression_signals(engine.landmarks(t, edits, pair)[None]).items()}
+
+
+@pytest.mark.slow
+def test_controls_are_named_with_ranges(engine):
+    controls = {c.name: c for c in engine.controls()}
+    for name in ("yaw", "pitch", "roll", "gaze_x", "gaze_y", "mouth_open", "smile", "brow_left", "brow_right",
+                 "blink_left", "blink_right", "pc_0"):  # fmt: skip
+        assert name in controls, name
+    for c in controls.values():
+        assert c.label and c.group in ("pose", "gaze", "expression", "advanced")
+        assert c.minimum < c.default == 0.0 < c.maximum and 0 < c.step < c.maximum - c.minimum
+        assert json.loads(json.dumps(c.to_json()))["name"] == c.name
+    assert controls["yaw"].group == "pose" and "°" in controls["yaw"].label
+    assert engine.target == TARGET and engine.has_generator and engine.n_frames == 40 and engine.fps == 25.0
+    assert engine.pairs() == [{"name": PAIR, "n_frames": 40}]
+
+
+@pytest.mark.slow
+def test_zero_edit_reproduces_the_workflows_conditioning(engine, studio_run):
+    with h5py.File(studio_run / "videos" / TARGET / "conditioning.h5") as f:
+        for t in (0, 7, 39):
+            fr = engine.frame(t, {})
+            assert np.array_equal(fr.conditioning, f["colour"][t]), t
+            assert fr.generated.shape == fr.conditioning.shape == (engine.size, engine.size, 3)
+    assert engine.frame(7).out_of_range == []  # a training frame as tracked is inside the training range
+
+
+@pytest.mark.slow
+def test_mouth_open_at_its_maximum_opens_the_mouth(engine):
+    top = next(c for c in engine.controls() if c.name == "mouth_open").maximum
+    for t in (8, 15):
+        plain, edited = engine.frame(t), engine.frame(t, {"mouth_open": top})
+        lips = engine.landmarks(t, {"mouth_open": top})[[61, 291, 0, 17], :2]
+        x0, y0 = np.floor(lips.min(0)).astype(int) - 3
+        x1, y1 = np.ceil(lips.max(0)).astype(int) + 3
+        mouth = np.zeros(plain.conditioning.shape[:2], bool)
+        mouth[max(y0, 0):y1, max(x0, 0):x1] = True
+        for a, b in ((plain.conditioning, edited.conditioning), (plain.generated, edited.generated)):
+            diff = np.abs(a.astype(int) - b.astype(int)).sum(2)
+            assert diff[mouth].mean() > 10 and diff[mouth].mean() > 3 * diff[~mouth].mean(), t
+        # the render's mesh and the generated face both open their mouths
+        assert _mesh(engine, t, {"mouth_open": top})["mouth_open"] > _mesh(engine, t)["mouth_open"] + 0.1
+        mp = _mediapipe([plain.generated, edited.generated])["mouth_open"]
+        assert mp[1] > mp[0] + 0.03, (t, mp)
+        assert "mouth_open" in edited.out_of_range and edited.values["mouth_open"] > plain.values["mouth_open"] + 1
+
+
+@pytest.mark.slow
+def test_yaw_turns_the_face_toward_the_image_right(engine):
+    t = 10
+    assert _mesh(engine, t, {"yaw": 20.0})["yaw"] > _mesh(engine, t)["yaw"] + 0.1
+    assert _mesh(engine, t, {"yaw": -20.0})["yaw"] < _mesh(engine, t)["yaw"] - 0.1
+    plain, right = engine.frame(t), engine.frame(t, {"yaw": 20.0})
+    assert right.values["yaw"] == pytest.approx(plain.values["yaw"] + 20.0, abs=2.0)
+    mp = _mediapipe([plain.generated, right.generated])["yaw"]
+    assert mp[1] > mp[0] + 0.1, mp
+
+
+@pytest.mark.slow
+def test_pair_frames_and_bad_requests(engine):
+    fr = engine.frame(5, {"mouth_open": 0.5}, pair=PAIR)
+    assert fr.conditioning.shape == (engine.size, engine.size, 3) and fr.generated is not None
+    for call, problem in (
+        (lambda: engine.frame(40), "not a frame 0…39"),
+        (lambda: engine.frame(-1), "not a frame"),
+        (lambda: engine.frame(3, {"jaw": 1.0}), "no control 'jaw'"),
+        (lambda: engine.frame(3, {"yaw": 99}), "outside -30…30"),
+        (lambda: engine.frame(3, {"yaw": "left"}), "not a number"),
+        (lambda: engine.frame(3, pair="a__b__pose"), "no pair 'a__b__pose'"),
+        (lambda: StudioEngine(engine.results, "nobody"), "no target 'nobody'"),
+        (lambda: StudioEngine(engine.results / "missing"), "is not a folder"),
+    ):
+        with pytest.raises(StudioError, match=problem) as e:
+            call()
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_requests_from_several_threads(engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(t, {"mouth_open": v}) for t in (1, 6) for v in (0.0, 0.5, 1.0)]
+    alone = [engine.frame(t, e).conditioning for t, e in jobs]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda job: engine.frame(*job).conditioning, jobs))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
+@pytest.mark.slow
+def test_keyframed_export_follows_the_edit(engine, tmp_path):
+    from deep_puppets.composite import face_alpha
+    from deep_puppets.gan.data import crop_resize
+    from deep_puppets.video import probe_video, read_frames
+
+    lo, hi, top = 3, 15, 1.5
+    seen = []
+    out = engine.export_clip([{"frame": hi, "edits": {"mouth_open": top}}, {"frame": lo, "edits": {}}], tmp_path / "clip.mp4",
+                             progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    info = probe_video(out)
+    assert (info.n_frames, info.width, info.height, info.fps) == (hi - lo + 1, engine.probe.width, engine.probe.height, engine.fps)
+    assert seen[-1] == (hi - lo + 1, hi - lo + 1)
+    frames = read_frames(out)
+    box = engine._source(None).box
+
+    def crop(k):
+        return crop_resize(frames[k], box[lo + k], (engine.size, engine.size)).astype(float)
+
+    def err(k, t, edits):
+        fr = engine.frame(t, edits)
+        mask = face_alpha(fr.conditioning) > 0.5
+        return np.abs(crop(k) - fr.generated)[mask].mean()
+
+    # the first frame shows the unedited face, the last the open mouth (each closer to its own still than the other)
+    assert err(0, lo, {}) < err(0, lo, {"mouth_open": top})
+    assert err(hi - lo, hi, {"mouth_open": top}) < err(hi - lo, hi, {})
+    mp = _mediapipe([crop(hi - lo).astype(np.uint8), engine.frame(hi).generated])["mouth_open"]
+    assert mp[0] > mp[1] + 0.03, mp
+
+
+@pytest.mark.slow
+def test_a_target_without_a_generator(studio_run, tmp_path):
+    run = copy_run(studio_run.parent, tmp_path / "run")
+    shutil.rmtree(run / "results" / "videos" / TARGET / "gan")
+    with StudioEngine(run / "results") as e:
+        assert not e.has_generator and e.targets == [TARGET]
+        fr = e.frame(2, {"mouth_open": 1.0})
+        assert fr.generated is None and fr.conditioning.shape == (e.size, e.size, 3)
+        with pytest.raises(StudioError, match="no trained generator"):
+            e.export_clip([{"frame": 0, "edits": {}}], tmp_path / "x.mp4")
