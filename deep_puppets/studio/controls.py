@@ -39,9 +39,9 @@ import numpy as np
 
 from ..camera import rotation_log, rotation_matrix, yaw_pitch_roll, yaw_pitch_roll_matrix
 from ..expression_signals import OUTER_LIP_MID
+from ..head_motion import median_rotation
 from ..models.base import MorphableModel
 from ..named_expressions import NAMED_EXPRESSIONS, face_scale, landmark_vertices, named_blendshapes, signal_operator
-from ..head_motion import median_rotation
 from .results import StudioError
 
 GROUPS = ("pose", "gaze", "expression", "advanced")
