@@ -123,21 +123,23 @@ def test_zero_edit_reproduces_the_workflows_conditioning(engine, studio_run):
 @pytest.mark.slow
 def test_mouth_open_at_its_maximum_opens_the_mouth(engine):
     top = next(c for c in engine.controls() if c.name == "mouth_open").maximum
-    for t in (8, 15):
-        plain, edited = engine.frame(t), engine.frame(t, {"mouth_open": top})
+    frames = np.linspace(0, engine.train_frames[-1], 6).round().astype(int).tolist()  # spread over the training frames
+    plain, edited = [engine.frame(t) for t in frames], [engine.frame(t, {"mouth_open": top}) for t in frames]
+    for t, p, e in zip(frames, plain, edited):
         lips = engine.landmarks(t, {"mouth_open": top})[[61, 291, 0, 17], :2]
         x0, y0 = np.floor(lips.min(0)).astype(int) - 3
         x1, y1 = np.ceil(lips.max(0)).astype(int) + 3
-        mouth = np.zeros(plain.conditioning.shape[:2], bool)
+        mouth = np.zeros(p.conditioning.shape[:2], bool)
         mouth[max(y0, 0):y1, max(x0, 0):x1] = True
-        for a, b in ((plain.conditioning, edited.conditioning), (plain.generated, edited.generated)):
+        for a, b in ((p.conditioning, e.conditioning), (p.generated, e.generated)):  # changed there, hardly elsewhere
             diff = np.abs(a.astype(int) - b.astype(int)).sum(2)
             assert diff[mouth].mean() > 10 and diff[mouth].mean() > 3 * diff[~mouth].mean(), t
-        # the render's mesh and the generated face both open their mouths
+        # the render's mesh opens its mouth
         assert _mesh(engine, t, {"mouth_open": top})["mouth_open"] > _mesh(engine, t)["mouth_open"] + 0.1
-        mp = _mediapipe([plain.generated, edited.generated])["mouth_open"]
-        assert mp[1] > mp[0] + 0.03, (t, mp)
-        assert "mouth_open" in edited.out_of_range and edited.values["mouth_open"] > plain.values["mouth_open"] + 1
+        assert "mouth_open" in e.out_of_range and e.values["mouth_open"] > p.values["mouth_open"] + 1
+    # and MediaPipe sees the generated mouth open: on most frames, and by a clear margin on average
+    gain = np.array([_mediapipe([e.generated])["mouth_open"][0] - _mediapipe([p.generated])["mouth_open"][0] for p, e in zip(plain, edited)])
+    assert (gain > 0.02).sum() >= 4 and gain.mean() > 0.05, gain.round(3)
 
 
 @pytest.mark.slow
