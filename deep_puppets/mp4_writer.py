@@ -1,14 +1,15 @@
 """Writing H.264 mp4 files with PyAV (FFmpeg).
 
 :func:`write_mp4` writes RGB frames as an H.264 mp4 atomically (temporary file, then rename), with its index
-first (``+faststart``) and, if asked, another file's audio track; :class:`Mp4Feed` writes one from another
-thread while the frames are still being made. Reading videos is :mod:`deep_puppets.video`.
+first (``+faststart``) and, if asked, another file's audio track (from a given time on, cut sample-exactly);
+:class:`Mp4Feed` writes one from another thread while the frames are still being made. Reading videos is :mod:`deep_puppets.video`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,18 @@ def audio_codec(path) -> str | None:
 class _AudioTrack:
     """The first audio track of ``path`` on its way into an mp4 being written: packets copied as they are when
     the codec fits mp4 (:data:`MP4_AUDIO_CODECS`), else decoded and encoded as AAC. Times are relative to the
-    source's first video frame (what output time 0 shows). :meth:`mux_until` writes every packet that starts
-    before a time (called after each video frame, so the file is interleaved); :meth:`finish` ends the track at
-    the video's end: a packet goes in when its middle lies before it, so the audio ends within half a packet
-    (≈ 12 ms of AAC at 44.1 kHz) of the video."""
+    source's first video frame plus ``start`` seconds (what output time 0 shows). :meth:`mux_until` writes every
+    packet that starts before a time (called after each video frame, so the file is interleaved); :meth:`finish`
+    ends the track at the video's end: a packet goes in when its middle lies before it, so the audio ends within
+    half a packet (≈ 12 ms of AAC at 44.1 kHz) of the video.
 
-    def __init__(self, path, out):
+    ``start`` > 0 (a clip from inside the source): a copied packet cannot be cut, so the audio is always decoded
+    and encoded as AAC, and the decoded audio is cut sample-exactly: the samples before ``start`` are dropped
+    (the frame that straddles it is trimmed), and at the video's end the frame that straddles it is trimmed too
+    (:meth:`_cut`). Output sample ``k`` is the source's sample at ``start + k / rate``; the encoder's priming is
+    written as the mp4's edit list, so decoders show it from time 0."""
+
+    def __init__(self, path, out, start: float = 0.0):
         import av
 
         self.path = path
@@ -45,7 +52,10 @@ class _AudioTrack:
             video = self.src.streams.video[0]
             self.ain = self.src.streams.audio[0]
             self.t0 = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
-            self.copy = self.ain.codec_context.name in MP4_AUDIO_CODECS
+            self.start = float(start)
+            if self.start < 0:
+                raise ValueError(f"audio_start must be >= 0, not {start}")
+            self.copy = self.ain.codec_context.name in MP4_AUDIO_CODECS and self.start == 0
             if self.copy:
                 self.aout = out.add_stream_from_template(self.ain)
             else:
@@ -72,6 +82,8 @@ class _AudioTrack:
                         continue
                     start = float(pkt.pts * pkt.time_base) - self.t0
                     yield start, start + float((pkt.duration or 0) * pkt.time_base), pkt
+            elif self.start:
+                yield from self._cut()
             else:
                 for frame in self.src.decode(self.ain):
                     if frame.pts is None:
@@ -84,7 +96,43 @@ class _AudioTrack:
         except av.error.FFmpegError as e:
             raise InputError(self.path, f"its audio track could not be read ({e})") from None
 
-    def _write(self, item) -> None:
+    def _cut(self):
+        """The transcoded items for ``start`` > 0: decoded, resampled frames as arrays, the samples before
+        output time 0 dropped; each frame numbered by output sample (``pts`` in 1/rate, contiguous: the source's
+        first sample after ``start`` fixes the offset, gaps later in the source are closed up)."""
+        rate = self.aout.rate
+        at = None  # output sample index of the next sample
+        for frame in self.src.decode(self.ain):
+            if frame.pts is None:
+                continue
+            for f in self.resampler.resample(frame):
+                x = f.to_ndarray()  # (channels, samples) float32 (fltp)
+                if at is None:
+                    at = int(round((float(frame.pts * frame.time_base) - self.t0 - self.start) * rate))
+                if at + x.shape[1] <= 0:
+                    at += x.shape[1]
+                    continue
+                if at < 0:
+                    x, at = x[:, -at:], 0
+                yield at / rate, (at + x.shape[1]) / rate, x, at
+                at += x.shape[1]
+
+    def _array_frame(self, x, at: int, end: float | None = None):
+        """An encoder frame of the samples ``x`` starting at output sample ``at``; with ``end``, cut there."""
+        import av
+
+        if end is not None:
+            x = x[:, :max(0, int(round(end * self.aout.rate)) - at)]
+        f = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format="fltp", layout=self.aout.layout.name)
+        f.sample_rate, f.pts, f.time_base = self.aout.rate, at, Fraction(1, self.aout.rate)
+        return f
+
+    def _write(self, item, end: float | None = None) -> None:
+        if len(item) == 4:  # a cut array (start > 0)
+            frame = self._array_frame(item[2], item[3], end)
+            for p in self.aout.encode(frame) if frame.samples else ():
+                self.out.mux(p)
+            return
         start, stop, thing = item
         if stop < 0:
             return  # wholly before the first video frame (one ending at it, e.g. AAC's priming packet, stays)
@@ -106,7 +154,7 @@ class _AudioTrack:
                 if self.pending is None:
                     self.done = True
                     return
-            if self.pending[0] >= t:
+            if self.pending[0] >= t or (len(self.pending) == 4 and self.pending[1] > t):  # a cut frame may straddle the end: finish() trims it
                 return
             self._write(self.pending)
             self.pending = None
@@ -117,7 +165,13 @@ class _AudioTrack:
                 self.pending = next(self.items, None)
                 if self.pending is None:
                     break
-            start, stop, _ = self.pending
+            start, stop = self.pending[:2]
+            if len(self.pending) == 4:  # cut arrays: up to the video's end, the straddling frame trimmed
+                if start >= end:
+                    break
+                self._write(self.pending, end)
+                self.pending = None
+                continue
             if (start + max(stop, start)) / 2 >= end:
                 break
             self._write(self.pending)
@@ -129,17 +183,17 @@ class _AudioTrack:
 
 
 def write_mp4(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18, preset: str = "medium", audio_from=None,
-              faststart: bool = True) -> int:
+              faststart: bool = True, audio_start: float = 0.0) -> int:
     """Write RGB uint8 frames as an H.264 (yuv420p) mp4, atomically; returns the number of frames.
 
     Odd widths/heights are padded by one pixel (yuv420p needs even sizes). ``audio_from``: a video file whose
     first audio track (if any) is muxed in, from its first video frame on, ending with the written frames
-    (see :class:`_AudioTrack`). ``faststart``: the index ('moov') is moved before the data, so players and
-    browsers start playing before the whole file has arrived. No rotation metadata is written: frames are
+    (see :class:`_AudioTrack`); ``audio_start``: output time 0 shows that audio at this many seconds after
+    its first video frame (a clip from inside it: the audio before is dropped sample-exactly and the track is
+    encoded as AAC; 0: packets copied as they are when the codec fits mp4, as before). ``faststart``: the index
+    ('moov') is moved before the data, so players and browsers start playing before the whole file has arrived. No rotation metadata is written: frames are
     upright (:func:`deep_puppets.video.iter_frames` applies a source's display matrix on read).
     """
-    from fractions import Fraction
-
     import av
 
     path = Path(path)
@@ -163,7 +217,7 @@ def write_mp4(path, frames: Iterable[np.ndarray], fps: float, crf: int = 18, pre
                     stream.pix_fmt = "yuv420p"
                     stream.options = {"crf": str(crf), "preset": preset}
                     if audio_from is not None and audio_codec(audio_from) is not None:
-                        audio = _AudioTrack(audio_from, out)
+                        audio = _AudioTrack(audio_from, out, audio_start)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     out.mux(packet)
                 n += 1

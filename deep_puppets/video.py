@@ -277,6 +277,23 @@ def probe_video(path, on_truncated: str = "error") -> VideoInfo:
     )
 
 
+def frame_time(path, info: VideoInfo, index: int) -> float:
+    """Seconds from the first video frame of ``path`` (probed as ``info``) to frame ``index``: its recorded time
+    stamp when the probe holds increasing ones (variable frame rates, gaps), else ``index / fps``. The origin is
+    the video stream's start time, as :func:`deep_puppets.mp4_writer.write_mp4`'s ``audio_start`` counts."""
+    if not 0 <= index < max(info.n_frames, 1):
+        raise ValueError(f"{path}: frame {index} is outside its {info.n_frames} frames")
+    if info.seekable and index < len(info.pts):
+        container, stream = open_video(path)
+        try:
+            tb, start = stream.time_base, stream.start_time
+        finally:
+            container.close()
+        if tb:
+            return float((info.pts[index] - (info.pts[0] if start is None else start)) * tb)
+    return index / info.fps
+
+
 def iter_frames(path, start: int = 0, stop: int | None = None, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
     """Yield upright RGB uint8 frames with indices in ``[start, stop)`` (frame index = decode order).
 

@@ -1,5 +1,6 @@
 """The re-enactment video: generated crops composited into the target's full-resolution frames, its size, rate,
-length, audio and faststart, exactness outside the masks, and the removal of the plate's own head.
+length, audio and faststart, exactness outside the masks, and the removal of the plate's own head; the mp4
+writer's audio cut at a start time (a clip from inside a video).
 
 Tiny synthetic clips: a portrait (non-square) target whose "head" is a magenta disc moving over a static textured
 background, its conditioning a disc at the centre of a per-frame head box (not the whole frame), and a tiny
@@ -297,6 +298,80 @@ def test_audio_that_does_not_fit_mp4_is_transcoded_to_aac(tmp_path):
     write_mp4(out, (np.zeros((32, 48, 3), np.uint8) for _ in range(15)), 25.0, audio_from=src)  # 0.6 s of the 1 s source
     codec, end = audio_span(out)
     assert codec == "aac" and abs(end - 15 / 25) <= 1 / 25, end
+
+
+RATE, ONSET, LOUD = 44100, 1.0, 0.3  # the tone source: silence, then a 440 Hz tone of amplitude 0.3 from 1 s on
+
+
+def make_tone_source(tmp_path, audio_codec="aac", suffix=".mp4", n=50, fps=25.0):
+    """A 64x48 clip of ``n`` frames whose mono audio is silent until ONSET s, then a 440 Hz tone."""
+    path = tmp_path / f"tone{suffix}"
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = out.add_stream(audio_codec, rate=RATE)
+        a.layout = "mono"
+        t = np.arange(int(round(n / fps * RATE))) / RATE
+        x = np.where(t >= ONSET, LOUD * np.sin(2 * np.pi * 440 * (t - ONSET)), 0).astype(np.float32)
+        for k in range(n):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 + k, np.uint8), format="rgb24")):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        fmt = "fltp" if audio_codec == "aac" else "s16"
+        for i in range(0, len(x), 1024):
+            c = x[i:i + 1024][None]
+            f = av.AudioFrame.from_ndarray(c if fmt == "fltp" else (c * 32767).astype(np.int16), format=fmt, layout="mono")
+            f.sample_rate, f.pts = RATE, i
+            for p in a.encode(f):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    return path
+
+
+def tone_onset(path, threshold=0.1) -> float:
+    """Seconds at which the decoded audio first exceeds ``threshold`` (the tone's first such sample)."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(c.streams.audio[0]))
+    x = np.concatenate([f.to_ndarray()[0] for f in frames])
+    x = x / 32768.0 if x.dtype == np.int16 else x
+    return float(frames[0].pts * frames[0].time_base) + int(np.argmax(np.abs(x) > threshold)) / RATE
+
+
+@pytest.mark.parametrize("audio_codec, suffix", [("aac", ".mp4"), ("pcm_s16le", ".mkv")])
+def test_audio_start_cuts_the_sound_sample_exactly_and_ends_with_the_video(tmp_path, audio_codec, suffix):
+    """A clip from 0.8 s of a source whose tone starts at 1.0 s: the output's tone starts at 0.2 s (to a tenth of
+    a millisecond; measured: the same sample as the source's own onset, AAC priming included), the audio is AAC
+    and ends with the video's 1.2 s (measured: to the sample; the bar is half an AAC packet)."""
+    src = make_tone_source(tmp_path, audio_codec, suffix)
+    rise = np.arcsin(0.1 / LOUD) / (2 * np.pi * 440)  # the tone reaches the threshold this long after its start
+    assert abs(tone_onset(src) - (ONSET + rise)) < 1e-4  # the source as decoded
+    for start in (0.8, 0.37):
+        out = tmp_path / f"out{start}.mp4"
+        write_mp4(out, (np.zeros((32, 48, 3), np.uint8) for _ in range(30)), 25.0, audio_from=src, audio_start=start)
+        assert abs(tone_onset(out) - (ONSET - start + rise)) < 1e-4, (start, tone_onset(out))
+        codec, end = audio_span(out)
+        assert codec == "aac" and abs(end - 30 / 25) < 0.5 * 1024 / RATE and abs(end - 30 / 25) < 1e-4, (start, end)
+
+
+def test_audio_start_zero_copies_the_packets(tmp_path):
+    """audio_start 0 (the re-enactment's case) keeps the packet copy: the output's AAC packets are the source's,
+    byte for byte, and the file is the one written without the argument."""
+    src = make_tone_source(tmp_path)
+    frames = [np.full((32, 48, 3), 10 * k, np.uint8) for k in range(30)]
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    write_mp4(a, iter(frames), 25.0, audio_from=src)
+    write_mp4(b, iter(frames), 25.0, audio_from=src, audio_start=0.0)
+    assert a.read_bytes() == b.read_bytes()
+
+    def packets(path):
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+    out, ref = packets(b), packets(src)
+    assert len(out) >= 30 / 25 * RATE / 1024 and out == ref[:len(out)]
+    assert abs(tone_onset(b) - tone_onset(src)) < 1e-6
 
 
 def test_pose_mode_leaves_no_plate_head_behind(clips, tmp_path):

@@ -1,24 +1,29 @@
 """The puppet studio's engine (deep_puppets/studio): keyframe interpolation and input checks on small data; on the
 trained demo target of the ``studio_run`` fixture (tests/conftest.py), the named controls, the zero edit
 reproducing the workflow's conditioning frame, the mouth opening on the render's mesh and on the generated image
-(MediaPipe), yaw, the out-of-range flag, pairs, the keyframed export and a target without a generator."""
+(MediaPipe), yaw, the out-of-range flag, pairs, the keyframed export (and its sound, on a small variable-rate
+video) and a target without a generator."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from fractions import Fraction
 
 import h5py
 import numpy as np
 import pytest
 
 from deep_puppets.expression_signals import expression_signals
+from deep_puppets.mp4_writer import write_mp4
 from deep_puppets.studio.controls import STUDIO_SIGNALS, ControlSet, Params
-from deep_puppets.studio.engine import StudioEngine, StudioError
+from deep_puppets.studio.engine import StudioEngine, StudioError, clip_audio
 from deep_puppets.studio.keyframes import interpolate, parse_keyframes
 from deep_puppets.studio.results import choose_target, list_targets
+from deep_puppets.video import probe_video
 
 from .conftest import copy_run
+from .test_output import LOUD, RATE, tone_onset
 from .test_transfer import person_like, random_cameras
 
 TARGET = "demo_target"
@@ -74,6 +79,56 @@ def test_targets_of_a_results_folder(tmp_path):
         choose_target(tmp_path, "x")
     with pytest.raises(StudioError, match="no target '../etc'"):
         choose_target(tmp_path, "../etc")
+
+
+def vfr_video(path, ms, audio=True, onset=0.3):
+    """A 64x48 video whose frames are at ``ms`` milliseconds (a variable rate); its audio a 440 Hz tone from ``onset`` s."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        a = out.add_stream("aac", rate=RATE) if audio else None
+        if a is not None:
+            a.layout = "mono"
+        for k, t in enumerate(ms):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 + 20 * k, np.uint8), format="rgb24")
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        if a is not None:
+            t = np.arange(int(RATE * (ms[-1] + 40) / 1000)) / RATE
+            x = np.where(t >= onset, LOUD * np.sin(2 * np.pi * 440 * (t - onset)), 0).astype(np.float32)
+            for i in range(0, len(x), 1024):
+                f = av.AudioFrame.from_ndarray(x[None, i:i + 1024], format="fltp", layout="mono")
+                f.sample_rate, f.pts = RATE, i
+                for p in a.encode(f):
+                    out.mux(p)
+            for p in a.encode():
+                out.mux(p)
+    return path
+
+
+def test_an_exported_clip_gets_the_sound_of_its_frames(tmp_path):
+    """The export's audio (:func:`clip_audio`): a clip from frame 3 of a variable-rate video (frames at 0, 40, 80,
+    200, … ms; 3 / fps would be 0.15 s) starts at that frame's time stamp, 0.2 s, so the video's tone from 0.3 s
+    sounds at 0.1 s of the clip; a video without sound gives a clip without."""
+    ms = [0, 40, 80, 200, 240, 280, 320, 360, 400, 440]
+    video = vfr_video(tmp_path / "vfr.mp4", ms)
+    probe = probe_video(video)
+    assert probe.pts[3] > 0 and abs(3 / probe.fps - 0.2) > 0.04
+    kw = clip_audio(video, probe, 3)
+    assert kw == {"audio_from": video, "audio_start": pytest.approx(0.2, abs=1e-9)}
+    assert clip_audio(video, probe, 0)["audio_start"] == 0.0  # the packet copy of the whole video's audio
+    out = tmp_path / "clip.mp4"
+    write_mp4(out, (np.zeros((48, 64, 3), np.uint8) for _ in range(7)), probe.fps, **kw)
+    rise = np.arcsin(0.1 / LOUD) / (2 * np.pi * 440)
+    assert abs(tone_onset(out) - (0.1 + rise)) < 1e-4
+    silent = vfr_video(tmp_path / "silent.mp4", ms, audio=False)
+    assert clip_audio(silent, probe_video(silent), 3) == {}
 
 
 def test_named_controls_move_their_own_signal_in_the_targets_space():

@@ -17,7 +17,9 @@ at the clip's first frame, previous outputs fed back).
 settings: the generated crop pasted at the frame's crop box over the target's own full-resolution frame with the
 soft face mask of the edited colour render; when a keyframe edits the head pose the target's own head region is
 first replaced by its background plate (the pose+expression compositing). H.264 yuv420p +faststart at the
-target's size and rate (:func:`deep_puppets.mp4_writer.write_mp4`, atomic); no audio.
+target's size and rate (:func:`deep_puppets.mp4_writer.write_mp4`, atomic). The clip of target frames ``a…b``
+carries the target video's own sound from frame ``a``'s time on (its recorded time stamp, :func:`clip_audio`),
+cut sample-exactly and ending with the clip, when the target video has an audio track.
 
 Imports no training code (tests/test_structure.py).
 """
@@ -46,7 +48,7 @@ from .controls import Control, ControlSet, Params
 from .keyframes import interpolate, parse_keyframes
 from .results import StudioError, choose_target, list_targets, load_target_model, pair_folders, resolve_video, target_files
 
-__all__ = ["Control", "StudioEngine", "StudioError", "StudioFrame"]
+__all__ = ["Control", "StudioEngine", "StudioError", "StudioFrame", "clip_audio"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,18 @@ class _Source:
     def params(self, t: int) -> Params:
         named = None if self.named is None or not self.named[t].any() else self.named[t]
         return Params(self.q[t], self.camera[t], named)
+
+
+def clip_audio(video, probe, first: int) -> dict:
+    """:func:`deep_puppets.mp4_writer.write_mp4`'s audio arguments for a clip of ``video`` (probed as ``probe``)
+    starting at its frame ``first``: its audio from that frame's time on (recorded time stamp, else
+    ``first / fps``), or none when it has no audio track."""
+    from ..mp4_writer import audio_codec
+    from ..video import frame_time
+
+    if audio_codec(video) is None:
+        return {}
+    return {"audio_from": video, "audio_start": max(0.0, frame_time(video, probe, first))}
 
 
 class StudioEngine:
@@ -284,7 +298,8 @@ class StudioEngine:
     # -- export --------------------------------------------------------------------------------------
     def export_clip(self, keyframes: Sequence[Mapping], out_path, *, progress: Callable[[int, int], None] | None = None) -> Path:
         """The keyframed edit of the target's frames ``min(frame)…max(frame)`` as an mp4 at the target's full
-        resolution and rate (module docstring); returns ``out_path``."""
+        resolution and rate (module docstring); returns ``out_path``. The clip has the target video's sound of
+        those frames (from the first one's time stamp) when the video has an audio track."""
         from ..gan.inference import generate
         from ..mp4_writer import write_mp4
         from ..reenactment import CompositeSettings, DecodedFrames, background_plate, composite_frames
@@ -344,7 +359,7 @@ class StudioEngine:
                     if progress is not None:
                         progress(k, total)
 
-            n = write_mp4(out_path, images(), self.fps)
+            n = write_mp4(out_path, images(), self.fps, **clip_audio(video, self.probe, lo))
         log.info("studio: %d edited frames of %s written to %s (%s compositing)", n, self.target, out_path, mode)
         return Path(out_path)
 
