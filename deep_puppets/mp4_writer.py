@@ -30,18 +30,20 @@ def audio_codec(path) -> str | None:
 
 
 class _AudioTrack:
-    """The first audio track of ``path`` on its way into an mp4 being written: packets copied as they are when
-    the codec fits mp4 (:data:`MP4_AUDIO_CODECS`), else decoded and encoded as AAC. Times are relative to the
-    source's first video frame plus ``start`` seconds (what output time 0 shows). :meth:`mux_until` writes every
-    packet that starts before a time (called after each video frame, so the file is interleaved); :meth:`finish`
-    ends the track at the video's end: a packet goes in when its middle lies before it, so the audio ends within
-    half a packet (≈ 12 ms of AAC at 44.1 kHz) of the video.
+    """The first audio track of ``path`` on its way into an mp4 being written. Times are relative to the source's
+    first video frame plus ``start`` seconds (what output time 0 shows). :meth:`mux_until` writes what starts
+    before a time (called after each video frame, so the file is interleaved); :meth:`finish` ends the track at
+    the video's end.
 
-    ``start`` > 0 (a clip from inside the source): a copied packet cannot be cut, so the audio is always decoded
-    and encoded as AAC, and the decoded audio is cut sample-exactly: the samples before ``start`` are dropped
-    (the frame that straddles it is trimmed), and at the video's end the frame that straddles it is trimmed too
-    (:meth:`_cut`). Output sample ``k`` is the source's sample at ``start + k / rate``; the encoder's priming is
-    written as the mp4's edit list, so decoders show it from time 0."""
+    * Copy (the codec fits mp4, :data:`MP4_AUDIO_CODECS`, and ``start`` is 0: the re-enactment's case): packets
+      copied as they are; a packet goes in at the end when its middle lies before it, so the audio ends within
+      half a packet (≈ 12 ms of AAC at 44.1 kHz) of the video.
+    * Otherwise (another codec, or a clip from inside the source, where a copied packet cannot be cut): decoded,
+      resampled and encoded as AAC, cut sample-exactly (:meth:`_cut`): the samples before ``start`` are dropped,
+      the frame that straddles the video's end is trimmed. Output sample ``k`` is the source's sample at
+      ``start + k / rate``; the encoder's priming is written as the mp4's edit list, so decoders show it from
+      time 0 (without time stamps on the encoded frames the priming delayed the sound by 23 ms).
+    """
 
     def __init__(self, path, out, start: float = 0.0):
         import av
@@ -82,22 +84,13 @@ class _AudioTrack:
                         continue
                     start = float(pkt.pts * pkt.time_base) - self.t0
                     yield start, start + float((pkt.duration or 0) * pkt.time_base), pkt
-            elif self.start:
-                yield from self._cut()
             else:
-                for frame in self.src.decode(self.ain):
-                    if frame.pts is None:
-                        continue
-                    start = float(frame.pts * frame.time_base) - self.t0
-                    end = start + frame.samples / frame.sample_rate
-                    for f in self.resampler.resample(frame):
-                        f.pts = None
-                        yield start, end, f
+                yield from self._cut()
         except av.error.FFmpegError as e:
             raise InputError(self.path, f"its audio track could not be read ({e})") from None
 
     def _cut(self):
-        """The transcoded items for ``start`` > 0: decoded, resampled frames as arrays, the samples before
+        """The transcoded items: decoded, resampled frames as arrays, the samples before
         output time 0 dropped; each frame numbered by output sample (``pts`` in 1/rate, contiguous: the source's
         first sample after ``start`` fixes the offset, gaps later in the source are closed up)."""
         rate = self.aout.rate
@@ -128,7 +121,7 @@ class _AudioTrack:
         return f
 
     def _write(self, item, end: float | None = None) -> None:
-        if len(item) == 4:  # a cut array (start > 0)
+        if len(item) == 4:  # a cut array (transcoding)
             frame = self._array_frame(item[2], item[3], end)
             for p in self.aout.encode(frame) if frame.samples else ():
                 self.out.mux(p)
@@ -136,16 +129,12 @@ class _AudioTrack:
         start, stop, thing = item
         if stop < 0:
             return  # wholly before the first video frame (one ending at it, e.g. AAC's priming packet, stays)
-        if self.copy:
-            thing.stream = self.aout
-            shift = int(round(self.t0 / thing.time_base)) if self.t0 else 0
-            thing.pts -= shift
-            if thing.dts is not None:
-                thing.dts -= shift
-            self.out.mux(thing)
-        else:
-            for p in self.aout.encode(thing):
-                self.out.mux(p)
+        thing.stream = self.aout
+        shift = int(round(self.t0 / thing.time_base)) if self.t0 else 0
+        thing.pts -= shift
+        if thing.dts is not None:
+            thing.dts -= shift
+        self.out.mux(thing)
 
     def mux_until(self, t: float) -> None:
         while not self.done:
@@ -166,7 +155,7 @@ class _AudioTrack:
                 if self.pending is None:
                     break
             start, stop = self.pending[:2]
-            if len(self.pending) == 4:  # cut arrays: up to the video's end, the straddling frame trimmed
+            if len(self.pending) == 4:  # transcoded arrays: up to the video's end, the straddling frame trimmed
                 if start >= end:
                     break
                 self._write(self.pending, end)

@@ -339,6 +339,18 @@ def tone_onset(path, threshold=0.1) -> float:
     return float(frames[0].pts * frames[0].time_base) + int(np.argmax(np.abs(x) > threshold)) / RATE
 
 
+def test_transcoded_audio_keeps_its_timing(tmp_path):
+    """A source whose audio must be transcoded (PCM in .mkv), written from its start: the tone starts where it does
+    in the source (before the fix the encoder's priming, without time stamps, delayed it by 23 ms) and the audio
+    ends with the video (it ended 31 ms after it)."""
+    src = make_tone_source(tmp_path, "pcm_s16le", ".mkv")
+    out = tmp_path / "out.mp4"
+    write_mp4(out, (np.zeros((32, 48, 3), np.uint8) for _ in range(35)), 25.0, audio_from=src)
+    assert abs(tone_onset(out) - tone_onset(src)) < 1e-4, (tone_onset(out), tone_onset(src))
+    codec, end = audio_span(out)
+    assert codec == "aac" and abs(end - 35 / 25) < 1e-4, end
+
+
 @pytest.mark.parametrize("audio_codec, suffix", [("aac", ".mp4"), ("pcm_s16le", ".mkv")])
 def test_audio_start_cuts_the_sound_sample_exactly_and_ends_with_the_video(tmp_path, audio_codec, suffix):
     """A clip from 0.8 s of a source whose tone starts at 1.0 s: the output's tone starts at 0.2 s (to a tenth of
