@@ -9,8 +9,11 @@ the ``cpu`` preset's size (the default network, as a real clip's target has it) 
 (the weights' values do not change the arithmetic), in a temporary folder; or ``--results DIR`` (a results folder
 with a trained target). The first ``--warmup`` updates are not timed; then ``--updates`` updates at one frame with
 the edits changing every time (mouth open, smile, yaw, gaze sweeping). Reported: the median and 90th percentile
-per update, the render-only part (the same updates without the generator), the PNG encoding, with and without
-channels-last weights, and the machine's load (the machine may be shared: compare ``load_avg_1min``).
+per update, the render-only part (the same updates without the generator), the PNG encoding, for each backend of
+the generator's forward pass: torch (with and without channels-last weights; ``torch_median_ms``: the better) and
+ONNX Runtime (``onnx``, :mod:`deep_puppets.studio.onnx_generator`), and the machine's load (the machine may be
+shared: compare ``load_avg_1min``). ``median_ms`` and ``passes`` are those of the backend the studio chooses by
+default (``backend="auto"``: ``chosen_backend``).
 
 Usage: ``python benchmarks/studio.py [--threads 2] [--updates 30] [--results DIR] [--keep DIR]``. The last line
 printed is one JSON object.
@@ -111,23 +114,35 @@ def main(argv=None) -> dict:
             t0 = time.perf_counter()
             results = build_case(work)
             result["build_case_s"] = round(time.perf_counter() - t0, 1)
-        with StudioEngine(results, args.target) as engine:
+        t0 = time.perf_counter()
+        with StudioEngine(results, args.target) as engine:  # backend auto, as the studio opens it
+            chosen = engine.backend
             result.update(target=engine.target, size=engine.size, window=engine.gs.window, prev_frames=engine.gs.prev_frames,
-                          G_params=sum(p.numel() for p in engine.G.parameters()), renderer=engine.renderer.gl_renderer)
+                          G_params=sum(p.numel() for p in engine.G.parameters()), renderer=engine.renderer.gl_renderer,
+                          engine_open_s=round(time.perf_counter() - t0, 2), chosen_backend=chosen)
+            if engine.onnx_generator is not None:
+                result.update(onnx_export_s=round(engine.onnx_generator.export_s, 2), onnx_max_abs_diff=engine.onnx_generator.max_abs_diff)
             edits = edits_sequence(args.updates)
             t = min(args.frame, engine.n_frames - 1)
+            engine.use_backend("torch")
             for layout in ("contiguous", "channels_last"):
                 engine.set_channels_last(layout == "channels_last")
                 r = time_updates(engine, t, edits, args.warmup)
                 result[layout] = r
-                print(f"{layout}: {r}", flush=True)
+                print(f"torch {layout}: {r}", flush=True)
+            engine.set_channels_last(False)
+            if engine.onnx_generator is not None:
+                engine.use_backend("onnx")
+                result["onnx"] = time_updates(engine, t, edits, args.warmup)
+                print(f"onnx: {result['onnx']}", flush=True)
             G, engine.G = engine.G, None  # the same updates without the generator: render + encode only
             result["render_only"] = time_updates(engine, t, edits, args.warmup)
             engine.G = G
             print(f"render only: {result['render_only']}", flush=True)
     best = min(("contiguous", "channels_last"), key=lambda k: result[k]["median_ms"])
-    result.update(best_layout=best, median_ms=result[best]["median_ms"], bar_ms=150, passes=result[best]["median_ms"] <= 150,
-                  load_avg_1min_after=os.getloadavg()[0])
+    result.update(best_layout=best, torch_median_ms=result[best]["median_ms"], onnx_median_ms=result.get("onnx", {}).get("median_ms"))
+    median = result["onnx_median_ms"] if chosen == "onnx" else result["torch_median_ms"]
+    result.update(median_ms=median, bar_ms=150, passes=median <= 150, load_avg_1min_after=os.getloadavg()[0])
     print(json.dumps(result))
     return result
 

@@ -318,7 +318,7 @@ def cmd_studio(a) -> int:
     if not 0 <= a.port <= 65535:
         raise CliError(f"--port {a.port}: not a port (0 = a free one)")
     try:
-        with running_studio(results, a.target, host=a.host, port=a.port, device=a.device) as server:
+        with running_studio(results, a.target, host=a.host, port=a.port, device=a.device, backend=a.backend) as server:
             print(f"studio: {server.url}  (target {server.studio.info.target}; Ctrl-C stops it)", flush=True)
             if a.host not in ("127.0.0.1", "localhost", "::1"):
                 print(f"warning: served on {a.host}: anyone who can reach this machine can use it", flush=True)
@@ -404,6 +404,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     st.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     st.add_argument("--device", default="cpu", help="torch device of the generator (default cpu)")
+    st.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                    help="the generator's forward pass: auto (default: ONNX Runtime on CPU when it matches torch, else torch), onnx or torch")
     st.set_defaults(func=cmd_studio)
     return p
 

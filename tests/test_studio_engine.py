@@ -2,11 +2,14 @@
 trained demo target of the ``studio_run`` fixture (tests/conftest.py), the named controls, the zero edit
 reproducing the workflow's conditioning frame, the mouth opening on the render's mesh and on the generated image
 (MediaPipe), yaw, the out-of-range flag, pairs, the keyframed export (and its sound, on a small variable-rate
-video) and a target without a generator."""
+video) and a target without a generator. The generator's ONNX Runtime forward: equal to torch's on a small
+generator, falling back to torch with one log line when its check fails, and the same frames as torch's on the
+demo target."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from fractions import Fraction
 
@@ -19,6 +22,7 @@ from deep_puppets.mp4_writer import write_mp4
 from deep_puppets.studio.controls import STUDIO_SIGNALS, ControlSet, Params
 from deep_puppets.studio.engine import StudioEngine, StudioError, clip_audio
 from deep_puppets.studio.keyframes import interpolate, parse_keyframes
+from deep_puppets.studio.onnx_generator import OnnxGenerator, onnx_forward
 from deep_puppets.studio.results import choose_target, list_targets
 from deep_puppets.video import probe_video
 
@@ -160,6 +164,49 @@ def test_named_controls_move_their_own_signal_in_the_targets_space():
     assert cs.out_of_range(cs.values(base)) == [] and "mouth_open" in cs.out_of_range(cs.values(cs.apply(base, {"mouth_open": 1.5})))
     with pytest.raises(StudioError, match="outside -1…1.5"):
         cs.check({"mouth_open": 2})
+
+
+# -- the generator in ONNX Runtime ----------------------------------------------------------------------------------
+def _small_generator():
+    import torch
+
+    from deep_puppets.gan.inference import build_generator
+    from deep_puppets.gan.settings import TrainSettings
+
+    torch.manual_seed(0)
+    s = TrainSettings(size=32, gen_base=8, gen_depth=3, gen_max_ch=32, window=2, d_base=8, d_max_ch=32, di_layers=2, di_num_D=2, clip_len=2)
+    return build_generator(s).eval(), s
+
+
+def test_the_onnx_forward_equals_the_torch_forward(caplog):
+    import torch
+
+    G, s = _small_generator()
+    with caplog.at_level(logging.INFO, "deep_puppets.studio.onnx_generator"):
+        net = onnx_forward(G, s.in_channels, s.size, threads=1)
+    assert isinstance(net, OnnxGenerator) and net.max_abs_diff <= 1e-4 and "runs in ONNX Runtime" in caplog.text
+    x = torch.rand((3, s.in_channels, *s.size), generator=torch.Generator().manual_seed(1)) * 2 - 1  # a batch: dynamic axis
+    with torch.inference_mode():
+        want, got = G(x), net(x)
+    assert got.shape == want.shape == (3, 3, *s.size) and got.dtype == torch.float32
+    assert float((got - want).abs().max()) <= 1e-4
+    assert float((want[0] - want[1]).abs().max()) > 0.01  # the inputs do change the output
+
+
+@pytest.mark.parametrize("failure", ["check", "export"])
+def test_a_failed_onnx_check_falls_back_to_torch_with_one_log_line(monkeypatch, caplog, failure):
+    import deep_puppets.studio.onnx_generator as og
+
+    G, s = _small_generator()
+    if failure == "check":
+        monkeypatch.setattr(og, "ONNX_TOLERANCE", -1.0)  # no difference passes
+    else:
+        monkeypatch.setattr(og, "export_session", lambda *a: (_ for _ in ()).throw(RuntimeError("no exporter here\nmore")))
+    with caplog.at_level(logging.INFO, "deep_puppets.studio.onnx_generator"):
+        assert onnx_forward(G, s.in_channels, s.size, threads=1, name="G") is None
+    lines = [r.getMessage() for r in caplog.records]
+    why = "differs from torch's" if failure == "check" else "no exporter here"
+    assert len(lines) == 1 and "G runs in torch" in lines[0] and why in lines[0], lines
 
 
 # -- the trained demo target ----------------------------------------------------------------------------------------
@@ -312,3 +359,32 @@ def test_a_target_without_a_generator(studio_run, tmp_path):
         assert fr.generated is None and fr.conditioning.shape == (e.size, e.size, 3)
         with pytest.raises(StudioError, match="no trained generator"):
             e.export_clip([{"frame": 0, "edits": {}}], tmp_path / "x.mp4")
+
+
+@pytest.mark.slow
+def test_onnx_and_torch_backends_give_the_same_frames(engine, studio_run, monkeypatch, caplog):
+    import deep_puppets.studio.onnx_generator as og
+
+    assert engine.backend == "onnx"  # auto on CPU
+    edits = {"mouth_open": 1.0, "yaw": 10.0}
+    onnx = engine.frame(6, edits).generated
+    engine.use_backend("torch")
+    try:
+        torch_ = engine.frame(6, edits).generated
+    finally:
+        engine.use_backend("onnx")
+    diff = np.abs(onnx.astype(int) - torch_.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
+    with StudioEngine(studio_run, backend="torch") as e:
+        assert e.backend == "torch" and e.onnx_generator is None
+        assert np.abs(e.frame(6, edits).generated.astype(int) - torch_).max() == 0
+        with pytest.raises(StudioError, match="onnx is not available"):
+            e.use_backend("onnx")
+    monkeypatch.setattr(og, "ONNX_TOLERANCE", -1.0)  # the check fails: auto keeps torch, onnx refuses
+    with caplog.at_level(logging.INFO, "deep_puppets.studio.onnx_generator"), StudioEngine(studio_run) as e:
+        assert e.backend == "torch"
+    assert "runs in torch" in caplog.text
+    with pytest.raises(StudioError, match="cannot run in ONNX Runtime"):
+        StudioEngine(studio_run, backend="onnx")
+    with pytest.raises(StudioError, match="not one of"):
+        StudioEngine(studio_run, backend="tf")

@@ -267,7 +267,7 @@ import sys
 from deep_puppets import cli
 from deep_puppets.studio import server
 from tests.studio_fake import FakeEngine
-server.default_factory = lambda results, device="cpu": (lambda target: FakeEngine(results, target, device))
+server.default_factory = lambda results, device="cpu", backend="auto": (lambda target: FakeEngine(results, target, device))
 sys.exit(cli.main(sys.argv[1:]))
 """
 

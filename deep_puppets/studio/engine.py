@@ -21,6 +21,13 @@ target's size and rate (:func:`deep_puppets.mp4_writer.write_mp4`, atomic). The 
 carries the target video's own sound from frame ``a``'s time on (its recorded time stamp, :func:`clip_audio`),
 cut sample-exactly and ending with the clip, when the target video has an audio track.
 
+**The generator's backend.** On CPU the generator's forward pass runs in ONNX Runtime by default
+(``backend="auto"``, :mod:`.onnx_generator`): the loaded torch generator is exported once when the engine opens
+(in memory, ~0.3 s), checked against the torch forward on a probe input (max abs difference ≤ 1e-4, else torch with
+one log line saying why) and run with torch's thread count; about twice as fast as torch's eager forward on 2 cores
+(benchmarks/studio.py). The stills and the exported clip both go through it. ``backend="torch"`` keeps torch (to
+compare), ``"onnx"`` insists on ONNX Runtime (StudioError when it cannot be used); ``device="cuda"`` keeps torch.
+
 Imports no training code (tests/test_structure.py).
 """
 
@@ -46,6 +53,7 @@ from ..texture.texture_file import TEXTURE
 from ..tracks import read_track
 from .controls import Control, ControlSet, Params
 from .keyframes import interpolate, parse_keyframes
+from .onnx_generator import BACKENDS, onnx_forward
 from .results import StudioError, choose_target, list_targets, load_target_model, pair_folders, resolve_video, target_files
 
 __all__ = ["Control", "StudioEngine", "StudioError", "StudioFrame", "clip_audio"]
@@ -96,10 +104,14 @@ class StudioEngine:
 
     ``target`` None: the first target with a trained generator, else the only target; ``device``: torch device
     of the generator; ``model_cfg``: the config's ``model`` section for targets fitted with a configured model
-    (ICT) when no ``config.yaml`` lies beside the results folder.
+    (ICT) when no ``config.yaml`` lies beside the results folder; ``backend``: the generator's forward pass in
+    ``"torch"``, ``"onnx"`` (ONNX Runtime, CPU only) or ``"auto"`` (ONNX Runtime on CPU when its check passes, see
+    the module docstring); :attr:`backend` is the one in use.
     """
 
-    def __init__(self, results_dir, target: str | None = None, device: str = "cpu", *, model_cfg: dict | None = None):
+    def __init__(self, results_dir, target: str | None = None, device: str = "cpu", *, model_cfg: dict | None = None, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise StudioError("backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
         self.results = Path(results_dir)
         if not self.results.is_dir():
             raise StudioError(self.results, "is not a folder")
@@ -129,9 +141,9 @@ class StudioEngine:
         self._albedo = tex["albedo"]
         self._identity = model.shape(fit.p)
         self._sources = {None: _Source(self._identity, fit.q, fit.camera, None, fill_boxes(box))}
-        self.G, self.gs = None, None
+        self.G, self.gs, self._net, self._onnx, self.backend = None, None, None, None, None
         if files.generator is not None:
-            self._load_generator(files.generator)
+            self._load_generator(files.generator, backend)
         held_out = self.gs.held_out_fraction if self.gs is not None else 0.0
         train = split_frames(self.n_frames, held_out)[0]
         train = train[fit.valid[train]] if fit.valid[train].any() else train
@@ -153,7 +165,7 @@ class StudioEngine:
             raise StudioError(self.files.conditioning, f"was rendered with settings {settings}, the studio's renderer has {mine}")
         return r
 
-    def _load_generator(self, path) -> None:
+    def _load_generator(self, path, backend: str) -> None:
         import torch
 
         from ..gan.inference import load_generator
@@ -161,12 +173,37 @@ class StudioEngine:
         self.G, self.gs = load_generator(path, self.device)
         self._torch = torch
         self._channels_last = False
+        on_cpu = torch.device(self.device).type == "cpu"
+        if backend == "onnx" and not on_cpu:
+            raise StudioError("backend", f"onnx runs on the CPU only, not on device {self.device!r}")
+        if backend != "torch" and on_cpu:
+            self._onnx = onnx_forward(self.G, self.gs.in_channels, tuple(self.gs.size), name=f"{self.target}'s generator")
+            if self._onnx is None and backend == "onnx":
+                raise StudioError(path, "cannot run in ONNX Runtime (see the log line above); use backend torch or auto")
+        self.use_backend("onnx" if self._onnx is not None else "torch")
+
+    def use_backend(self, name: str) -> None:
+        """Run the generator's forward pass in ``"torch"`` or ``"onnx"`` (when the engine opened with it: not with
+        ``backend="torch"``, on a GPU, or after a failed check) from now on (benchmarks/studio.py compares them)."""
+        if name == "onnx" and self._onnx is None:
+            raise StudioError("backend", "onnx is not available in this engine (opened with backend torch, on a GPU, or its check failed)")
+        if name not in ("torch", "onnx"):
+            raise StudioError("backend", f"{name!r} is not torch or onnx")
+        self._net = self._onnx if name == "onnx" else self.G
+        self.backend = name
+
+    @property
+    def onnx_generator(self):
+        """The checked :class:`~.onnx_generator.OnnxGenerator` (``export_s``, ``max_abs_diff``), or None."""
+        return self._onnx
 
     def set_channels_last(self, on: bool) -> None:
-        """Run the generator with channels-last tensors (and weights) or the default layout (benchmarks/studio.py
-        measures both)."""
+        """Run the torch generator with channels-last tensors (and weights) or the default layout
+        (benchmarks/studio.py measures both)."""
         fmt = self._torch.channels_last if on else self._torch.contiguous_format
         self.G = self.G.to(memory_format=fmt)
+        if self.backend == "torch":
+            self._net = self.G
         self._channels_last = bool(on)
 
     # -- what the page shows --------------------------------------------------------------------------
@@ -244,9 +281,9 @@ class StudioEngine:
         inp = torch.from_numpy(x[None]).to(self.device)
         if prev:
             inp = torch.cat([inp, *prev], 1)
-        if self._channels_last:
+        if self._channels_last and self.backend == "torch":
             inp = inp.contiguous(memory_format=torch.channels_last)
-        return self.G(inp)
+        return self._net(inp)
 
     def _generate_still(self, src: _Source, t: int, edits: Mapping[str, float], rendered: dict) -> np.ndarray:
         from ..gan.inference import to_uint8
@@ -348,7 +385,7 @@ class StudioEngine:
             if pose:
                 background, _ = background_plate(plates.frames, f["colour"], t_box, t_valid, cs.pose_grow, cs.feather, cs.background_frames)
             streams = {name: _Stream(name) for name in STREAMS}
-            crops = generate(self.G, streams, frames, self.gs, self.device, first=lo)
+            crops = generate(self._net, streams, frames, self.gs, self.device, first=lo)
             k_index = np.arange(total)
             out = composite_frames(crops, k_index, frames, plates.frames, _ClipColour(), src.box[lo:hi + 1], np.ones(total, bool), mode, cs,
                                    f["colour"], t_box, t_valid, background)  # fmt: skip
@@ -368,7 +405,7 @@ class StudioEngine:
         if getattr(self, "renderer", None) is not None:
             self.renderer.close()
             self.renderer = None
-        self.G = None
+        self.G = self._net = self._onnx = None
 
     def __enter__(self) -> "StudioEngine":
         return self

@@ -375,22 +375,24 @@ class _AnyHost:
         return True
 
 
-def default_factory(results_dir, device: str = "cpu"):
-    """``factory(target)`` building the real engine (imported here: the server runs without it in tests)."""
+def default_factory(results_dir, device: str = "cpu", backend: str = "auto"):
+    """``factory(target)`` building the real engine (imported here: the server runs without it in tests);
+    ``backend``: the generator's forward pass (torch, onnx or auto, see the engine)."""
 
     def build(target):
         from .engine import StudioEngine
 
-        return StudioEngine(results_dir, target=target, device=device)
+        return StudioEngine(results_dir, target=target, device=device, backend=backend)
 
     return build
 
 
 @contextmanager
-def running_studio(results_dir, target: str | None = None, host: str = "127.0.0.1", port: int = 0, device: str = "cpu", factory=None):
+def running_studio(results_dir, target: str | None = None, host: str = "127.0.0.1", port: int = 0, device: str = "cpu", factory=None,
+                   backend: str = "auto"):
     """The studio served from a background thread: yields the :class:`StudioServer` (``.url``); stops and closes
     the engine on exit."""
-    studio = Studio(factory or default_factory(results_dir, device), results_dir, target)
+    studio = Studio(factory or default_factory(results_dir, device, backend), results_dir, target)
     try:
         server = StudioServer(studio, host, port)
     except BaseException:
