@@ -106,7 +106,7 @@ class StudioEngine:
     of the generator; ``model_cfg``: the config's ``model`` section for targets fitted with a configured model
     (ICT) when no ``config.yaml`` lies beside the results folder; ``backend``: the generator's forward pass in
     ``"torch"``, ``"onnx"`` (ONNX Runtime, CPU only) or ``"auto"`` (ONNX Runtime on CPU when its check passes, see
-    the module docstring); :attr:`backend` is the one in use.
+    the module docstring); :attr:`backend` is the one in use ("torch" or "onnx"; None without a generator).
     """
 
     def __init__(self, results_dir, target: str | None = None, device: str = "cpu", *, model_cfg: dict | None = None, backend: str = "auto"):
