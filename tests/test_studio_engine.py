@@ -388,3 +388,20 @@ def test_onnx_and_torch_backends_give_the_same_frames(engine, studio_run, monkey
         StudioEngine(studio_run, backend="onnx")
     with pytest.raises(StudioError, match="not one of"):
         StudioEngine(studio_run, backend="tf")
+
+
+def test_an_export_composites_with_the_runs_settings(tmp_path):
+    """The clip is composited as the run's re-enactment was: the config's ``composite`` section beside the results
+    folder (the ``deep-puppets`` command's layout) or inside it; the defaults without one; never the source's audio."""
+    from deep_puppets.reenactment import CompositeSettings
+    from deep_puppets.studio.results import composite_settings
+
+    results = tmp_path / "results"
+    results.mkdir()
+    assert composite_settings(results) == CompositeSettings(audio=False)
+    (tmp_path / "config.yaml").write_text("composite: {grow: 0.3, pose_grow: 0.6}\nmodel: {type: person}\n")
+    cs = composite_settings(results)
+    assert (cs.grow, cs.pose_grow, cs.feather, cs.audio) == (0.3, 0.6, CompositeSettings().feather, False)
+    (tmp_path / "config.yaml").write_text("composite: [not, a, mapping\n")
+    with pytest.raises(StudioError, match="config.yaml: is not valid YAML"):
+        composite_settings(results)

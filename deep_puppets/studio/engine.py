@@ -13,8 +13,9 @@ the frames ``t - prev_frames … t - 1`` are generated first, with the same edit
 frame in order by :func:`deep_puppets.gan.inference.generate`, exactly as the workflow's synthesis (windows padded
 at the clip's first frame, previous outputs fed back).
 
-**Compositing the export.** As the re-enactment (:mod:`deep_puppets.reenactment`) with default composite
-settings: the generated crop pasted at the frame's crop box over the target's own full-resolution frame with the
+**Compositing the export.** As the re-enactment (:mod:`deep_puppets.reenactment`) with the run's composite
+settings (its config's ``composite`` section, :func:`~deep_puppets.studio.results.composite_settings`): the
+generated crop pasted at the frame's crop box over the target's own full-resolution frame with the
 soft face mask of the edited colour render; when a keyframe edits the head pose the target's own head region is
 first replaced by its background plate (the pose+expression compositing). H.264 yuv420p +faststart at the
 target's size and rate (:func:`deep_puppets.mp4_writer.write_mp4`, atomic). The clip of target frames ``a…b``
@@ -54,7 +55,7 @@ from ..tracks import read_track
 from .controls import Control, ControlSet, Params
 from .keyframes import interpolate, parse_keyframes
 from .onnx_generator import BACKENDS, onnx_forward
-from .results import StudioError, choose_target, list_targets, load_target_model, pair_folders, resolve_video, target_files
+from .results import StudioError, choose_target, composite_settings, list_targets, load_target_model, pair_folders, resolve_video, target_files
 
 __all__ = ["Control", "StudioEngine", "StudioError", "StudioFrame", "clip_audio"]
 
@@ -339,7 +340,7 @@ class StudioEngine:
         those frames (from the first one's time stamp) when the video has an audio track."""
         from ..gan.inference import generate
         from ..mp4_writer import write_mp4
-        from ..reenactment import CompositeSettings, DecodedFrames, background_plate, composite_frames
+        from ..reenactment import DecodedFrames, background_plate, composite_frames
 
         if self.G is None:
             raise StudioError(self.files.folder, "has no trained generator yet: an edited clip needs one")
@@ -371,7 +372,7 @@ class StudioEngine:
             def __getitem__(self, k):
                 return rendered(lo + int(k)).colour
 
-        cs = CompositeSettings(audio=False)
+        cs = composite_settings(self.results)
         video = resolve_video(self.results, self.probe.path)
         total = len(frames)
         renderer = self._new_renderer()  # its own GL context: frame() requests go on meanwhile

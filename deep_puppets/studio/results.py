@@ -8,7 +8,7 @@ the folder holds.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -95,10 +95,10 @@ def pair_folders(results, target: str) -> dict[str, Path]:
     return out
 
 
-def model_spec(results) -> dict | None:
-    """The ``model`` section of the run's config (for targets fitted with a configured model, e.g. ICT): read from
-    ``config.yaml`` beside the results folder (the ``deep-puppets`` command's output folder) or inside it; None
-    when there is none."""
+def run_section(results, name: str) -> tuple[dict, Path] | None:
+    """Section ``name`` of the run's config and the folder of that config: ``config.yaml`` beside the results
+    folder (the ``deep-puppets`` command's output folder) or inside it, the first that has the section as a
+    mapping; None when there is none."""
     results = Path(results).resolve()
     for cfg in (results.parent / "config.yaml", results / "config.yaml"):
         if cfg.is_file():
@@ -106,10 +106,26 @@ def model_spec(results) -> dict | None:
                 data = yaml.safe_load(cfg.read_text()) or {}
             except yaml.YAMLError as e:
                 raise StudioError(cfg, f"is not valid YAML ({e})") from None
-            model = data.get("model") if isinstance(data, dict) else None
-            if isinstance(model, dict):
-                return {**model, "_base": str(cfg.parent)}
+            section = data.get(name) if isinstance(data, dict) else None
+            if isinstance(section, dict):
+                return section, cfg.parent
     return None
+
+
+def model_spec(results) -> dict | None:
+    """The ``model`` section of the run's config (:func:`run_section`; for targets fitted with a configured model,
+    e.g. ICT); None when there is none."""
+    found = run_section(results, "model")
+    return None if found is None else {**found[0], "_base": str(found[1])}
+
+
+def composite_settings(results):
+    """The run's compositing (its config's ``composite`` section, :func:`run_section`; the defaults without one),
+    without audio (a studio clip takes the target's own sound, not a source's)."""
+    from ..reenactment import CompositeSettings
+
+    found = run_section(results, "composite")
+    return replace(CompositeSettings.from_config(found[0] if found else None), audio=False)
 
 
 def load_target_model(results, files: TargetFiles, model_cfg: dict | None = None):
