@@ -3,7 +3,7 @@
 
 One update is what the web app does per slider move: :meth:`deep_puppets.studio.engine.StudioEngine.frame` (the
 edit applied to the window's frames, their conditioning renders on the persistent GL context, the generator's
-forward pass under ``torch.inference_mode``) and both images PNG-encoded (``cv2.imencode``, compression 1). The
+forward pass without autograd) and both images PNG-encoded (``cv2.imencode``, compression 1). The
 case is built honestly: the embedded demo run through the workflow with ``render.size: 256`` and the generator at
 the ``cpu`` preset's size (the default network, as a real clip's target has it) trained for a couple of iterations
 (the weights' values do not change the arithmetic), in a temporary folder; or ``--results DIR`` (a results folder

@@ -13,30 +13,13 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deep_puppets.errors import InputError
-
-
-class FakeStudioError(InputError):
-    """Stands in for the engine's StudioError (an InputError)."""
-
-
-@dataclass
-class FakeControl:
-    name: str
-    label: str
-    group: str
-    minimum: float
-    maximum: float
-    step: float
-    default: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
+from deep_puppets.studio.controls import Control
+from deep_puppets.studio.results import StudioError
 
 
 @dataclass
@@ -48,12 +31,12 @@ class FakeFrame:
 
 
 CONTROLS = [
-    FakeControl("yaw", "Head yaw (°)", "pose", -30, 30, 1),
-    FakeControl("pitch", "Head pitch (°)", "pose", -20, 20, 1),
-    FakeControl("gaze_x", "Gaze sideways", "gaze", -0.3, 0.3, 0.01),
-    FakeControl("mouth_open", "Mouth open", "expression", 0, 1, 0.05),
-    FakeControl("brow", "Brows raised", "expression", -0.5, 1, 0.05),
-    FakeControl("pc_0", "Component 0", "advanced", -3, 3, 0.1),
+    Control("yaw", "Head yaw (°)", "pose", -30, 30, 1),
+    Control("pitch", "Head pitch (°)", "pose", -20, 20, 1),
+    Control("gaze_x", "Gaze sideways", "gaze", -0.3, 0.3, 0.01),
+    Control("mouth_open", "Mouth open", "expression", 0, 1, 0.05),
+    Control("brow", "Brows raised", "expression", -0.5, 1, 0.05),
+    Control("pc_0", "Component 0", "advanced", -3, 3, 0.1),
 ]
 TRAINED = {"yaw": (-8, 8), "pitch": (-5, 5), "gaze_x": (-0.2, 0.2), "mouth_open": (0, 0.4), "brow": (0, 0.3), "pc_0": (-1, 1)}
 
@@ -77,7 +60,7 @@ class FakeEngine:
         if target is None:
             target = self.targets[0]
         if target not in self.targets:
-            raise FakeStudioError(results_dir, f"no target {target!r}")
+            raise StudioError(results_dir, f"no target {target!r}")
         self.target, self.device, self.size, self.n_frames, self.fps = target, device, size, n_frames, fps
         self.has_generator = has_generator
         self._pairs = [{"name": n, "n_frames": t} for n, t in pairs]
@@ -118,12 +101,12 @@ class FakeEngine:
         names = {c.name for c in CONTROLS}
         for k in edits:
             if k not in names:
-                raise FakeStudioError(self.target, f"no control {k!r}")
+                raise StudioError(self.target, f"no control {k!r}")
         n = next((p["n_frames"] for p in self._pairs if p["name"] == pair), None) if pair else self.n_frames
         if n is None:
-            raise FakeStudioError(self.target, f"no pair {pair!r}")
+            raise StudioError(self.target, f"no pair {pair!r}")
         if not 0 <= t < n:
-            raise FakeStudioError(self.target, f"frame {t} outside 0..{n - 1}")
+            raise StudioError(self.target, f"frame {t} outside 0..{n - 1}")
         self.calls.append(("frame", t, dict(edits), pair))
         if self.frame_delay:
             time.sleep(self.frame_delay)

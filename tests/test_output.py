@@ -114,17 +114,22 @@ def make_source(tmp_path, n=20, fps=20.0, audio=True, suffix=".mp4", audio_codec
         for p in v.encode():
             out.mux(p)
         if a is not None:
-            fmt = "fltp" if audio_codec == "aac" else "s16"
-            chunk = 1024
-            for i in range(0, samples, chunk):
-                x = tone[i:i + chunk][None]
-                frame = av.AudioFrame.from_ndarray(x if fmt == "fltp" else (x * 32767).astype(np.int16), format=fmt, layout="mono")
-                frame.sample_rate, frame.pts = rate, i
-                for p in a.encode(frame):
-                    out.mux(p)
-            for p in a.encode():
-                out.mux(p)
+            mux_mono_audio(out, a, tone, rate)
     return path
+
+
+def mux_mono_audio(out, stream, x: np.ndarray, rate: int) -> None:
+    """Encode mono samples ``x`` (float, ±1) into ``stream`` of container ``out`` in frames of 1024, time stamped
+    by sample (float planar for AAC, 16-bit integers for PCM), and flush it."""
+    pcm = stream.codec_context.name != "aac"
+    for i in range(0, len(x), 1024):
+        c = x[i:i + 1024][None].astype(np.float32)
+        frame = av.AudioFrame.from_ndarray((c * 32767).astype(np.int16) if pcm else c, format="s16" if pcm else "fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, i
+        for p in stream.encode(frame):
+            out.mux(p)
+    for p in stream.encode():
+        out.mux(p)
 
 
 def pair_boxes(n, far: bool):
@@ -318,15 +323,7 @@ def make_tone_source(tmp_path, audio_codec="aac", suffix=".mp4", n=50, fps=25.0)
                 out.mux(p)
         for p in v.encode():
             out.mux(p)
-        fmt = "fltp" if audio_codec == "aac" else "s16"
-        for i in range(0, len(x), 1024):
-            c = x[i:i + 1024][None]
-            f = av.AudioFrame.from_ndarray(c if fmt == "fltp" else (c * 32767).astype(np.int16), format=fmt, layout="mono")
-            f.sample_rate, f.pts = RATE, i
-            for p in a.encode(f):
-                out.mux(p)
-        for p in a.encode():
-            out.mux(p)
+        mux_mono_audio(out, a, x, RATE)
     return path
 
 

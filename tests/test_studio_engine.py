@@ -27,7 +27,7 @@ from deep_puppets.studio.results import choose_target, list_targets
 from deep_puppets.video import probe_video
 
 from .conftest import copy_run
-from .test_output import LOUD, RATE, tone_onset
+from .test_output import LOUD, RATE, mux_mono_audio, tone_onset
 from .test_transfer import person_like, random_cameras
 
 TARGET = "demo_target"
@@ -106,13 +106,7 @@ def vfr_video(path, ms, audio=True, onset=0.3):
         if a is not None:
             t = np.arange(int(RATE * (ms[-1] + 40) / 1000)) / RATE
             x = np.where(t >= onset, LOUD * np.sin(2 * np.pi * 440 * (t - onset)), 0).astype(np.float32)
-            for i in range(0, len(x), 1024):
-                f = av.AudioFrame.from_ndarray(x[None, i:i + 1024], format="fltp", layout="mono")
-                f.sample_rate, f.pts = RATE, i
-                for p in a.encode(f):
-                    out.mux(p)
-            for p in a.encode():
-                out.mux(p)
+            mux_mono_audio(out, a, x, RATE)
     return path
 
 

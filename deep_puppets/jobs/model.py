@@ -19,6 +19,17 @@ def load_video_model(model_cfg: dict, model_file):
     return load_model(spec)
 
 
+def screen_vertices(model, identity: np.ndarray, q: np.ndarray, camera: np.ndarray, named: np.ndarray | None = None,
+                    named_basis: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """One frame's mesh vertices (N, 3) in image coordinates: ``identity`` (N, 3, ``model.shape(p)``) plus the
+    expression ``q`` and, when given, named blendshape coefficients ``named`` on ``named_basis``
+    (:func:`deep_puppets.named_expressions.named_blendshapes`), projected by ``camera`` (7,)."""
+    v = identity + np.tensordot(q, model.exp_basis, axes=(0, 0)) if model.n_exp else identity
+    if named is not None:
+        v = v + np.tensordot(named, named_basis, axes=(0, 0))
+    return project(v, camera)
+
+
 class ScreenVertices:
     """Per-frame mesh vertices in image coordinates, computed lazily (dense models need not fit in memory)."""
 
@@ -33,10 +44,7 @@ class ScreenVertices:
         return len(self.q)
 
     def __getitem__(self, t):
-        v = self.identity + np.tensordot(self.q[t], self.model.exp_basis, axes=(0, 0)) if self.model.n_exp else self.identity
-        if self.named is not None:
-            v = v + np.tensordot(self.named[t], self.named_basis, axes=(0, 0))
-        return project(v, self.camera[t])
+        return screen_vertices(self.model, self.identity, self.q[t], self.camera[t], None if self.named is None else self.named[t], self.named_basis)
 
 
 class LandmarkPoints:

@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import h5io
-from ..camera import project
 from ..framing import FramingSettings, fit_boxes
-from ..gan.data import fill_boxes, resize, split_frames, stack_window, window_indices
+from ..gan.data import fill_boxes, resize, split_frames
 from ..ingest import read_probe
+from ..jobs.model import screen_vertices
 from ..render.conditioning_file import STREAMS, open_conditioning
 from ..render.gl import Renderer
 from ..texture.texture_file import TEXTURE
@@ -86,6 +86,17 @@ class _Source:
     def params(self, t: int) -> Params:
         named = None if self.named is None or not self.named[t].any() else self.named[t]
         return Params(self.q[t], self.camera[t], named)
+
+
+class _LazyStream:
+    """One conditioning stream (e.g. ``colour``) of frames rendered on first use: ``stream[t]`` is
+    ``getattr(render(t), name)``, as :func:`deep_puppets.gan.inference.generate` reads a stream."""
+
+    def __init__(self, render: Callable[[int], object], name: str):
+        self.render, self.name = render, name
+
+    def __getitem__(self, t):
+        return getattr(self.render(int(t)), self.name)
 
 
 def clip_audio(video, probe, first: int) -> dict:
@@ -173,7 +184,6 @@ class StudioEngine:
 
         self.G, self.gs = load_generator(path, self.device)
         self._torch = torch
-        self._channels_last = False
         on_cpu = torch.device(self.device).type == "cpu"
         if backend == "onnx" and not on_cpu:
             raise StudioError("backend", f"onnx runs on the CPU only, not on device {self.device!r}")
@@ -199,13 +209,12 @@ class StudioEngine:
         return self._onnx
 
     def set_channels_last(self, on: bool) -> None:
-        """Run the torch generator with channels-last tensors (and weights) or the default layout
+        """Run the torch generator with channels-last weights (its convolutions then run channels-last) or the default layout
         (benchmarks/studio.py measures both)."""
         fmt = self._torch.channels_last if on else self._torch.contiguous_format
         self.G = self.G.to(memory_format=fmt)
         if self.backend == "torch":
             self._net = self.G
-        self._channels_last = bool(on)
 
     # -- what the page shows --------------------------------------------------------------------------
     @property
@@ -250,11 +259,8 @@ class StudioEngine:
 
     # -- rendering -----------------------------------------------------------------------------------
     def _screen(self, src: _Source, params: Params) -> np.ndarray:
-        """Screen-space vertices (N, 3), computed as the render jobs do (deep_puppets.jobs.model.ScreenVertices)."""
-        v = src.identity + np.tensordot(params.q, self.model.exp_basis, axes=(0, 0)) if self.model.n_exp else src.identity
-        if params.named is not None:
-            v = v + np.tensordot(params.named, self._named_basis, axes=(0, 0))
-        return project(v, params.camera)
+        """Screen-space vertices (N, 3), as the render jobs compute them."""
+        return screen_vertices(self.model, src.identity, params.q, params.camera, params.named, self._named_basis)
 
     def _render(self, src: _Source, t: int, params: Params, renderer: Renderer | None = None):
         screen = self._screen(src, params)
@@ -277,40 +283,19 @@ class StudioEngine:
             raise StudioError(pair or self.target, f"frame {t!r} is not a frame 0…{n - 1}")
         return int(t)
 
-    def _forward(self, x: np.ndarray, prev: list) -> object:
-        torch = self._torch
-        inp = torch.from_numpy(x[None]).to(self.device)
-        if prev:
-            inp = torch.cat([inp, *prev], 1)
-        if self._channels_last and self.backend == "torch":
-            inp = inp.contiguous(memory_format=torch.channels_last)
-        return self._net(inp)
-
     def _generate_still(self, src: _Source, t: int, edits: Mapping[str, float], rendered: dict) -> np.ndarray:
-        from ..gan.inference import to_uint8
-
-        s = self.gs
-        torch = self._torch
+        """The generated frame ``t`` with ``edits`` held over its window (and its fed-back frames, generated first
+        from zeros), by :func:`~deep_puppets.gan.inference.generate` as the workflow's synthesis."""
+        from ..gan.inference import generate
 
         def frame_of(i):
             if i not in rendered:
                 rendered[i] = self._render(src, i, self._controls.apply(src.params(i), edits))
             return rendered[i]
 
-        def cond(i):
-            idx = [int(j) for j in window_indices(i, s.window, 0)]
-            streams = {name: {j: getattr(frame_of(j), name) for j in idx} for name in s.streams}
-            return stack_window(streams, s.streams, idx, s.size)
-
-        with torch.inference_mode():
-            prev = []
-            if s.prev_frames:
-                prev = [torch.zeros((1, 3, *s.size), device=self.device)] * s.prev_frames
-                for i in range(max(0, t - s.prev_frames), t):
-                    y = self._forward(cond(i), prev)
-                    prev = prev[1:] + [y]
-            y = self._forward(cond(t), prev)
-            return to_uint8(y[0])
+        streams = {name: _LazyStream(frame_of, name) for name in self.gs.streams}
+        frames = range(max(0, t - self.gs.prev_frames), t + 1)
+        return list(generate(self._net, streams, frames, self.gs, self.device))[-1]
 
     def frame(self, t: int, edits: Mapping[str, float] | None = None, pair: str | None = None) -> StudioFrame:
         """Frame ``t`` of the target (or of ``pair``'s transferred parameters) with ``edits`` (control name →
@@ -361,13 +346,6 @@ class StudioEngine:
                     del cache[old]
             return cache[t]
 
-        class _Stream:
-            def __init__(self, name):
-                self.name = name
-
-            def __getitem__(self, t):
-                return getattr(rendered(int(t)), self.name)
-
         class _ClipColour:  # indexed by the clip frame k = t - lo, as composite_frames reads it
             def __getitem__(self, k):
                 return rendered(lo + int(k)).colour
@@ -385,7 +363,7 @@ class StudioEngine:
             background = None
             if pose:
                 background, _ = background_plate(plates.frames, f["colour"], t_box, t_valid, cs.pose_grow, cs.feather, cs.background_frames)
-            streams = {name: _Stream(name) for name in STREAMS}
+            streams = {name: _LazyStream(rendered, name) for name in STREAMS}
             crops = generate(self._net, streams, frames, self.gs, self.device, first=lo)
             k_index = np.arange(total)
             out = composite_frames(crops, k_index, frames, plates.frames, _ClipColour(), src.box[lo:hi + 1], np.ones(total, bool), mode, cs,
