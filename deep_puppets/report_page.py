@@ -281,6 +281,8 @@ def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list
         base = f"videos/{target}/evaluation"
         summary = _read_json(results / base / "summary.json")
         p.add(f"<h3>{_e(target)}</h3><p>Mean over {summary['n_frames']} held-out frames.</p>{metrics_table(summary)}")
+        if "headroom" in summary:
+            p.add(headroom_text(summary["headroom"]))
         p.image(f"{base}/e_col.png", "E_col per held-out frame and method: the whole frame, the head crop and the face side by side.")
         p.add("<div class='videos'>")
         p.video(f"{base}/side_by_side.mp4", "Held-out frames around the head: real | the network's face blended in | the error "
@@ -307,6 +309,17 @@ def page_body(results: Path, videos: list[str], pairs: list[Pair], targets: list
         p.image(f"{base}/camera_smoothing.png", "The head's position and turn over the first frames, fitted without and with smoothing.")
     exports_section(p, list(exports))
     return "\n".join(p.parts), p.files
+
+
+def headroom_text(room: dict) -> str:
+    """One paragraph: what limits the held-out score (:mod:`deep_puppets.gan.headroom`)."""
+    gan, oracle = room["gan"], room["oracle_retrieval"]
+    return (f"<p>What limits it (face PSNR in the head crop): on frames it trained on the network reaches "
+            f"{gan['training']:.1f} dB, on the held-out ones {gan['held_out']:.1f} dB. The single training frame closest "
+            f"to each frame by its true pixels (a bound that uses the answer, not a method) reaches {oracle['held_out']:.1f} dB "
+            f"on the held-out frames and {oracle['training']:.1f} dB on training frames (from frames at least "
+            f"{room['gap_frames']} frames away). A network no better on its training frames than on the held-out ones is under-trained; a held-out "
+            "bound well below the training one means the held-out part shows faces the training part never did.</p>")
 
 
 def write_report(results, out_dir, videos: list[str], pairs: list[Pair], targets: list[str], exports: list[str] = ()) -> Path:

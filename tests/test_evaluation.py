@@ -283,3 +283,10 @@ def test_every_method_and_region_is_scored_on_one_declared_frame_set(tiny_full_r
     assert len(dist["per_frame"]) == 9 and all(d >= 0 for d in dist["per_frame"]) and set(dist["nearest_training_frame"]) <= set(range(27))
     assert -1 <= dist["spearman_vs_gan_face_e_col"] <= 1
     assert outs["flicker_plot"].stat().st_size > 0 and outs["distance_plot"].stat().st_size > 0
+    # headroom: the generator and the oracle retrieval on (sampled) training frames and on the scored held-out ones
+    room = summary["headroom"]
+    assert room["frames"]["held_out"] == 9 and 0 < room["frames"]["training"] <= 27
+    for k in ("gan", "oracle_retrieval"):
+        assert all(np.isfinite(room[k][p]) and 0 < room[k][p] <= 100 for p in ("training", "held_out")), k
+    assert room["gan_fit_gap_db"] == pytest.approx(room["gan"]["training"] - room["gan"]["held_out"])
+    assert "headroom (face PSNR in the crop)" in caplog.text

@@ -27,7 +27,7 @@ from deep_puppets.annotate import label, strip_height
 from deep_puppets.camera import FLIP, rotation_log, yaw_pitch_roll_matrix
 from deep_puppets.gan.synthesize import side_by_side
 from deep_puppets.mp4_writer import write_mp4
-from deep_puppets.report_page import metrics_table, tracking_table, video_page
+from deep_puppets.report_page import headroom_text, metrics_table, tracking_table, video_page
 
 from .conftest import copy_run, run_workflow
 
@@ -109,6 +109,13 @@ def test_metrics_table_has_a_row_per_method_and_region_with_the_summary_means():
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows]
     assert cells[0] == ["GAN (ours)", "whole frame", "0.0100", "30.00", "0.900"]
     assert cells[5] == ["face", "0.0400", "28.00", "0.700"]  # the method cell spans the three regions
+
+
+def test_headroom_text_gives_the_generator_and_the_oracle_on_both_parts():
+    room = {"gan": {"training": 25.38, "held_out": 22.69}, "oracle_retrieval": {"training": 25.56, "held_out": 22.97}, "gap_frames": 15}
+    text = headroom_text(room)
+    assert [text.index(v) for v in ("25.4 dB", "22.7 dB", "23.0 dB", "25.6 dB", "15 frames")] == sorted(
+        text.index(v) for v in ("25.4 dB", "22.7 dB", "23.0 dB", "25.6 dB", "15 frames"))
 
 
 def test_tracking_table_shows_the_truth_scores_only_for_demo_clips():

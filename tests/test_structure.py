@@ -15,7 +15,8 @@ MAX_LINES = 500
 LONG_REASON = "Why one module:"  # a module over MAX_LINES says why in its docstring, after these words
 
 # Inference (what the synthesis job and a future studio load) and the training-only modules it must not reach.
-INFERENCE = ("deep_puppets.gan.inference", "deep_puppets.gan.synthesize", "deep_puppets.gan.held_out", "deep_puppets.studio.engine")
+INFERENCE = ("deep_puppets.gan.inference", "deep_puppets.gan.synthesize", "deep_puppets.gan.held_out", "deep_puppets.gan.headroom",
+             "deep_puppets.studio.engine")
 TRAINING = tuple(f"deep_puppets.gan.{m}" for m in ("train", "trainer", "losses", "checkpoints", "run_folder", "training_log"))
 
 # Public module-level names that several modules define on purpose, each with the same meaning everywhere.

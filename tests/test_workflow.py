@@ -72,7 +72,7 @@ def test_demo_runs_end_to_end(demo_run):
     summary = json.loads((target / "evaluation" / "summary.json").read_text())
     assert set(summary["methods"]) == {"gan", "nearest", "alpha", "mean"}
     assert summary["held_out_frames"] == [27, 40]  # the last third of 40 frames, never trained on
-    assert {"flicker", "training_distance"} <= set(summary)
+    assert {"flicker", "training_distance", "headroom"} <= set(summary)
     ood = json.loads((pair / "ood.json").read_text())
     assert len(ood["per_frame"]) == 40 and ood["training_frames"] == [0, 27] and ood["mean"] >= 0
     tracking = json.loads((target / "diagnostics" / "tracking.json").read_text())

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..files import atomic_path, write_json
 from ..gan.data import crop_resize, split_frames
 from ..gan.flow import open_flow_file
+from ..gan.headroom import headroom
 from ..gan.held_out import METHODS, held_out_composites
 from ..gan.inference import load_generator, resolve_device
 from ..ingest import read_probe
@@ -34,7 +35,9 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
     baselines pasted over the real held-out frames, scored over the whole frame, the head crop and the face mask
     — per-frame CSV, summary JSON, E_col plot, seam figure, heat-map and side-by-side videos of the head crop;
     and (:mod:`deep_puppets.stability`) the flicker of every method against the real video's flow and each
-    frame's parameter distance to the training frames against its error (``flicker`` and ``distance`` figures)."""
+    frame's parameter distance to the training frames against its error (``flicker`` and ``distance`` figures);
+    and (:mod:`deep_puppets.gan.headroom`) the generator's fit on training against held-out frames beside the oracle
+    retrieval bound (``headroom`` in the summary)."""
     track, attrs = read_track(track_file)
     exp_std = load_video_model(model_cfg, model_file).exp_std
     if len(exp_std) != track.q.shape[1]:
@@ -80,6 +83,8 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
                 progress(len(scored))
             if len(scored) != counts["scored"]:  # inside the block: the videos are not written either
                 raise InputError(video_path, f"only {len(scored)} of the {counts['scored']} frames to score were read")
+        usable_train = train[track.valid[train] & valid[train]]
+        limits = headroom(G, settings, streams, ff["frames"], usable_train, scored, dev) if len(usable_train) else None
     df = pd.DataFrame(rows)
     with atomic_path(outs["csv"]) as tmp:
         df.to_csv(tmp, index=False)
@@ -106,6 +111,11 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
     }
     summary.update(_stability(df, flicker, scored, st.parameter_features(track.q, track.camera, exp_std), train[track.valid[train]], outs,
                               (attrs["video"], frames_text)))
+    if limits is not None:
+        summary["headroom"] = limits
+        log.info("%s headroom (face PSNR in the crop): GAN %.2f dB on training frames, %.2f on held-out; oracle retrieval %.2f / %.2f",
+                 attrs["video"], limits["gan"]["training"], limits["gan"]["held_out"], limits["oracle_retrieval"]["training"],
+                 limits["oracle_retrieval"]["held_out"])
     write_json(outs["json"], summary)
     ev.e_col_plot(df, outs["plot"], f"{attrs['video']}: self-reenactment on {frames_text}")
     ev.seam_plot(scored, seam, outs["seam_plot"], f"{attrs['video']}: GAN error at the blend seam on {frames_text}")
