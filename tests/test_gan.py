@@ -677,3 +677,42 @@ def test_preset_networks_build_run_and_see_the_whole_crop(preset):
         preds = D(torch.rand(1, 3 * len(s.streams) + 3, *s.size))
     assert y.shape == (1, 3, *s.size) and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
     assert len(preds) == s.di_num_D
+
+
+def test_ema_generator_is_the_moving_average_of_g_and_is_what_is_saved(data32, tmp_path):
+    """gan.ema_decay: after every G update G_ema = d·G_ema + (1 − d)·G with d = min(decay, (1 + i) / (10 + i)); the
+    generator file holds the average (not G), and a killed run resumes it exactly."""
+    cond, frames, flow = data32
+    s = TrainSettings(**{**TINY, "eval_frames": 0, "ema_decay": 0.6})
+    from deep_puppets.gan.data import ClipDataset, batch_items
+    from deep_puppets.gan.trainer import Trainer, seed_everything
+
+    train_idx, _ = split_frames(len(frames), s.held_out_fraction)
+    ds = ClipDataset(cond, frames, flow, train_idx, s.streams, s.size, s.window, s.clip_len)
+    seed_everything(s.seed)
+    tr = Trainer(s, "cpu")
+    assert tr.generator is tr.G_ema and not any(p.requires_grad for p in tr.G_ema.parameters())
+    expected = [p.detach().clone() for p in tr.G.parameters()]  # the average starts at G's initial weights
+    for i in range(4):
+        tr.step(ds.batch(batch_items(i, s.batch_size, len(ds), s.seed)))
+        d = min(0.6, (1 + i) / (10 + i))
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, tr.G.parameters())]
+    for e, got in zip(expected, tr.G_ema.parameters()):
+        assert torch.allclose(e, got, atol=1e-6)
+    assert not all(torch.equal(a, b) for a, b in zip(tr.G.parameters(), tr.G_ema.parameters()))
+    # the saved generator is the average
+    from deep_puppets.gan.inference import load_generator, save_generator
+
+    G, _ = load_generator(save_generator(tr, tmp_path / "ema.pt"))
+    assert _same_weights(G.state_dict(), tr.G_ema.state_dict()) and not _same_weights(G.state_dict(), tr.G.state_dict())
+    # off (0): G itself
+    plain = Trainer(TrainSettings(**TINY), "cpu")  # the default: off
+    assert plain.G_ema is None and plain.generator is plain.G
+    # resumed exactly: killed after 7 iterations, then run to the end, against an uninterrupted run
+    whole = train(cond, frames, flow, s, tmp_path / "whole", tmp_path / "whole.pt")
+    train(cond, frames, flow, s, tmp_path / "killed", None, stop_after=7)
+    again = train(cond, frames, flow, s, tmp_path / "killed", tmp_path / "again.pt")
+    assert again.resumed_from == 6 and whole.iterations == again.iterations == 12
+    assert _same_weights(torch.load(tmp_path / "whole.pt", weights_only=True)["G"], torch.load(tmp_path / "again.pt", weights_only=True)["G"])
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainSettings(**{**TINY, "ema_decay": 1.0})

@@ -145,7 +145,7 @@ def pair_boxes(n, far: bool):
 def tiny_generator(path):
     torch.manual_seed(0)
     s = TrainSettings(size=S, gen_base=8, gen_depth=3, gen_max_ch=16, window=2, di_layers=2, di_num_D=1, dv_layers=2, threads=1)
-    save_generator(types.SimpleNamespace(s=s, G=build_generator(s), iteration=0), path)
+    save_generator(types.SimpleNamespace(s=s, generator=build_generator(s), iteration=0), path)
     return path
 
 

@@ -43,12 +43,13 @@ def build_generator(s: TrainSettings) -> UNetGenerator:
 
 
 def save_generator(trainer, path, inputs: Mapping[str, str] | None = None) -> Path:
-    """The final generator of ``trainer`` (anything with ``G``, ``s`` and ``iteration``, e.g. a
-    :class:`~.trainer.Trainer`): its weights, settings, inputs' hashes, iteration count and checksum; atomic."""
+    """The final generator of ``trainer`` (a :class:`~.trainer.Trainer`, or anything with ``generator``, ``s`` and
+    ``iteration``): its weights (the moving average when ``gan.ema_decay`` > 0), settings, inputs' hashes,
+    iteration count and checksum; atomic."""
     path = Path(path)
     state = {"format": GENERATOR_FORMAT, "iteration": int(trainer.iteration), "settings": trainer.s.to_json(),
              "inputs": json.dumps(dict(inputs or {}), sort_keys=True),
-             "G": {k: v.detach().cpu() for k, v in trainer.G.state_dict().items()}}
+             "G": {k: v.detach().cpu() for k, v in trainer.generator.state_dict().items()}}
     check_finite(state, trainer.iteration)
     atomic_save(seal(state), path)
     return path

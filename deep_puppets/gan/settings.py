@@ -65,6 +65,7 @@ class TrainSettings:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    ema_decay: float = 0.0  # the saved generator is an exponential moving average of G's weights with this decay (0 = G itself)
     batch_size: int = 1
     iterations: int = 600
     seed: int = 0
@@ -109,6 +110,7 @@ class TrainSettings:
             "log_every": self.log_every >= 1,
             "eval_frames": self.eval_frames >= 0,
             "flow_preset": self.flow_preset in DIS_PRESETS,
+            "ema_decay": 0 <= self.ema_decay < 1,
         }
         for k in ("lambda_gan_image", "lambda_gan_video", "lambda_fm", "lambda_l1", "lambda_warp", "lr_g", "lr_d"):
             check[k] = getattr(self, k) >= 0
@@ -120,6 +122,7 @@ class TrainSettings:
                 "clip_len": ">= 2 while D_V or the warp term is on",
                 "di_num_D": f"the coarsest scale needs >= {min_input_size(self.di_layers, self.di_num_D)} px",
                 "dv_num_D": f"the coarsest scale needs >= {min_input_size(self.dv_layers, self.dv_num_D)} px",
+                "ema_decay": "0 (off) <= ema_decay < 1",
             }.get(k, "see deep_puppets/gan/settings.py TrainSettings")
             raise ConfigError(f"gan.{k} = {getattr(self, k)!r} is invalid ({hint})")
 

@@ -78,7 +78,7 @@ def _load_batch(dataset: ClipDataset, iteration: int, s: TrainSettings) -> dict:
 
 def held_out_error(trainer: Trainer, dataset: ClipDataset, frames: np.ndarray) -> float:
     """Mean E_col of the generator on the (contiguous) held-out ``frames`` (evaluation only, no training)."""
-    fake = np.stack(list(generate(trainer.G, dataset.conditioning, frames, trainer.s, trainer.device)))
+    fake = np.stack(list(generate(trainer.generator, dataset.conditioning, frames, trainer.s, trainer.device)))
     real = np.stack([dataset.frames_at(t) for t in frames])
     return float(np.mean(photometric_error(fake, real)))
 

@@ -16,6 +16,7 @@ Device: ``device="auto"`` picks CUDA when present, with mixed precision (``torch
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -74,6 +75,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.G = build_generator(settings).to(self.device)
+        # the weights' exponential moving average (gan.ema_decay): what is saved, evaluated and synthesised
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if settings.ema_decay > 0 else None
         self.D_I = build_image_discriminator(settings).to(self.device)
         self.D_V = build_video_discriminator(settings).to(self.device)
         betas = (settings.beta1, settings.beta2)
@@ -81,6 +84,21 @@ class Trainer:
         self.opt_D = torch.optim.Adam([*self.D_I.parameters(), *self.D_V.parameters()], lr=settings.lr_d, betas=betas)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.iteration = 0  # iterations completed
+
+    @property
+    def generator(self) -> torch.nn.Module:
+        """The generator that is saved and evaluated: the moving average when ``ema_decay`` > 0, else G."""
+        return self.G if self.G_ema is None else self.G_ema
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """G_ema ← d·G_ema + (1 − d)·G after each G update; d = min(ema_decay, (1 + i) / (10 + i)) at iteration i
+        (0-based), so that the average forgets the random initial weights quickly (as in common GAN practice)."""
+        d = min(self.s.ema_decay, (1 + self.iteration) / (10 + self.iteration))
+        for avg, cur in zip(self.G_ema.parameters(), self.G.parameters()):
+            avg.lerp_(cur.detach(), 1.0 - d)
+        for avg, cur in zip(self.G_ema.buffers(), self.G.buffers()):
+            avg.copy_(cur)
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
@@ -159,6 +177,8 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler.scale(g["loss_g"]).backward()
         self.scaler.step(self.opt_G)
+        if self.G_ema is not None:
+            self._update_ema()
 
         _set_requires_grad(D, True)
         with self._autocast():
@@ -180,6 +200,7 @@ class Trainer:
             "settings": self.s.to_json(),
             "inputs": json.dumps(dict(inputs or {}), sort_keys=True),
             "G": self.G.state_dict(),
+            **({} if self.G_ema is None else {"G_ema": self.G_ema.state_dict()}),
             "D_I": self.D_I.state_dict(),
             "D_V": self.D_V.state_dict(),
             "opt_G": self.opt_G.state_dict(),
@@ -190,6 +211,8 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping) -> None:
         self.G.load_state_dict(state["G"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
         self.D_I.load_state_dict(state["D_I"])
         self.D_V.load_state_dict(state["D_V"])
         self.opt_G.load_state_dict(state["opt_G"])
