@@ -323,8 +323,13 @@ def cmd_studio(a) -> int:
             if a.host not in ("127.0.0.1", "localhost", "::1"):
                 print(f"warning: served on {a.host}: anyone who can reach this machine can use it", flush=True)
             signal.signal(signal.SIGTERM, _stop)  # a clean stop on `kill` as on Ctrl-C
+            idle = threading.Event()
             try:
-                threading.Event().wait()
+                # wake twice a second: the kernel may deliver Ctrl-C or `kill` to one of the server's threads, and
+                # Python runs the handler only once the main thread is back in the interpreter (a plain wait()
+                # could sleep through it for ever)
+                while not idle.wait(0.5):
+                    pass
             except KeyboardInterrupt:
                 print("studio: stopped", flush=True)
     except OSError as e:

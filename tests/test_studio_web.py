@@ -296,6 +296,26 @@ def test_cli_prints_the_url_and_stops_cleanly_on_ctrl_c_or_kill(tmp_path, stop):
     assert r.returncode == 2 and r.stderr.strip().endswith("no such folder (give a workflow results folder, e.g. out/actor/results)")
 
 
+def test_ctrl_c_delivered_to_another_thread_still_stops_the_studio(tmp_path):
+    """The kernel may hand a process's SIGINT to any of its threads; the studio must stop all the same (a main thread
+    asleep in a plain wait() never ran the handler: a flaky hang of the test above)."""
+    script = FAKE_CLI.replace("sys.exit(cli.main(sys.argv[1:]))", """
+import signal, threading, time
+def interrupt_from_here():
+    time.sleep(1.0)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread, not the main one
+threading.Thread(target=interrupt_from_here, daemon=True).start()
+sys.exit(cli.main(sys.argv[1:]))""")
+    p = subprocess.Popen([sys.executable, "-c", script, "studio", str(tmp_path), "--port", "0"], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 0 and "studio: stopped" in out and "Traceback" not in err, (out, err)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 # ------------------------------------------------------------------------------------------ the page in Chromium
 
 
