@@ -322,7 +322,9 @@ def cmd_studio(a) -> int:
             print(f"studio: {server.url}  (target {server.studio.info.target}; Ctrl-C stops it)", flush=True)
             if a.host not in ("127.0.0.1", "localhost", "::1"):
                 print(f"warning: served on {a.host}: anyone who can reach this machine can use it", flush=True)
-            signal.signal(signal.SIGTERM, _stop)  # a clean stop on `kill` as on Ctrl-C
+            # a clean stop on Ctrl-C and on `kill`, even where the shell that started us ignored SIGINT (a background job)
+            signal.signal(signal.SIGINT, _stop)
+            signal.signal(signal.SIGTERM, _stop)
             idle = threading.Event()
             try:
                 # wake twice a second: the kernel may deliver Ctrl-C or `kill` to one of the server's threads, and
