@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -325,13 +324,12 @@ def cmd_studio(a) -> int:
             # a clean stop on Ctrl-C and on `kill`, even where the shell that started us ignored SIGINT (a background job)
             signal.signal(signal.SIGINT, _stop)
             signal.signal(signal.SIGTERM, _stop)
-            idle = threading.Event()
             try:
                 # wake twice a second: the kernel may deliver Ctrl-C or `kill` to one of the server's threads, and
                 # Python runs the handler only once the main thread is back in the interpreter (a plain wait()
                 # could sleep through it for ever)
-                while not idle.wait(0.5):
-                    pass
+                while True:
+                    time.sleep(0.5)
             except KeyboardInterrupt:
                 print("studio: stopped", flush=True)
     except OSError as e:

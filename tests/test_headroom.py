@@ -84,7 +84,7 @@ def test_headroom_scores_the_generator_and_the_oracle_on_both_parts():
     rng = np.random.default_rng(0)
     crops = np.stack([_grey(int(v)) for v in np.concatenate([rng.integers(90, 110, 27), rng.integers(140, 160, 13)])])
     s = TrainSettings(size=(S, S), gen_depth=2, streams=("colour",), window=1, clip_len=2, di_num_D=1, dv_num_D=1, di_layers=1, dv_layers=1)
-    out = headroom(_Constant(100), s, {"colour": colour}, crops, train, held, n=8, gap=3, run=4)
+    out = headroom(_Constant(100), s, {"colour": colour}, crops, train, held, grow=0.12, feather=0.08, n=8, gap=3, run=4)
     assert out["frames"] == {"training": 8, "held_out": 8}
     picked = {"training": sample_runs(train, 8, 4), "held_out": sample_runs(held, 8, 4)}
     for part, frames in picked.items():

@@ -45,9 +45,10 @@ def sample_runs(frames: Sequence[int], n: int, run: int = 1) -> np.ndarray:
     return frames[picked[picked < len(frames)]]
 
 
-def face_mask(colour, size: tuple[int, int]) -> np.ndarray:
-    """The evaluation's face region in a colour conditioning image resized to ``size``, (H, W) bool."""
-    return face_alpha(resize(np.asarray(colour), size)) >= FACE_LEVEL
+def face_mask(colour, size: tuple[int, int], grow: float, feather: float) -> np.ndarray:
+    """The evaluation's face region (its blend mask, ``composite.grow`` / ``feather``) in a colour conditioning image
+    resized to ``size``, (H, W) bool."""
+    return face_alpha(resize(np.asarray(colour), size), grow, feather) >= FACE_LEVEL
 
 
 def region_psnr(a, b, mask) -> float:
@@ -60,11 +61,13 @@ def region_psnr(a, b, mask) -> float:
     return -10.0 * np.log10(max(float(np.mean(d * d)), MIN_MSE))
 
 
-def oracle_retrieval(crops, masks: Mapping[int, np.ndarray], train: Sequence[int], query: Sequence[int], gap: int = 0) -> np.ndarray:
+def oracle_retrieval(crops, masks: Mapping[int, np.ndarray], train: Sequence[int], query: Sequence[int], gap=0) -> np.ndarray:
     """Per ``query`` frame, the PSNR over its mask of the best single ``train`` crop (its own ``crops``; candidates
-    at least ``gap`` frames away when ``gap`` > 0). ``crops``: (T, H, W, 3) uint8 at the mask size."""
+    at least ``gap`` frames away when ``gap`` > 0; ``gap`` is one number or one per query). ``crops``: (T, H, W, 3)
+    uint8 at the mask size. Every training crop is read once."""
     train = np.asarray(train, np.int64)
     query = np.asarray(query, np.int64)
+    gaps = np.broadcast_to(np.asarray(gap, np.int64), query.shape)
     real = {int(t): np.asarray(crops[int(t)], np.float32)[masks[int(t)]] / 255.0 for t in query}  # each read once
     best = np.full(len(query), np.inf)
     for i0 in range(0, len(train), ORACLE_CHUNK):
@@ -75,36 +78,38 @@ def oracle_retrieval(crops, masks: Mapping[int, np.ndarray], train: Sequence[int
             if not m.any():
                 continue
             err = ((cand[:, m] - real[int(t)]) ** 2).mean(axis=(1, 2))
-            if gap > 0:
-                err[np.abs(chunk - t) < gap] = np.inf
+            if gaps[j] > 0:
+                err[np.abs(chunk - t) < gaps[j]] = np.inf
             best[j] = min(best[j], float(err.min()))
     return np.where(np.isfinite(best), -10.0 * np.log10(np.maximum(best, MIN_MSE)), np.nan)
 
 
 def headroom(G, settings, conditioning: Mapping[str, object], crops, train: Sequence[int], held: Sequence[int],
-             device="cpu", n: int = 64, gap: int = 15, run: int = 8) -> dict:
+             *, grow: float, feather: float, device="cpu", n: int = 64, gap: int = 15, run: int = 8) -> dict:
     """The fit and oracle-retrieval measures (module docstring) of generator ``G`` on its target.
 
     ``conditioning``: the target's streams (``colour`` among them); ``crops``: the real crops (T, S, S, 3) at the
     training size (a flow file's ``frames``); ``train`` / ``held``: the frames to use (detected and rendered) of
-    the generator's split."""
+    the generator's split; ``grow`` / ``feather``: the evaluation's blend mask (``composite`` settings)."""
     size = tuple(settings.size)
     parts = {"training": sample_runs(train, n, run), "held_out": sample_runs(held, n, run)}
-    masks = {int(t): face_mask(conditioning["colour"][int(t)], size) for p in parts.values() for t in p}
+    masks = {int(t): face_mask(conditioning["colour"][int(t)], size, grow, feather) for p in parts.values() for t in p}
     out: dict = {"measure": f"PSNR (dB) over the face region (blend mask >= {FACE_LEVEL:g}) of the head crop at the training size, "
                             "means over evenly sampled frames: 'gan' the generator, 'oracle_retrieval' the single training "
                             "crop closest by the true pixels (an upper bound of retrieval, not a method; for training frames "
                             f"among training frames at least {gap} frames away)",
                  "frames": {p: len(f) for p, f in parts.items()}, "gap_frames": gap, "gan": {}, "oracle_retrieval": {}}
-    for part, frames in parts.items():
+    # one pass over the training crops for both parts: training frames skip their neighbours, held-out ones do not
+    sizes = [len(f) for f in parts.values()]
+    oracle = oracle_retrieval(crops, masks, train, np.concatenate(list(parts.values())), np.repeat([gap, 0], sizes))
+    for part, frames, part_oracle in zip(parts, parts.values(), np.split(oracle, sizes[:1])):
         gan = []
         for k in range(0, len(frames), run):
             block = frames[k:k + run]
             fake = generate(G, conditioning, block, settings, device)
             gan += [region_psnr(f, resize(np.asarray(crops[int(t)]), size), masks[int(t)]) for t, f in zip(block, fake)]
-        oracle = oracle_retrieval(crops, masks, train, frames, gap if part == "training" else 0)
         out["gan"][part] = _mean(gan)
-        out["oracle_retrieval"][part] = _mean(oracle)
+        out["oracle_retrieval"][part] = _mean(part_oracle)
     out["gan_fit_gap_db"] = out["gan"]["training"] - out["gan"]["held_out"]
     out["oracle_gap_db"] = out["oracle_retrieval"]["training"] - out["oracle_retrieval"]["held_out"]
     return out

@@ -84,7 +84,7 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
             if len(scored) != counts["scored"]:  # inside the block: the videos are not written either
                 raise InputError(video_path, f"only {len(scored)} of the {counts['scored']} frames to score were read")
         usable_train = train[track.valid[train] & valid[train]]
-        limits = headroom(G, settings, streams, ff["frames"], usable_train, scored, dev) if len(usable_train) else None
+        limits = headroom(G, settings, streams, ff["frames"], usable_train, scored, grow=grow, feather=feather, device=dev) if len(usable_train) else None
     df = pd.DataFrame(rows)
     with atomic_path(outs["csv"]) as tmp:
         df.to_csv(tmp, index=False)
