@@ -87,6 +87,12 @@ rule experiments:
         expand(f"{RESULTS}/experiments/{{video}}/quality_vs_minutes.png", video=EXPERIMENTS["targets"]),
 
 
+# The cross_recording section's table (rules/evaluate.smk): `snakemake cross_recording`; not part of `all`.
+rule cross_recording:
+    input:
+        f"{RESULTS}/cross_recording/table.csv" if CROSS_RUNS else [],
+
+
 # Every export of every configured video and pair (rules/export.smk); `deep-puppets export DIR` runs it.
 rule export_all:
     input:

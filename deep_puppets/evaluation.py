@@ -99,9 +99,9 @@ def scored_frames(detected, rendered, face_pixels) -> tuple[np.ndarray, dict]:
     return keep, {"held_out": int(len(keep)), "scored": int(keep.sum()), "excluded": excluded}
 
 
-def describe_frames(counts: dict) -> str:
-    """'30 of 32 held-out frames (2 excluded: no face in the render)'."""
-    text = f"{counts['scored']} of {counts['held_out']} held-out frames"
+def describe_frames(counts: dict, kind: str = "held-out") -> str:
+    """'30 of 32 held-out frames (2 excluded: no face in the render)' (``kind``: what the frames are)."""
+    text = f"{counts['scored']} of {counts['held_out']} {kind} frames"
     if counts["excluded"]:
         why = ", ".join(f"{n} {reason}" if len(counts["excluded"]) > 1 else reason for reason, n in counts["excluded"].items())
         text += f" ({counts['held_out'] - counts['scored']} excluded: {why})"

@@ -61,3 +61,16 @@ def write_json(path, data: dict) -> Path:
     tmp.write_text(json_text(data, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def read_json(path, what: str = "JSON file") -> dict:
+    """The JSON object in ``path``; a missing or unreadable file is an :class:`~deep_puppets.errors.InputError`
+    naming it as ``what`` (one line, no traceback)."""
+    from .errors import InputError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, f"is missing (the {what}): run the workflow first") from None
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"is not a readable {what} ({e})") from None

@@ -12,6 +12,7 @@ export_pythonpath(workflow.basedir)
 from snakemake.exceptions import WorkflowError
 
 from deep_puppets import config as dp_config
+from deep_puppets import cross_recording as dp_cross
 from deep_puppets import experiments as dp_experiments
 from deep_puppets.errors import ConfigError
 from deep_puppets.ingest import segments_for
@@ -38,10 +39,19 @@ except ConfigError as e:
     raise WorkflowError(f"config error: {e}")
 EXPERIMENT_RUNS = dp_experiments.experiment_runs(EXPERIMENTS)
 EXPERIMENT_DIR = f"{RESULTS}/experiments/{{video}}/{{variant}}/seed{{seed}}"
+# The `cross_recording` section (rules/evaluate.smk): generators scored on other recordings of their person.
+try:
+    CROSS_RUNS = dp_cross.plan(config)
+except ConfigError as e:
+    raise WorkflowError(f"config error: {e}")
+CROSS_DIR = f"{RESULTS}/cross_recording/{{train}}/{{test}}"
+CROSS_TRAINED = list(dict.fromkeys(t for t, _ in CROSS_RUNS))  # recordings whose generators are scored
 
 
 wildcard_constraints:
     video=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    train=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    test=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     seg=r"\d\d\d+",
     demo="|".join(dp_config.DEMO_VIDEOS),
     pair=r"[A-Za-z0-9_-]+__[A-Za-z0-9_-]+__(pose|expr)",
@@ -172,3 +182,13 @@ def experiment_files(name):
 def experiment_benchmarks(wildcards):
     """The training benchmark of every variant and seed of a target (their wall-clock minutes), in table order."""
     return [f"{BENCH}/experiment_train/{wildcards.video}/{v}/seed{s}.tsv" for v, s in EXPERIMENT_RUNS]
+
+
+def cross_input(role, fn):
+    """Input function: ``fn`` (an input function of ``{video}``) for the cross-recording run's ``train`` or
+    ``test`` recording."""
+
+    def f(wildcards):
+        return fn(SimpleNamespace(video=getattr(wildcards, role)))
+
+    return f

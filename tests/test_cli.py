@@ -252,7 +252,6 @@ TINY_SETS = ["segments.length=24", "segments.overlap=6", "render.size=64", "gan.
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_reenact_end_to_end_and_rerun_does_nothing(tmp_path):
     from deep_puppets.demo import make_demo_clip
 

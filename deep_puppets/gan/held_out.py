@@ -62,27 +62,38 @@ def held_out_composites(G, settings, conditioning: Mapping[str, object], boxes: 
     """
     size = tuple(settings.size)
     held = np.asarray(held, np.int64)
+    return composites(G, settings, conditioning, boxes, held, scored, plates, grow, feather, crops,
+                      nearest_neighbours(features, train, held), mean_frame(crops, train, size), device)
+
+
+def composites(G, settings, conditioning: Mapping[str, object], boxes: np.ndarray, frames: Sequence[int], scored: np.ndarray,
+               plates: Iterable[np.ndarray], grow: float, feather: float, crops, retrieved: Sequence[int], mean: np.ndarray,
+               device="cpu") -> Iterator[Composites]:
+    """:func:`held_out_composites` with the baselines' material given: for each of ``frames`` (consecutive, of the
+    recording whose ``conditioning``, ``boxes`` and ``plates`` these are) the index into ``crops`` (real crops of
+    the generator's training recording, at the training size) that retrieval picked, and the mean training crop.
+    The training recording may be another one (:mod:`deep_puppets.cross_recording`)."""
+    size = tuple(settings.size)
+    frames = np.asarray(frames, np.int64)
     scored = np.asarray(scored, bool)
-    nearest = nearest_neighbours(features, train, held)
-    mean = mean_frame(crops, train, size)
     plates = iter(plates)
-    # every held-out frame is generated, in order, as in synthesis (prev_frames feeds back the previous output)
-    for i, (t, crop) in enumerate(zip(held, generate(G, conditioning, held, settings, device))):
+    # every frame is generated, in order, as in synthesis (prev_frames feeds back the previous output)
+    for i, (t, crop) in enumerate(zip(frames, generate(G, conditioning, frames, settings, device))):
         real = next(plates, None)
         if real is None:
-            raise ValueError(f"the video ended before held-out frame {int(t)}")
+            raise ValueError(f"the video ended before frame {int(t)}")
         if not scored[i]:
             continue
         box = np.asarray(boxes[t], np.float64)
         colour = resize(np.asarray(conditioning["colour"][t]), size)
         alpha = face_alpha(colour, grow, feather)
-        retrieved = resize(np.asarray(crops[int(nearest[i])]), size)
-        layers = {"gan": crop, "nearest": retrieved, "alpha": alpha_composite(retrieved, colour), "mean": mean}
+        retrieved_crop = resize(np.asarray(crops[int(retrieved[i])]), size)
+        layers = {"gan": crop, "nearest": retrieved_crop, "alpha": alpha_composite(retrieved_crop, colour), "mean": mean}
         yield Composites(
             frame=int(t),
             real=real,
             box=box,
             alpha=frame_alpha(alpha, box, real.shape[:2]),
             methods={m: paste(real, layers[m], alpha, box) for m in METHODS},
-            nearest=int(nearest[i]),
+            nearest=int(retrieved[i]),
         )

@@ -3,21 +3,12 @@ Training and evaluating a variant reuse :func:`.gan.gan_train` and :func:`.evalu
 
 from __future__ import annotations
 
-import json
 import logging
 
 from .. import experiments as ex
-from ..errors import InputError
+from ..files import read_json
 
 log = logging.getLogger(__package__)
-
-
-def _read_summary(path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError(path, f"is not a readable evaluation summary ({e})") from None
 
 
 def experiment_table(*, video: str, runs, summaries, benchmarks, overrides: dict, outs: dict):
@@ -28,7 +19,7 @@ def experiment_table(*, video: str, runs, summaries, benchmarks, overrides: dict
         raise ValueError(f"{len(runs)} runs, {len(summaries)} summaries and {len(benchmarks)} benchmarks")
     records, first = [], None
     for (variant, seed), summary_path, bench in zip(runs, summaries, benchmarks):
-        summary = _read_summary(summary_path)
+        summary = read_json(summary_path, "evaluation summary")
         first = first or summary
         records.append(ex.experiment_record(variant, seed, summary, *ex.training_minutes(bench), where=summary_path))
     table = ex.variant_table(records, overrides)
