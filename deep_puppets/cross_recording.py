@@ -1,18 +1,18 @@
-"""Cross-recording self-reenactment: a person's generator, trained on one recording, scored on *other* recordings
-of the same person — the honest measure of a person-specific model (a held-out third of the same clip shares its
+"""Cross-recording self-reenactment: a person's generator, trained on one recording, scored on *other* recordings of
+the same person — the honest measure of a person-specific model (a held-out third of the same clip shares its
 lighting, clothes, camera and session).
 
 The ``cross_recording`` config section lists ``{train: VIDEO, test: [VIDEO, ...]}`` entries; :func:`plan` checks it
 while the Snakefile is parsed (one-line :class:`ConfigError` naming the key) and expands it into ``(train, test)``
 runs. Each run (``snakemake cross_recording``; not part of the default run) gives the generator of ``train`` (the
-one the workflow trains, on its own training part) the ``test`` recording's own conditioning — its fitted model,
-track and texture rendered at its crop boxes, exactly what the generator would get for a held-out frame of that
-recording — and pastes the result with the face mask over the test recording's real frames, scored like the
-held-out evaluation (:mod:`deep_puppets.gan.held_out`) on every test frame with a face. The baselines draw only
-on the training recording's training frames: nearest-neighbour retrieval by :func:`retrieval_features` (named
-signals measured on the detected landmarks of both recordings, :mod:`deep_puppets.expression_signals`: the
-models' coefficients of two recordings are not in one basis), alpha compositing (the test frame's rendered colour
-over the retrieved crop), the mean training crop.
+one the workflow trains, on its own training part) the ``test`` recording's motion — its fitted model and track at
+its crop boxes, drawn with ``train``'s texture (albedo and lighting, :func:`deep_puppets.jobs.render.render_cross`)
+so that nothing of the test frames' appearance reaches the conditioning — and pastes the result with the face mask
+over the test recording's real frames, scored like the held-out evaluation (:mod:`deep_puppets.gan.held_out`) on
+every test frame with a face. The baselines draw only on the training recording's training frames: nearest-neighbour
+retrieval by :func:`retrieval_features` (named signals measured on the detected landmarks of both recordings,
+:mod:`deep_puppets.expression_signals`: the models' coefficients of two recordings are not in one basis), alpha
+compositing (the test frame's rendered colour over the retrieved crop), the mean training crop.
 
 :func:`cross_table` gathers the runs' summaries beside each training recording's own held-out evaluation.
 """

@@ -133,15 +133,43 @@ rule pair_ood:
 
 
 # Cross-recording self-reenactment (config section `cross_recording`, deep_puppets/cross_recording.py): the
-# generator of one recording given another recording of the same person's own conditioning, pasted over its
-# real frames and scored like the held-out evaluation; `snakemake cross_recording` runs them (not `rule all`).
+# generator of one recording given another recording of the same person's motion (its own track, drawn with the
+# training recording's texture), pasted over its real frames and scored like the held-out evaluation;
+# `snakemake cross_recording` runs them (not `rule all`).
+rule cross_recording_render:
+    input:
+        model=cross_input("test", model_file),
+        params=f"{RESULTS}/videos/{{test}}/track.h5",
+        texture=f"{RESULTS}/videos/{{train}}/texture.h5",
+        texture_model=cross_input("train", model_file),
+    output:
+        h5=f"{CROSS_DIR}/conditioning.h5",
+        previews=[f"{CROSS_DIR}/conditioning_{s}.mp4" for s in STREAMS],
+    log:
+        f"{LOGS}/cross_recording_render/{{train}}/{{test}}.log",
+    benchmark:
+        f"{BENCH}/cross_recording_render/{{train}}/{{test}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        model=config["model"],
+        render=config["render"],
+        framing=config["framing"],
+    script:
+        "../workflow_scripts/cross_recording_render.py"
+
+
 rule cross_recording_evaluate:
     input:
         generator=f"{RESULTS}/videos/{{train}}/gan/generator.pt",
         train_flow=f"{RESULTS}/videos/{{train}}/gan/flow.h5",
         train_track=f"{RESULTS}/videos/{{train}}/track.h5",
         train_landmarks=cross_input("train", landmark_segment_files),
-        conditioning=f"{RESULTS}/videos/{{test}}/conditioning.h5",
+        conditioning=f"{CROSS_DIR}/conditioning.h5",
         track=f"{RESULTS}/videos/{{test}}/track.h5",
         landmarks=cross_input("test", landmark_segment_files),
         video=cross_input("test", video_path),

@@ -30,10 +30,11 @@ log = logging.getLogger(__package__)
 
 def cross_recording(*, generator, train_flow, train_track, train_landmarks, conditioning_file, track_file, landmarks, video_path, probe_json,
                     outs: dict, composite_cfg: dict, names: tuple[str, str], device: str = "auto") -> dict:
-    """Score the generator of recording ``names[0]`` (its flow file's real crops and its track give the
-    baselines' training frames) on every frame with a face of recording ``names[1]`` (its own conditioning, crop
-    boxes and real frames), as the held-out evaluation scores a target: per-frame CSV, summary JSON and a
-    side-by-side video of the head crop (``outs``: csv, json, side_mp4)."""
+    """Score the generator of recording ``names[0]`` (its flow file's real crops and its track give the baselines'
+    training frames) on every frame with a face of recording ``names[1]`` (``conditioning_file``: its track
+    drawn with the training recording's texture, at its crop boxes; its real frames), as the held-out evaluation
+    scores a target: per-frame CSV, summary JSON and a side-by-side video of the head crop (``outs``: csv, json,
+    side_mp4)."""
     train_name, test_name = names
     dev = resolve_device(device)
     G, settings = load_generator(generator, dev)
@@ -93,8 +94,8 @@ def cross_recording(*, generator, train_flow, train_track, train_landmarks, cond
         "train": train_name,
         "test": test_name,
         "video": attrs["video"],
-        "protocol": f"cross-recording self-reenactment: the generator of {train_name} given {test_name}'s own conditioning (its fitted "
-                    f"model, track and texture at its crop boxes); each method's crop pasted with the face mask over {test_name}'s real "
+        "protocol": f"cross-recording self-reenactment: the generator of {train_name} given {test_name}'s motion (its fitted model "
+                    f"and track at its crop boxes, drawn with {train_name}'s texture); each method's crop pasted with the face mask over {test_name}'s real "
                     "frame; baselines from the training frames of "
                     f"{train_name} only (retrieval by named expression signals and head-angle proxies of the detected landmarks); regions: "
                     f"whole frame, head crop, face (mask >= {ev.FACE_LEVEL})",

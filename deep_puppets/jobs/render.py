@@ -81,13 +81,28 @@ def render_pair(*, model_cfg: dict, model_file, transfer_file, texture_file, out
     _render(model, result.to_fit(), attrs, transfer_file, texture_file, out, previews, render_cfg, "transfer", framing_cfg, result.named)
 
 
+def render_cross(*, model_cfg: dict, model_file, track_file, texture_file, texture_model_file, out, previews: dict, render_cfg: dict,
+                 framing_cfg: dict | None = None) -> None:  # fmt: skip
+    """Conditioning frames of one recording's own track (cross-recording self-reenactment,
+    :mod:`deep_puppets.cross_recording`) drawn with the texture of another recording of the same person — the
+    generator's training recording, whose model ``texture_model_file`` must have the same mesh (vertices and
+    triangles) — so that nothing of the scored recording's appearance reaches the conditioning."""
+    model = load_video_model(model_cfg, model_file)
+    fit, attrs = read_track(track_file)
+    check_model(attrs, model, track_file)
+    texture_model = load_video_model(model_cfg, texture_model_file)
+    if texture_model.n_vertices != model.n_vertices or not np.array_equal(texture_model.triangles, model.triangles):
+        raise InputError(texture_model_file, f"has another mesh than {model_file}: its texture cannot be drawn on that model")
+    _render(model, fit, attrs, track_file, texture_file, out, previews, render_cfg, "cross-recording", framing_cfg, texture_model=texture_model)
+
+
 def _render(model, fit, attrs: dict, params_file, texture_file, out, previews: dict, render_cfg: dict, kind: str, framing_cfg: dict | None,
-            named=None) -> None:  # fmt: skip
-    """Render ``fit`` (of ``params_file``, a track or a transfer: ``kind``) with the texture; write the
-    conditioning file and its preview videos."""
+            named=None, texture_model=None) -> None:  # fmt: skip
+    """Render ``fit`` (of ``params_file``, a track or a transfer: ``kind``) with the texture (estimated on
+    ``texture_model``, by default ``model``, the same mesh); write the conditioning file and its preview videos."""
     width, height, fps = attrs["width"], attrs["height"], attrs["fps"]
     tex, tex_attrs = h5io.read(texture_file, TEXTURE)
-    if tex_attrs["model_hash"] != model.content_hash():
+    if tex_attrs["model_hash"] != (texture_model or model).content_hash():
         raise InputError(texture_file, "belongs to a different model than the one rendered")
     screen = ScreenVertices(model, fit.p, fit.q, fit.camera, named)
     size = int(render_cfg["size"])
