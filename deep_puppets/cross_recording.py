@@ -80,6 +80,7 @@ def nearest_across(train_features: np.ndarray, train: np.ndarray, query_features
 
 # ------------------------------------------------------------------------------------------------ the table
 
+_SHORT_NAMES = {"gan": "GAN", "nearest": "nearest", "alpha": "alpha", "mean": "mean crop"}
 # (column suffix, region, metric) per method
 CROSS_METRICS = (("face_psnr", "face", "psnr"), ("head_psnr", "head", "psnr"), ("frame_psnr", "frame", "psnr"),
                  ("face_ssim", "face", "ssim"), ("face_e_col", "face", "e_col"))
@@ -114,7 +115,7 @@ def write_table(df, out_csv, out_html, title: str) -> None:
     training recording's own held-out figures)."""
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
-    head = ["train", "test", "frames", *(f"{m} face PSNR" for m in METHODS), "GAN − nearest (dB)", "GAN − alpha (dB)",
+    head = ["train", "test", "frames", *(f"{_SHORT_NAMES[m]} face PSNR" for m in METHODS), "GAN − nearest (dB)", "GAN − alpha (dB)",
             "GAN face SSIM", "GAN face E_col", "within: GAN face PSNR", "within: GAN − nearest (dB)"]
     keys = ["train", "test", "frames", *(f"{m}_face_psnr" for m in METHODS), "gan_gain_db_over_nearest", "gan_gain_db_over_alpha",
             "gan_face_ssim", "gan_face_e_col", "within_gan_face_psnr", "within_gan_gain_db_over_nearest"]
@@ -133,8 +134,9 @@ def write_table(df, out_csv, out_html, title: str) -> None:
         "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
         "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.25em .5em;"
         "text-align:right}td:nth-child(-n+2){text-align:left}</style></head><body><h1>" + html.escape(title) + "</h1>"
-        "<p>A generator trained on one recording, given another recording's own conditioning, pasted with the face mask over "
-        "that recording's real frames; every frame with a face scored. Baselines use only the training recording's training "
+        "<p>A generator trained on one recording, given another recording's motion (its own track, drawn with the training "
+        "recording's texture), pasted with the face mask over that recording's real frames; every frame with a face "
+        "scored. Baselines use only the training recording's training "
         "frames. PSNR in dB on the face (blend mask &ge; 0.5); 'within': the training recording's own held-out evaluation.</p>"
         "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + body + "</table></body></html>"
     )
