@@ -12,7 +12,7 @@ import pytest
 
 from deep_puppets import config as dp_config
 from deep_puppets import cross_recording as cr
-from deep_puppets.errors import ConfigError
+from deep_puppets.errors import ConfigError, InputError
 from deep_puppets.jobs.cross_recording import cross_recording, cross_recording_table
 from deep_puppets.models import facemesh
 
@@ -155,3 +155,21 @@ def test_the_targets_own_clip_as_another_recording_scores_as_its_held_out_evalua
     # on its own training frames, retrieval by landmark signals finds the frame itself
     picks = dict(zip(summary["frames"]["scored_frames"], summary["nearest_frames"], strict=True))
     assert all(picks[f] == f for f in picks if f < n_train), picks
+
+
+def test_a_texture_of_another_mesh_is_refused_in_one_line(monkeypatch, tmp_path):
+    """The training recording's texture is drawn on the scored recording's mesh only when both models share it."""
+    from deep_puppets.jobs import render
+
+    from .synthetic_faces import synthetic_model
+
+    models = {"test.h5": synthetic_model(seed=0), "train.h5": synthetic_model(seed=1)}  # other points: another triangulation
+    assert not np.array_equal(models["test.h5"].triangles, models["train.h5"].triangles)
+    monkeypatch.setattr(render, "load_video_model", lambda cfg, f: models[str(f)])
+    monkeypatch.setattr(render, "read_track", lambda f: (None, {}))
+    monkeypatch.setattr(render, "check_model", lambda attrs, model, f: None)
+    with pytest.raises(InputError) as e:
+        render.render_cross(model_cfg={}, model_file="test.h5", track_file="track.h5", texture_file="texture.h5", texture_model_file="train.h5",
+                            out=tmp_path / "c.h5", previews={}, render_cfg={"size": 64})
+    assert str(e.value) == "train.h5: has another mesh than test.h5: its texture cannot be drawn on that model"
+    assert not (tmp_path / "c.h5").exists()
