@@ -104,11 +104,8 @@ def cross_recording(*, generator, train_flow, train_track, train_landmarks, cond
         "training_frames": int(len(train)),
         "frames": {"test": counts["held_out"], "scored": counts["scored"], "excluded": counts["excluded"], "scored_frames": scored},
         "n_frames": counts["scored"],
-        "regions": list(ev.REGIONS),
         "composite": {"grow": grow, "feather": feather},
-        "methods": methods,
-        "mean": {m: {r: {k: v["mean"] for k, v in methods[m][r].items()} for r in ev.REGIONS} for m in METHODS},
-        "gan_improvement_db": {"region": ev.FACE, **ev.improvement_db(methods, "gan", ev.FACE)},
+        **ev.method_summary(methods, METHODS),
         "nearest_frames": nearest,
     }
     write_json(outs["json"], summary)
