@@ -8,6 +8,7 @@ checks the config dict (schema, ``--set`` values, presets, paths, the names deri
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import os
@@ -54,8 +55,14 @@ def schema_path() -> Path:
     return Path(str(resources.files("deep_puppets") / "schemas" / SCHEMA))
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return schema_path().read_text()
+
+
 def load_schema() -> dict:
-    return yaml.safe_load(schema_path().read_text())
+    """The config schema (a fresh copy: callers may change it), parsed with libyaml where PyYAML has it."""
+    return yaml.load(_schema_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _key_path(error) -> str:

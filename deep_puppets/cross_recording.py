@@ -24,9 +24,9 @@ import html
 import numpy as np
 
 from .errors import ConfigError
+from .evaluation import METHODS
 from .expression_signals import SIGNALS, expression_signals
 from .files import atomic_path
-from .gan.held_out import METHODS
 
 _ENTRY_KEYS = ("train", "test")
 

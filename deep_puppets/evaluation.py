@@ -113,6 +113,8 @@ def describe_frames(counts: dict, kind: str = "held-out") -> str:
 # The scored regions of a full-resolution frame, in the order tables and plots list them.
 FRAME, HEAD, FACE = "frame", "head", "face"
 REGIONS = (FRAME, HEAD, FACE)
+# The scored methods, in the order tables and plots list them: the generator and the three baselines.
+METHODS = ("gan", "nearest", "alpha", "mean")
 FACE_LEVEL = 0.5  # the face region: the blend mask at least this opaque
 SSIM_WIN = 7  # scikit-image's default window (uniform, 7 × 7)
 

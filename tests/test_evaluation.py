@@ -168,9 +168,10 @@ def test_every_method_equals_the_real_frame_outside_the_mask(tiny_full_run):
     bit for bit wherever the mask is 0, so whole-frame differences come only from inside the mask; alpha
     compositing differs from nearest only inside the rendered silhouette."""
     from deep_puppets.composite import frame_alpha, silhouette
+    from deep_puppets.evaluation import METHODS
     from deep_puppets.gan.data import resize
     from deep_puppets.gan.flow import open_flow_file
-    from deep_puppets.gan.held_out import METHODS, held_out_composites
+    from deep_puppets.gan.held_out import held_out_composites
     from deep_puppets.ingest import read_probe
     from deep_puppets.render.conditioning_file import open_conditioning
     from deep_puppets.video import iter_frames, read_frames

@@ -163,3 +163,35 @@ def test_ruff_is_clean():
     r = subprocess.run([ruff, "check", "--no-cache", "deep_puppets", "workflow_scripts", "tests", "benchmarks", "scripts"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+# Libraries no module that Snakemake imports while it parses the workflow may load: every Snakemake run (and every
+# SLURM job, which parses the workflow twice) pays for them, about 3 s for torch alone on 2 cores.
+HEAVY = ("torch", "cv2", "mediapipe", "moderngl", "onnxruntime", "av", "matplotlib", "pandas")  # h5py (0.16 s) is allowed
+
+
+def workflow_imports() -> list[str]:
+    """The ``deep_puppets`` modules the Snakefile and rules/*.smk import at parse time."""
+    names = set()
+    for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 4 and words[0] == "from" and words[1].startswith("deep_puppets") and words[2] == "import":
+                base = words[1]
+                for part in " ".join(words[3:]).replace(",", " ").split():
+                    if part == "as":
+                        break
+                    names.add(f"{base}.{part}" if f"{base}.{part}" in package_modules() else base)
+            elif len(words) >= 2 and words[0] == "import" and words[1].startswith("deep_puppets"):
+                names.add(words[1])
+    return sorted(names)
+
+
+def test_parsing_the_workflow_loads_no_heavy_library():
+    names = workflow_imports()
+    assert "deep_puppets.config" in names and "deep_puppets.cross_recording" in names, names
+    code = ("import sys\n" + "".join(f"import {n}\n" for n in names)
+            + f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "", f"parsing the workflow imports {r.stdout.strip()} (through {names})"

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..composite import face_alpha, frame_alpha, paste, silhouette
+from ..evaluation import METHODS
 from .baselines import mean_frame, nearest_neighbours
 from .data import resize
 from .inference import generate
-
-METHODS = ("gan", "nearest", "alpha", "mean")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from ..files import atomic_path, read_json, write_json
 from ..gan.baselines import mean_frame
 from ..gan.data import crop_resize, split_frames
 from ..gan.flow import open_flow_file
-from ..gan.held_out import METHODS, composites
+from ..gan.held_out import composites
 from ..gan.inference import load_generator, resolve_device
 from ..ingest import read_probe
 from ..landmark_sets import read_video_landmarks
@@ -75,7 +75,7 @@ def cross_recording(*, generator, train_flow, train_track, train_landmarks, cond
             for c in composites(G, settings, streams, boxes, frames, keep, iter_frames(video_path, 0, n, info), grow, feather,
                                 ff["frames"], retrieved, mean, dev):
                 masks = ev.regions(c.alpha, c.box)
-                for method in METHODS:
+                for method in ev.METHODS:
                     scores, err = ev.region_scores(c.methods[method], c.real, masks)
                     rows += [{"frame": c.frame, "method": method, "region": r, **scores[r]} for r in ev.REGIONS]
                     if method == "gan":
@@ -105,12 +105,12 @@ def cross_recording(*, generator, train_flow, train_track, train_landmarks, cond
         "frames": {"test": counts["held_out"], "scored": counts["scored"], "excluded": counts["excluded"], "scored_frames": scored},
         "n_frames": counts["scored"],
         "composite": {"grow": grow, "feather": feather},
-        **ev.method_summary(methods, METHODS),
+        **ev.method_summary(methods, ev.METHODS),
         "nearest_frames": nearest,
     }
     write_json(outs["json"], summary)
     log.info("%s -> %s on %s: face PSNR GAN %.2f dB, nearest %.2f, alpha %.2f, mean %.2f", train_name, test_name, frames_text,
-             *(summary["mean"][m][ev.FACE]["psnr"] for m in METHODS))
+             *(summary["mean"][m][ev.FACE]["psnr"] for m in ev.METHODS))
     return summary
 
 

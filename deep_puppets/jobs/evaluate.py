@@ -15,7 +15,7 @@ from ..files import atomic_path, write_json
 from ..gan.data import crop_resize, split_frames
 from ..gan.flow import open_flow_file
 from ..gan.headroom import headroom
-from ..gan.held_out import METHODS, held_out_composites
+from ..gan.held_out import held_out_composites
 from ..gan.inference import load_generator, resolve_device
 from ..ingest import read_probe
 from ..mp4_writer import Mp4Feed
@@ -63,12 +63,12 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
         grow, feather = composite_cfg["grow"], composite_cfg["feather"]
         view = (max(256, settings.size[0]),) * 2  # the head crop at a readable size, for the videos
         rows, seam, scored, nearest = [], [], [], []
-        flicker, previous = {m: {r: [] for r in st.FLICKER_REGIONS} for m in ("real", *METHODS)}, None
+        flicker, previous = {m: {r: [] for r in st.FLICKER_REGIONS} for m in ("real", *ev.METHODS)}, None
         progress = ProgressLog(f"evaluate {video_path}", counts["scored"], every=50, logger=log)
         with Mp4Feed(outs["heat_mp4"], info.fps) as heat_video, Mp4Feed(outs["side_mp4"], info.fps) as side_video:
             for c in held_out_composites(G, settings, streams, boxes, ff["frames"], features, train, held, keep, plates, grow, feather, dev):
                 masks = ev.regions(c.alpha, c.box)
-                for method in METHODS:
+                for method in ev.METHODS:
                     scores, err = ev.region_scores(c.methods[method], c.real, masks)
                     rows += [{"frame": c.frame, "method": method, "region": r, **scores[r]} for r in ev.REGIONS]
                     if method == "gan":
@@ -101,7 +101,7 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
         "frames": {**counts, "scored_frames": scored},
         "n_frames": counts["scored"],
         "composite": {"grow": grow, "feather": feather},
-        **ev.method_summary(methods, METHODS),
+        **ev.method_summary(methods, ev.METHODS),
         "seam": seam_figures,
         "nearest_frames": nearest,
         "heat_scale_max": ev.HEAT_MAX,
@@ -116,7 +116,7 @@ def evaluate(*, generator, conditioning_file, flow_file, track_file, video_path,
     write_json(outs["json"], summary)
     ev.e_col_plot(df, outs["plot"], f"{attrs['video']}: self-reenactment on {frames_text}")
     ev.seam_plot(scored, seam, outs["seam_plot"], f"{attrs['video']}: GAN error at the blend seam on {frames_text}")
-    face = {m: round(summary["mean"][m][ev.FACE]["e_col"], 4) for m in METHODS}
+    face = {m: round(summary["mean"][m][ev.FACE]["e_col"], 4) for m in ev.METHODS}
     log.info("%s held-out face-region E_col on %s: %s; GAN PSNR gain (dB) %s; seam ratio %.2f (bar %.1f)", attrs["video"],
              frames_text, face, {k: round(v, 2) for k, v in summary["gan_improvement_db"].items() if k != "region"},
              seam_figures["ratio"], ev.SEAM_BAR)
