@@ -9,7 +9,9 @@ machine gives), ``it_per_s_mean`` the plain mean rate.
 
 Usage: ``python benchmarks/gan.py [--threads 2] [--iters 12] [--sizes 128 256] [--set key=value ...]``
 (``--set`` overrides :class:`~deep_puppets.gan.settings.TrainSettings`, e.g. ``--set gen_base=64``). On CUDA it also
-times the settings suggested for GPUs (:data:`GPU_SETTINGS`). The last line printed is one JSON object.
+times the settings suggested for GPUs (:data:`GPU_SETTINGS`). ``--channels-last`` puts the networks in channels-last
+memory format (issue 16's "cheaper generator" candidates; measured slower on CPU, so not in the package). The last
+line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _value(text: str):
         return text
 
 
-def time_training(settings, device: str, n_frames: int, iters: int, warmup: int) -> dict:
+def time_training(settings, device: str, n_frames: int, iters: int, warmup: int, channels_last: bool = False) -> dict:
     import numpy as np
     import torch
 
@@ -52,6 +54,9 @@ def time_training(settings, device: str, n_frames: int, iters: int, warmup: int)
     ds = ClipDataset(cond, frames, flow, train_idx, settings.streams, settings.size, settings.window, settings.clip_len)
     seed_everything(0)
     tr = Trainer(settings, device)
+    if channels_last:
+        for net in (tr.G, tr.D_I, tr.D_V):
+            net.to(memory_format=torch.channels_last)
 
     def sync():
         if tr.device.type == "cuda":
@@ -84,6 +89,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--frames", type=int, default=30, help="frames of the synthetic video")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrainSettings overrides")
     ap.add_argument("--no-cpu", action="store_true", help="only CUDA")
+    ap.add_argument("--channels-last", action="store_true", help="networks in channels-last memory format")
     args = ap.parse_args(argv)
 
     import torch
@@ -94,11 +100,11 @@ def main(argv=None) -> dict:
     overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result: dict = {"torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "load_avg_1min_before": load, "overrides": overrides, "cpu_it_per_s": {}}
+                    "cores": os.cpu_count(), "load_avg_1min_before": load, "overrides": overrides, "channels_last": args.channels_last, "cpu_it_per_s": {}}
     if not args.no_cpu:
         for size in args.sizes:
             s = TrainSettings(**{**overrides, "size": size, "device": "cpu"})
-            r = time_training(s, "cpu", args.frames, args.iters, args.warmup)
+            r = time_training(s, "cpu", args.frames, args.iters, args.warmup, args.channels_last)
             result["cpu_it_per_s"][str(size)] = r["it_per_s"]
             result.setdefault("cpu_it_per_s_best", {})[str(size)] = r["it_per_s_best"]
             print(f"cpu {size}x{size}: {r}", flush=True)
@@ -108,7 +114,7 @@ def main(argv=None) -> dict:
         for size in args.sizes:
             for key, extra in (("cuda_it_per_s", {}), ("cuda_gpu_settings_it_per_s", GPU_SETTINGS)):
                 s = TrainSettings(**{**overrides, **extra, "size": size, "device": "cuda"})
-                r = time_training(s, "cuda", args.frames, max(args.iters, 30), max(args.warmup, 5))
+                r = time_training(s, "cuda", args.frames, max(args.iters, 30), max(args.warmup, 5), args.channels_last)
                 result[key][str(size)] = r["it_per_s"]
                 print(f"cuda {size}x{size} {'gpu settings' if extra else 'defaults'}: {r}", flush=True)
     else:
