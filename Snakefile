@@ -43,8 +43,10 @@ include: "rules/report.smk"
 include: "rules/experiments.smk"
 
 
-# Cheap bookkeeping jobs (and the exports: seconds each) run on the submitting machine, not as cluster jobs.
+# Cheap bookkeeping jobs (and the exports and the demo's two clips: seconds each) run on the submitting machine,
+# not as cluster jobs.
 localrules:
+    demo_clip,
     landmarks_summary,
     track,
     report_page,
