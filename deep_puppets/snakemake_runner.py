@@ -18,6 +18,7 @@ from pathlib import Path
 from .config import SOURCE_DIR
 from .errors import CliError
 from .progress import describe, read_progress
+from .workflow import JOB_CONSOLE_ENV
 
 CHECKOUT = SOURCE_DIR
 SNAKEFILE = CHECKOUT / "Snakefile"
@@ -101,6 +102,8 @@ QUIET = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) |[IW]\d{4
                    r"|Config MD5):|Some jobs were triggered by provenance|If you prefer that only modification time"
                    r"|If you are sure that a change for a certain output|Rules with provenance triggered jobs)")
 JOB_DETAIL = re.compile(r"^\s+(\w[\w ]*):\s?(.*)$")
+# a job's INFO/DEBUG log record that another process's unterminated write pushed into the middle of a line
+EMBEDDED_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) ")
 
 
 class SnakemakeLines:
@@ -116,6 +119,9 @@ class SnakemakeLines:
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
+        record = EMBEDDED_RECORD.search(line)
+        if record and record.start() > 0:  # two writers' output merged on one line: keep the other writer's part
+            line = line[: record.start()].rstrip()
         if NOTHING_TO_DO in line:
             self.nothing_to_do = True
         if JOB_ERROR.match(line.strip()):
@@ -151,7 +157,7 @@ def run_snakemake(cmd: list[str], results: Path, display: Display | None = None,
     lines = SnakemakeLines(display.line, "would run" if "-n" in cmd else "start")
     tail: list[str] = []
     t_start = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", JOB_CONSOLE_ENV: "warning"}
     # Snakemake and its jobs in a process group of their own: an interrupt of this command (Ctrl-C, `kill PID`)
     # is passed to all of them, as a terminal's Ctrl-C would be, and no job is left running.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,

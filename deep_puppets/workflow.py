@@ -33,10 +33,19 @@ def attempt_header() -> str:
     return f"===== attempt {datetime.now().astimezone().isoformat(timespec='seconds')} on {socket.gethostname()}, pid {os.getpid()} =====\n"
 
 
+# Set (to "warning") by the ``deep-puppets`` command for the Snakemake it runs: the jobs then write only warnings and
+# errors to their stderr (which the command reads, merged with every other job's), INFO lines to their log files alone.
+JOB_CONSOLE_ENV = "DEEP_PUPPETS_JOB_CONSOLE"
+
+
 def setup_logging(log_path: str | None = None, level=logging.INFO) -> None:
     """Log to stderr and, appended after an :func:`attempt_header` line, to ``log_path`` (never truncated here;
-    note that Snakemake itself deletes a job's log file before it starts the job)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    note that Snakemake itself deletes a job's log file before it starts the job). Under ``JOB_CONSOLE_ENV=warning``
+    stderr gets warnings and errors only."""
+    console = logging.StreamHandler(sys.stderr)
+    if os.environ.get(JOB_CONSOLE_ENV, "").lower() == "warning":
+        console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
     if log_path:
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
         with open(log_path, "a") as f:

@@ -222,6 +222,36 @@ Nothing to be done (all requested files are present and up to date).
     assert lines.nothing_to_do and lines.jobs_started == 2
 
 
+def test_a_log_record_merged_into_another_jobs_line_is_not_shown():
+    """Jobs share Snakemake's stderr: an unterminated write of one (MediaPipe's C++ chatter) and a log record of
+    another can land on one line. The record is dropped, the other writer's part kept (or dropped if chatter)."""
+    out = []
+    lines = SnakemakeLines(out.append)
+    for line in ("Finished jobid: 5 (Rule: track)2026-11-30 17:09:33,578 INFO deep_puppets.jobs: d0 segment 1: 23 frames",
+                 "W0000 00:00:1796058559.914173   20141 inference_feedback2026-11-30 17:09:33,579 INFO deep_puppets.jobs: x",
+                 "2026-11-30 17:09:33,580 INFO deep_puppets.jobs: a record on its own line"):
+        lines.feed(line)
+    assert out == ["Finished jobid: 5 (Rule: track)"]
+
+
+def test_under_the_command_jobs_log_only_warnings_to_stderr(tmp_path, monkeypatch, capsys):
+    import logging
+
+    from deep_puppets.workflow import JOB_CONSOLE_ENV, setup_logging
+
+    for console, expect_info in (("warning", False), ("", True)):
+        monkeypatch.setenv(JOB_CONSOLE_ENV, console)
+        log_file = tmp_path / f"job{console}.log"
+        setup_logging(str(log_file))
+        logging.getLogger("deep_puppets.jobs").info("an info line")
+        logging.getLogger("deep_puppets.jobs").warning("a warning line")
+        err = capsys.readouterr().err
+        assert ("an info line" in err) == expect_info and "a warning line" in err, err
+        text = log_file.read_text()
+        assert "an info line" in text and "a warning line" in text  # the job's log has everything
+    logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+
+
 def test_reasons_in_plain_words():
     jobs = planned_jobs("""rule gan_train:
     output: results/videos/d0/gan/generator.pt
