@@ -93,8 +93,8 @@ class Display:
 
 JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
 # Lines of Snakemake's and the jobs' output not shown (they stay in DIR/.snakemake/log and the job logs): the
-# jobs' INFO log lines (their progress is drawn), TensorFlow Lite / MediaPipe start-up chatter, scheduler steps.
-QUIET = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) |[IW]\d{4} |INFO: Created TensorFlow|WARNING: All log messages before absl"
+# jobs' INFO log lines (LOG_RECORD; their progress is drawn), TensorFlow Lite / MediaPipe start-up chatter, scheduler steps.
+QUIET = re.compile(r"^([IW]\d{4} |INFO: Created TensorFlow|WARNING: All log messages before absl"
                    r"|Select jobs to execute|Execute \d+ jobs|Updating checkpoint dependencies|DAG of jobs will be updated"
                    r"|Using shell:|Provided cores:|Rules claiming more threads|Conda environments: ignored|Assuming unrestricted shared"
                    r"|Using workflow specific profile|Building DAG of jobs|Complete log\(s\)|SNAKEMAKE$|=+$|  (Date|Workflow ID|Platform|Host|User"
@@ -102,8 +102,8 @@ QUIET = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) |[IW]\d{4
                    r"|Config MD5):|Some jobs were triggered by provenance|If you prefer that only modification time"
                    r"|If you are sure that a change for a certain output|Rules with provenance triggered jobs)")
 JOB_DETAIL = re.compile(r"^\s+(\w[\w ]*):\s?(.*)$")
-# a job's INFO/DEBUG log record that another process's unterminated write pushed into the middle of a line
-EMBEDDED_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) ")
+# a job's INFO/DEBUG log record, at a line's start or, where another process's unterminated write came first, inside it
+LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|DEBUG) ")
 
 
 class SnakemakeLines:
@@ -119,8 +119,8 @@ class SnakemakeLines:
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
-        record = EMBEDDED_RECORD.search(line)
-        if record and record.start() > 0:  # two writers' output merged on one line: keep the other writer's part
+        record = LOG_RECORD.search(line)
+        if record:  # not shown; where two writers' output merged on one line, the other writer's part is kept
             line = line[: record.start()].rstrip()
         if NOTHING_TO_DO in line:
             self.nothing_to_do = True

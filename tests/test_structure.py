@@ -172,7 +172,7 @@ HEAVY = ("torch", "cv2", "mediapipe", "moderngl", "onnxruntime", "av", "matplotl
 
 def workflow_imports() -> list[str]:
     """The ``deep_puppets`` modules the Snakefile and rules/*.smk import at parse time."""
-    names = set()
+    names, modules = set(), package_modules()
     for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
         for line in path.read_text().splitlines():
             words = line.split()
@@ -181,7 +181,7 @@ def workflow_imports() -> list[str]:
                 for part in " ".join(words[3:]).replace(",", " ").split():
                     if part == "as":
                         break
-                    names.add(f"{base}.{part}" if f"{base}.{part}" in package_modules() else base)
+                    names.add(f"{base}.{part}" if f"{base}.{part}" in modules else base)
             elif len(words) >= 2 and words[0] == "import" and words[1].startswith("deep_puppets"):
                 names.add(words[1])
     return sorted(names)
