@@ -256,13 +256,13 @@ def improvement_db(methods: dict, ours: str = "gan", region: str = FACE) -> dict
     return {m: mine - r[region]["psnr"]["mean"] for m, r in methods.items() if m != ours}
 
 
-def method_summary(methods: dict, order) -> dict:
+def method_summary(methods: dict) -> dict:
     """The summary keys every scored comparison shares: the regions, :func:`summary_table`'s ``methods``, their means
-    per region (methods in ``order``) and the GAN's face PSNR gain over each other method."""
+    per region (methods in :data:`METHODS` order) and the GAN's face PSNR gain over each other method."""
     return {
         "regions": list(REGIONS),
         "methods": methods,
-        "mean": {m: {r: {k: v["mean"] for k, v in methods[m][r].items()} for r in REGIONS} for m in order},
+        "mean": {m: {r: {k: v["mean"] for k, v in methods[m][r].items()} for r in REGIONS} for m in METHODS},
         "gan_improvement_db": {"region": FACE, **improvement_db(methods, "gan", FACE)},
     }
 

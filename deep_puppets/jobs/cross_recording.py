@@ -105,7 +105,7 @@ def cross_recording(*, generator, train_flow, train_track, train_landmarks, cond
         "frames": {"test": counts["held_out"], "scored": counts["scored"], "excluded": counts["excluded"], "scored_frames": scored},
         "n_frames": counts["scored"],
         "composite": {"grow": grow, "feather": feather},
-        **ev.method_summary(methods, ev.METHODS),
+        **ev.method_summary(methods),
         "nearest_frames": nearest,
     }
     write_json(outs["json"], summary)
