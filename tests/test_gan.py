@@ -716,3 +716,72 @@ def test_ema_generator_is_the_moving_average_of_g_and_is_what_is_saved(data32, t
     assert _same_weights(torch.load(tmp_path / "whole.pt", weights_only=True)["G"], torch.load(tmp_path / "again.pt", weights_only=True)["G"])
     with pytest.raises(ConfigError, match="ema_decay"):
         TrainSettings(**{**TINY, "ema_decay": 1.0})
+
+
+def test_neural_texture_is_sampled_through_the_correspondence_learns_and_is_saved(data32, tmp_path):
+    """gan.neural_texture: the texture is read at the current frame's correspondence (x, y), zero off the surface;
+    training moves it (its own colour term falls) and the generator file carries it; without the correspondence
+    stream the setting is refused, naming the key."""
+    from deep_puppets.gan.inference import build_generator
+
+    cond, frames, flow = data32
+    s = TrainSettings(**{**TINY, "eval_frames": 0, "neural_texture": 4, "lr_texture": 0.02})
+    x = stack_window(cond, s.streams, window_indices(10, s.window), s.size)
+    c = s.correspondence_channel
+    assert np.allclose(x[c:c + 3], cond["correspondence"][10].transpose(2, 0, 1) / 255.0)  # the newest frame's
+    G = build_generator(s)
+    on = cond["correspondence"][10].sum(-1) > 0
+    ramp = torch.linspace(0, 1, 256).expand(256, 256)  # level 0's channel 0 = the texture's x coordinate
+    with torch.no_grad():
+        G.texture.levels[0][0, 0] = ramp
+        G(torch.from_numpy(x)[None])
+    feat = G.sampled[0, 0].numpy()
+    assert (feat[~on] == 0).all() and (G.sampled[0, 1:] == 0).all()
+    u = cond["correspondence"][10][..., 0][on] / 255.0  # sampled at the correspondence's x: the ramp gives it back
+    assert np.abs(feat[on] - u).max() < 0.01
+
+    res = train(cond, frames, flow, s, tmp_path / "run", tmp_path / "G.pt")
+    import pandas as pd
+
+    tex = pd.read_csv(tmp_path / "run" / "losses.csv")["g_texture"].to_numpy()
+    assert res.iterations == 12 and np.isfinite(tex).all() and tex[-1] < 0.8 * tex[0], tex
+    G2, s2 = load_generator(tmp_path / "G.pt")
+    assert s2.neural_texture == 4 and max(float(t.detach().abs().max()) for t in G2.texture.levels) > 0.01
+    with torch.no_grad():
+        y = G2(torch.from_numpy(x)[None])
+        for t in G2.texture.levels:
+            t.zero_()
+        y0 = G2(torch.from_numpy(x)[None])
+    assert float((y - y0).abs().max()) > 1e-3  # the learned texture is used
+    with pytest.raises(ConfigError, match="neural_texture.*correspondence"):
+        TrainSettings(**{**TINY, "neural_texture": 4, "streams": ("colour", "gaze")})
+
+
+@pytest.mark.parametrize("di_frames", ["all", "last"])
+def test_di_frames_sets_which_clip_frames_the_image_discriminator_judges(data32, di_frames):
+    """gan.di_frames: D_I sees every frame of each clip (B·K images per pass) or each clip's last frame only (B),
+    real and generated alike; D_V still sees whole clips. Both train (finite losses, D_I's weights move)."""
+    from deep_puppets.gan.data import ClipDataset, batch_items
+
+    cond, frames, flow = data32
+    s = TrainSettings(**{**TINY, "eval_frames": 0, "batch_size": 2, "clip_len": 3, "di_frames": di_frames})
+    train_idx, _ = split_frames(len(frames), s.held_out_fraction)
+    ds = ClipDataset(cond, frames, flow, train_idx, s.streams, s.size, s.window, s.clip_len)
+    seed_everything(0)
+    tr = Trainer(s, "cpu")
+    seen = {"D_I": [], "D_V": []}
+    for name in seen:
+        getattr(tr, name).register_forward_hook(lambda m, args, out, name=name: seen[name].append(args[0].shape[0]))
+    batch = ds.batch(batch_items(0, s.batch_size, len(ds), s.seed))
+    before = [p.detach().clone() for p in tr.D_I.parameters()]
+    losses = tr.step(batch)
+    per_pass = 2 * 3 if di_frames == "all" else 2
+    assert seen["D_I"] == [per_pass, per_pass, 2 * per_pass]  # G's fake, G's real (feature matching), D's real ⊕ fake
+    assert seen["D_V"] == [2, 2, 4]
+    d_i_input = tr._image_input(torch.zeros(6, 3 * len(s.streams), 32, 32), torch.from_numpy(batch["real"]))
+    if di_frames == "last":  # the newest frame of each clip, beside its conditioning
+        assert torch.equal(d_i_input[:, -3:], torch.from_numpy(batch["real"][:, -1]))
+    assert all(np.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.D_I.parameters()))
+    with pytest.raises(ConfigError, match="di_frames"):
+        TrainSettings(**{**TINY, "di_frames": "first"})

@@ -161,25 +161,34 @@ def test_named_controls_move_their_own_signal_in_the_targets_space():
 
 
 # -- the generator in ONNX Runtime ----------------------------------------------------------------------------------
-def _small_generator():
+def _small_generator(neural_texture: int = 0):
     import torch
 
     from deep_puppets.gan.inference import build_generator
     from deep_puppets.gan.settings import TrainSettings
 
     torch.manual_seed(0)
-    s = TrainSettings(size=32, gen_base=8, gen_depth=3, gen_max_ch=32, window=2, d_base=8, d_max_ch=32, di_layers=2, di_num_D=2, clip_len=2)
-    return build_generator(s).eval(), s
+    s = TrainSettings(size=32, gen_base=8, gen_depth=3, gen_max_ch=32, window=2, d_base=8, d_max_ch=32, di_layers=2, di_num_D=2, clip_len=2,
+                      neural_texture=neural_texture)
+    G = build_generator(s).eval()
+    if neural_texture:  # a trained texture is not zero
+        with torch.no_grad():
+            for t in G.texture.levels:
+                t.normal_()
+    return G, s
 
 
-def test_the_onnx_forward_equals_the_torch_forward(caplog):
+@pytest.mark.parametrize("neural_texture", [0, 4])
+def test_the_onnx_forward_equals_the_torch_forward(caplog, neural_texture):
     import torch
 
-    G, s = _small_generator()
+    G, s = _small_generator(neural_texture)
     with caplog.at_level(logging.INFO, "deep_puppets.studio.onnx_generator"):
         net = onnx_forward(G, s.in_channels, s.size, threads=1)
     assert isinstance(net, OnnxGenerator) and net.max_abs_diff <= 1e-4 and "runs in ONNX Runtime" in caplog.text
     x = torch.rand((3, s.in_channels, *s.size), generator=torch.Generator().manual_seed(1)) * 2 - 1  # a batch: dynamic axis
+    c = s.correspondence_channel
+    x[:, c:c + 3, :8] = 0  # off the surface (no correspondence)
     with torch.inference_mode():
         want, got = G(x), net(x)
     assert got.shape == want.shape == (3, 3, *s.size) and got.dtype == torch.float32

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError
 from .data import stack_window, window_indices
-from .networks import UNetGenerator
+from .networks import NeuralTexture, TexturedGenerator, UNetGenerator
 from .settings import TrainSettings
 from .torch_files import atomic_save, check_finite, load_verified, seal
 
@@ -38,8 +38,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def build_generator(s: TrainSettings) -> UNetGenerator:
-    return UNetGenerator(s.in_channels, 3, s.gen_base, s.gen_depth, s.gen_max_ch, s.gen_norm, s.gen_out)
+def build_generator(s: TrainSettings) -> UNetGenerator | TexturedGenerator:
+    """G of these settings: the U-Net, behind a neural texture when ``neural_texture`` > 0 (same input either way)."""
+    unet = UNetGenerator(s.in_channels + s.neural_texture, 3, s.gen_base, s.gen_depth, s.gen_max_ch, s.gen_norm, s.gen_out)
+    if not s.neural_texture:
+        return unet
+    return TexturedGenerator(unet, NeuralTexture(s.neural_texture), s.correspondence_channel)
 
 
 def save_generator(trainer, path, inputs: Mapping[str, str] | None = None) -> Path:
@@ -55,7 +59,7 @@ def save_generator(trainer, path, inputs: Mapping[str, str] | None = None) -> Pa
     return path
 
 
-def load_generator(path, device: str | torch.device = "cpu") -> tuple[UNetGenerator, TrainSettings]:
+def load_generator(path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainSettings]:
     """Load a generator written by :func:`save_generator` (weights_only, checksum and finiteness verified: a
     damaged file is one :class:`InputError`); returns ``(G in eval mode, settings)``."""
     state = load_verified(path, GENERATOR_FORMAT, "generator file")

@@ -1,4 +1,5 @@
-"""Losses: adversarial (least squares or hinge), discriminator feature matching, L1, flow-warp temporal term.
+"""Losses: adversarial (least squares or hinge), discriminator feature matching, L1, flow-warp temporal term, and
+the neural texture's own colour term.
 
 Discriminator outputs are what :class:`~deep_puppets.gan.networks.MultiscaleDiscriminator` returns: per scale a
 list of block features whose last entry is the logits map. Losses average over scales.
@@ -94,3 +95,10 @@ def temporal_warp_loss(prev_fake: torch.Tensor, cur_fake: torch.Tensor, flow: to
 
 def l1_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(fake.float(), real.float())
+
+
+def texture_colour_loss(features: torch.Tensor, on_surface: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between a neural texture's first three sampled channels and the real frame,
+    over the pixels the texture was sampled on (``on_surface``, (B, 1, H, W)); 0 where none was."""
+    m = on_surface.float()
+    return ((features[:, :3].float() - real.float()).abs() * m).sum() / (3 * m.sum()).clamp_min(1)

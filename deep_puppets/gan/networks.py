@@ -3,6 +3,9 @@
 * :class:`UNetGenerator` — space-time encoder-decoder: the conditioning images of the last ``L`` frames (and
   optionally the previously generated frames) are stacked along channels; the U-Net outputs the whole frame
   (face, hair, body, background) in [0, 1] (sigmoid, or tanh rescaled).
+* :class:`NeuralTexture` / :class:`TexturedGenerator` (``gan.neural_texture``) — deferred neural rendering (Thies et
+  al. 2019): a learned multi-resolution feature texture, sampled per pixel through the current frame's
+  correspondence image and given to the U-Net as extra input channels.
 * :class:`PatchDiscriminator` — PatchGAN: ``n_layers`` stride-2 4×4 convolutions, then two stride-1 4×4
   convolutions; every output pixel judges one input patch (its *receptive field*).
 * :class:`MultiscaleDiscriminator` — ``num_D`` PatchGANs, scale ``i`` sees the input average-pooled ``i`` times
@@ -112,6 +115,49 @@ class UNetGenerator(nn.Module):
                 h = torch.cat([h, skips.pop()], 1)
         y = self.head(h)
         return torch.sigmoid(y) if self.out == "sigmoid" else (torch.tanh(y) + 1) / 2
+
+
+TEXTURE_LEVELS = (256, 128, 64, 32)  # sides of the neural texture's pyramid levels
+
+
+class NeuralTexture(nn.Module):
+    """A learned ``channels``-channel texture, a pyramid of :data:`TEXTURE_LEVELS` square levels summed after
+    bilinear sampling (coarse levels learn fast, fine ones add detail, as in deferred neural rendering).
+
+    Texture coordinates are the correspondence image's first two channels (the surface point's x and y on the
+    model's mean shape, in [0, 1]): a frontal projection of the face, one texel per surface point whatever the
+    pose or expression. Zero-initialised, so an untrained texture adds nothing.
+    """
+
+    def __init__(self, channels: int, levels: tuple[int, ...] = TEXTURE_LEVELS):
+        super().__init__()
+        self.levels = nn.ParameterList(nn.Parameter(torch.zeros(1, channels, n, n)) for n in levels)
+
+    def forward(self, uv: torch.Tensor, on_surface: torch.Tensor) -> torch.Tensor:
+        """``uv`` (B, 2, H, W) in [0, 1], ``on_surface`` (B, 1, H, W) in {0, 1} → features (B, C, H, W), zero off the surface."""
+        grid = (uv * 2 - 1).permute(0, 2, 3, 1)
+        out = sum(F.grid_sample(t.expand(uv.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                                align_corners=False) for t in self.levels)
+        return out * on_surface
+
+
+class TexturedGenerator(nn.Module):
+    """:class:`NeuralTexture` in front of a U-Net: the texture is sampled through the current frame's
+    correspondence image (input channels ``corr`` … ``corr + 3``; the background is black there) and its features go
+    in front of the input. Same input and output as the U-Net alone; :attr:`sampled` and :attr:`on_surface` keep
+    the last call's features and where they were sampled (for the texture's own colour loss in training)."""
+
+    def __init__(self, unet: UNetGenerator, texture: NeuralTexture, corr: int):
+        super().__init__()
+        self.unet, self.texture, self.corr = unet, texture, int(corr)
+        self.sampled: torch.Tensor | None = None
+        self.on_surface: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corr = x[:, self.corr:self.corr + 3]
+        self.on_surface = (corr.sum(1, keepdim=True) > 0).to(x.dtype)
+        self.sampled = self.texture(corr[:, :2], self.on_surface)
+        return self.unet(torch.cat([self.sampled.to(x.dtype), x], 1))
 
 
 class PatchDiscriminator(nn.Module):

@@ -44,12 +44,14 @@ class TrainSettings:
     gen_max_ch: int = 256
     gen_norm: str = "instance"  # instance, batch, none
     gen_out: str = "sigmoid"  # sigmoid or tanh (rescaled to [0, 1])
+    neural_texture: int = 0  # channels of a learned texture sampled through the correspondence image (0 = off)
     # discriminators (multi-scale PatchGANs); patch side in pixels: networks.receptive_field
     d_base: int = 32
     d_max_ch: int = 256
     d_norm: str = "instance"
     di_layers: int = 3  # D_I: stride-2 layers per scale (3 → 70 px patches at scale 0)
     di_num_D: int = 2  # D_I: scales; scale i sees 2**i times larger patches (3 layers, 2 scales → 141 px)
+    di_frames: str = "all"  # D_I judges every frame of a training clip (all) or its last frame only (last)
     dv_layers: int = 3  # D_V likewise
     dv_num_D: int = 1
     # losses
@@ -63,6 +65,7 @@ class TrainSettings:
     # optimisation
     lr_g: float = 2e-4
     lr_d: float = 2e-4
+    lr_texture: float = 2e-3  # learning rate of the neural texture
     beta1: float = 0.5
     beta2: float = 0.999
     ema_decay: float = 0.0  # the saved generator is an exponential moving average of G's weights with this decay (0 = G itself)
@@ -98,6 +101,7 @@ class TrainSettings:
             "gen_norm": self.gen_norm in ("instance", "batch", "none"),
             "d_norm": self.d_norm in ("instance", "batch", "none"),
             "gen_out": self.gen_out in ("sigmoid", "tanh"),
+            "di_frames": self.di_frames in ("all", "last"),
             "gan_mode": self.gan_mode in GAN_MODES,
             "di_layers": self.di_layers >= 1,
             "dv_layers": self.dv_layers >= 1,
@@ -111,8 +115,9 @@ class TrainSettings:
             "eval_frames": self.eval_frames >= 0,
             "flow_preset": self.flow_preset in DIS_PRESETS,
             "ema_decay": 0 <= self.ema_decay < 1,
+            "neural_texture": self.neural_texture >= 0 and (self.neural_texture == 0 or "correspondence" in self.streams),
         }
-        for k in ("lambda_gan_image", "lambda_gan_video", "lambda_fm", "lambda_l1", "lambda_warp", "lr_g", "lr_d"):
+        for k in ("lambda_gan_image", "lambda_gan_video", "lambda_fm", "lambda_l1", "lambda_warp", "lr_g", "lr_d", "lr_texture"):
             check[k] = getattr(self, k) >= 0
         bad = [k for k, ok in check.items() if not ok]
         if bad:
@@ -123,6 +128,7 @@ class TrainSettings:
                 "di_num_D": f"the coarsest scale needs >= {min_input_size(self.di_layers, self.di_num_D)} px",
                 "dv_num_D": f"the coarsest scale needs >= {min_input_size(self.dv_layers, self.dv_num_D)} px",
                 "ema_decay": "0 (off) <= ema_decay < 1",
+                "neural_texture": "0 (off), or channels >= 1 with 'correspondence' among gan.streams (the texture is sampled through it)",
             }.get(k, "see deep_puppets/gan/settings.py TrainSettings")
             raise ConfigError(f"gan.{k} = {getattr(self, k)!r} is invalid ({hint})")
 
@@ -157,6 +163,13 @@ class TrainSettings:
     def in_channels(self) -> int:
         """Generator input channels: 3 per stream per window frame, + 3 per fed-back frame."""
         return 3 * len(self.streams) * self.window + 3 * self.prev_frames
+
+    @property
+    def correspondence_channel(self) -> int:
+        """First of the 3 input channels holding the current frame's correspondence image (the window's newest
+        frame comes last, its streams in order; fed-back frames follow the window)."""
+        n = 3 * len(self.streams)
+        return n * (self.window - 1) + 3 * self.streams.index("correspondence")
 
     @property
     def use_video_d(self) -> bool:

@@ -7,8 +7,11 @@ clip's first frame — the same as at the start of a synthesised sequence), then
 
 * updates G on ``λ_gan_image·GAN(D_I) + λ_gan_video·GAN(D_V) + λ_fm·(FM(D_I) + FM(D_V)) + λ_l1·L1
   + λ_warp·warp`` (warp: the previous generated frame warped with the real flow vs the current one, masked
-  where the flow does not explain the real frames);
-* updates D_I (current conditioning image ⊕ real/generated frame) and D_V (K frames ⊕ real flow).
+  where the flow does not explain the real frames) ``+ λ_l1·texture`` with a neural texture (its first three
+  channels against the real frame on the face, L1: as in deferred neural rendering, the texture learns the
+  face's colours by itself, which gives its features a meaning early on; learning rate ``lr_texture``);
+* updates D_I (current conditioning image ⊕ real/generated frame: every frame of the clip, or its last only with
+  ``di_frames: last``) and D_V (K frames ⊕ real flow).
 
 Device: ``device="auto"`` picks CUDA when present, with mixed precision (``torch.autocast`` float16 +
 ``GradScaler``) when ``amp``; on CPU everything is float32.
@@ -80,7 +83,11 @@ class Trainer:
         self.D_I = build_image_discriminator(settings).to(self.device)
         self.D_V = build_video_discriminator(settings).to(self.device)
         betas = (settings.beta1, settings.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=settings.lr_g, betas=betas)
+        texture = list(self.G.texture.parameters()) if settings.neural_texture else []
+        groups = [{"params": [p for p in self.G.parameters() if all(p is not t for t in texture)]}]
+        if texture:
+            groups.append({"params": texture, "lr": settings.lr_texture})
+        self.opt_G = torch.optim.Adam(groups, lr=settings.lr_g, betas=betas)
         self.opt_D = torch.optim.Adam([*self.D_I.parameters(), *self.D_V.parameters()], lr=settings.lr_d, betas=betas)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.iteration = 0  # iterations completed
@@ -120,7 +127,10 @@ class Trainer:
         return torch.stack(fakes, 1)
 
     def _image_input(self, cur: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """D_I input: current conditioning ⊕ frame, clip frames flattened into the batch."""
+        """D_I input: current conditioning ⊕ frame, for every clip frame (flattened into the batch), or with
+        ``di_frames: last`` for each clip's last frame only."""
+        if self.s.di_frames == "last":
+            return torch.cat([cur.unflatten(0, frames.shape[:2])[:, -1], frames[:, -1]], 1)
         return torch.cat([cur, frames.flatten(0, 1)], 1)
 
     @staticmethod
@@ -135,7 +145,8 @@ class Trainer:
         with torch.no_grad():
             pi_real = self.D_I(self._image_input(cur, real))
         parts = {"g_gan_image": L.generator_gan_loss(pi_fake, s.gan_mode), "g_gan_video": zero,
-                 "g_fm": L.feature_matching_loss(pi_real, pi_fake), "g_l1": L.l1_loss(fake, real), "g_warp": zero}
+                 "g_fm": L.feature_matching_loss(pi_real, pi_fake), "g_l1": L.l1_loss(fake, real), "g_warp": zero,
+                 "g_texture": zero}
         if s.use_video_d:
             pv_fake = self.D_V(self._video_input(fake, fv))
             with torch.no_grad():
@@ -147,15 +158,17 @@ class Trainer:
                                          L.warp_mask(real[:, i - 1], real[:, i], flow[:, i], s.warp_mask_threshold))
                     for i in range(1, k)]
             parts["g_warp"] = sum(warp) / len(warp)
+        if s.neural_texture:  # the clip's last frame was generated last: its sampled features
+            parts["g_texture"] = L.texture_colour_loss(self.G.sampled, self.G.on_surface, real[:, -1])
         parts["loss_g"] = (s.lambda_gan_image * parts["g_gan_image"] + s.lambda_gan_video * parts["g_gan_video"]
-                           + s.lambda_fm * parts["g_fm"] + s.lambda_l1 * parts["g_l1"] + s.lambda_warp * parts["g_warp"])
+                           + s.lambda_fm * parts["g_fm"] + s.lambda_l1 * (parts["g_l1"] + parts["g_texture"]) + s.lambda_warp * parts["g_warp"])
         return parts
 
     def _discriminator_losses(self, cur, real, fake, fv) -> dict[str, torch.Tensor]:
         """Real and generated inputs go through each discriminator as one batch."""
         s, (b, k) = self.s, real.shape[:2]
         pi = self.D_I(torch.cat([self._image_input(cur, real), self._image_input(cur, fake)], 0))
-        parts = {"d_image": L.discriminator_loss(*_split(pi, b * k), s.gan_mode),
+        parts = {"d_image": L.discriminator_loss(*_split(pi, b * k if s.di_frames == "all" else b), s.gan_mode),
                  "d_video": torch.zeros((), device=self.device)}
         if s.use_video_d:
             pv = self.D_V(torch.cat([self._video_input(real, fv), self._video_input(fake, fv)], 0))

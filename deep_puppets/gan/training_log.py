@@ -15,7 +15,7 @@ from .settings import TrainSettings
 
 log = logging.getLogger("deep_puppets.gan")
 
-LOSS_COLUMNS = ("loss_g", "g_gan_image", "g_gan_video", "g_fm", "g_l1", "g_warp", "d_image", "d_video")
+LOSS_COLUMNS = ("loss_g", "g_gan_image", "g_gan_video", "g_fm", "g_l1", "g_warp", "g_texture", "d_image", "d_video")
 CSV_COLUMNS = ("iteration", "elapsed_s", "it_per_s") + LOSS_COLUMNS + ("heldout_ecol",)
 
 
@@ -58,8 +58,9 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
     if df.empty:
         return
     fig, axes = plt.subplots(1, 3, figsize=(13, 5))
-    for col in ("loss_g", "g_gan_image", "g_gan_video", "g_fm", "g_l1", "g_warp"):
-        axes[0].plot(df["iteration"], df[col], label=col)
+    for col in ("loss_g", "g_gan_image", "g_gan_video", "g_fm", "g_l1", "g_warp", "g_texture"):
+        if col in df and not (col == "g_texture" and (df[col].fillna(0) == 0).all()):  # no texture: no line
+            axes[0].plot(df["iteration"], df[col], label=col)
     axes[0].set_yscale("symlog", linthresh=1e-2)
     for col in ("d_image", "d_video"):
         axes[1].plot(df["iteration"], df[col], label=col)
@@ -107,7 +108,7 @@ class TrainingProgress:
         if heldout_ecol is not None:
             row["heldout_ecol"] = heldout_ecol
         append_csv(self.csv_path, row)
-        log.info("iter %d/%d  G %.4f (gan_i %.3f gan_v %.3f fm %.3f l1 %.4f warp %.4f)  D_I %.3f D_V %.3f  %.2f it/s  ETA %s%s",
+        log.info("iter %d/%d  G %.4f (gan_i %.3f gan_v %.3f fm %.3f l1 %.4f warp %.4f texture %.4f)  D_I %.3f D_V %.3f  %.2f it/s  ETA %s%s",
                  it, self.s.iterations, *(row.get(k, float("nan")) for k in LOSS_COLUMNS), rate,
                  _fmt_eta((self.s.iterations - it) / max(rate, 1e-9)),
                  "" if heldout_ecol is None else f"  held-out E_col {heldout_ecol:.4f}")
