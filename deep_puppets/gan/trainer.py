@@ -83,10 +83,8 @@ class Trainer:
         self.D_I = build_image_discriminator(settings).to(self.device)
         self.D_V = build_video_discriminator(settings).to(self.device)
         betas = (settings.beta1, settings.beta2)
-        texture = list(self.G.texture.parameters()) if settings.neural_texture else []
-        groups = [{"params": [p for p in self.G.parameters() if all(p is not t for t in texture)]}]
-        if texture:
-            groups.append({"params": texture, "lr": settings.lr_texture})
+        groups = ([{"params": self.G.unet.parameters()}, {"params": self.G.texture.parameters(), "lr": settings.lr_texture}]
+                  if settings.neural_texture else [{"params": self.G.parameters()}])
         self.opt_G = torch.optim.Adam(groups, lr=settings.lr_g, betas=betas)
         self.opt_D = torch.optim.Adam([*self.D_I.parameters(), *self.D_V.parameters()], lr=settings.lr_d, betas=betas)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -166,9 +164,10 @@ class Trainer:
 
     def _discriminator_losses(self, cur, real, fake, fv) -> dict[str, torch.Tensor]:
         """Real and generated inputs go through each discriminator as one batch."""
-        s, (b, k) = self.s, real.shape[:2]
-        pi = self.D_I(torch.cat([self._image_input(cur, real), self._image_input(cur, fake)], 0))
-        parts = {"d_image": L.discriminator_loss(*_split(pi, b * k if s.di_frames == "all" else b), s.gan_mode),
+        s, b = self.s, real.shape[0]
+        real_in = self._image_input(cur, real)
+        pi = self.D_I(torch.cat([real_in, self._image_input(cur, fake)], 0))
+        parts = {"d_image": L.discriminator_loss(*_split(pi, len(real_in)), s.gan_mode),
                  "d_video": torch.zeros((), device=self.device)}
         if s.use_video_d:
             pv = self.D_V(torch.cat([self._video_input(real, fv), self._video_input(fake, fv)], 0))
