@@ -38,6 +38,13 @@ TABLE_METRICS = (
     ("frame_ssim", "frame", "ssim"),
     ("face_e_col", "face", "e_col"),
 )
+# (column, region) of the table: the GAN's flicker (warping error against the real video's flow) in excess of the
+# real video's own, per flicker region of the evaluation (lower is steadier; 0 = as steady as the real video)
+FLICKER_METRICS = (
+    ("face_flicker_excess", "face"),
+    ("crop_flicker_excess", "crop"),
+)
+COLUMNS = (*(m[0] for m in TABLE_METRICS), *(m[0] for m in FLICKER_METRICS))
 
 
 def _seeds(value, key: str) -> list[int]:
@@ -138,22 +145,28 @@ def training_minutes(benchmark_tsv) -> tuple[float, float]:
     return float(s.mean()) / 60.0, float(cpu.mean()) / 60.0
 
 
-def experiment_record(variant: str, seed: int, summary: dict, minutes: float, cpu_minutes: float = math.nan, where="") -> dict:
-    """One run's row: variant, seed, training minutes (wall clock and CPU) and the GAN's held-out means
-    (:data:`TABLE_METRICS`)."""
+def experiment_record(variant: str, seed: int, summary: dict, minutes: float, cpu_minutes: float = math.nan, where="",
+                      method: str = "gan") -> dict:
+    """One run's row: variant, seed, training minutes (wall clock and CPU), ``method``'s held-out means
+    (:data:`TABLE_METRICS`) and its flicker in excess of the real video's (:data:`FLICKER_METRICS`; NaN where the
+    summary has no flicker, e.g. no consecutive held-out frames were scored)."""
     row = {"variant": variant, "seed": int(seed), "minutes": float(minutes), "cpu_minutes": float(cpu_minutes)}
     try:
-        gan = summary["mean"]["gan"]
+        means = summary["mean"][method]
         for column, region, metric in TABLE_METRICS:
-            row[column] = float(gan[region][metric])
+            row[column] = float(means[region][metric])
     except (KeyError, TypeError, ValueError) as e:
-        raise InputError(where or variant, f"is not an evaluation summary with the GAN's mean {e} per region") from None
+        raise InputError(where or variant, f"is not an evaluation summary with {method}'s mean {e} per region") from None
+    excess = ((summary.get("flicker") or {}).get("excess_over_real") or {}).get(method) or {}
+    for column, region in FLICKER_METRICS:
+        value = excess.get(region)
+        row[column] = math.nan if value is None else float(value)
     return row
 
 
 def variant_table(records: list[dict], overrides: dict[str, dict] | None = None):
     """Per variant (in order of first appearance): seeds run, and mean and spread (sample standard deviation
-    over seeds; NaN with one seed) of the training minutes (wall clock and CPU) and every metric of :data:`TABLE_METRICS`."""
+    over seeds; NaN with one seed) of the training minutes (wall clock and CPU) and every column of :data:`COLUMNS`."""
     import pandas as pd
 
     if not records:
@@ -163,7 +176,7 @@ def variant_table(records: list[dict], overrides: dict[str, dict] | None = None)
     for variant, g in df.groupby("variant", sort=False):
         row = {"variant": variant, "settings": describe_overrides((overrides or {}).get(variant, {})), "seeds": " ".join(str(s) for s in g["seed"]),
                "n_seeds": len(g)}
-        for column in ("minutes", "cpu_minutes", *(m[0] for m in TABLE_METRICS)):
+        for column in ("minutes", "cpu_minutes", *COLUMNS):
             v = g[column].to_numpy(float)
             row[column] = float(v.mean())
             row[f"{column}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else math.nan
@@ -176,30 +189,36 @@ def write_tables(table, csv_path, html_path, title: str) -> None:
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
     shown = table[["variant", "settings", "seeds"]].copy()
-    for column in ("minutes", "cpu_minutes", *(m[0] for m in TABLE_METRICS)):
-        digits = 3 if column.endswith(("ssim", "e_col")) else 2
+    for column in ("minutes", "cpu_minutes", *COLUMNS):
+        digits = 4 if column.endswith("flicker_excess") else 3 if column.endswith(("ssim", "e_col")) else 2
         shown[column] = [f"{m:.{digits}f}" + ("" if math.isnan(s) else f" ± {s:.{digits}f}") for m, s in zip(table[column], table[f"{column}_sd"])]
     html = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n<h1>{title}</h1>\n"
             "<p>Held-out self-reenactment at full resolution (the GAN's mean per region); mean ± sample standard deviation over "
             "seeds; minutes: wall-clock training time (jobs running side by side share the cores), cpu_minutes: the CPU time "
-            "the training used.</p>\n"
+            "the training used; *_flicker_excess: the mean warping error of consecutive held-out outputs (with the real "
+            "video's flow, RGB 0-1) minus the real video's own, in the face and the whole head crop (0: as steady as the "
+            "real video).</p>\n"
             + shown.to_html(index=False, border=0) + "\n</body></html>\n")
     with atomic_path(html_path) as tmp:
         Path(tmp).write_text(html)
 
 
 def quality_plot(table, out_png, title: str, baselines: dict | None = None) -> None:
-    """Held-out PSNR and SSIM per region against training minutes: one point per variant, error bars the spread
-    over seeds; ``baselines`` ({method: {column: value}}) drawn as dotted horizontal lines for reference."""
+    """Held-out PSNR and SSIM per region, and the flicker in excess of the real video's, against training minutes:
+    one point per variant, error bars the spread over seeds; ``baselines`` ({method: {column: value}}) drawn as
+    dotted horizontal lines for reference."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [m for m in TABLE_METRICS if m[2] != "e_col"]
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8), squeeze=False)
+    quality = [(c, f"{region}: {metric.upper()}", metric.upper() + (" (dB)" if metric == "psnr" else "")) for c, region, metric in TABLE_METRICS
+               if metric != "e_col"]
+    steadiness = [(c, f"{region}: flicker above the real video", "warping error − real's (RGB 0-1)") for c, region in FLICKER_METRICS]
+    panels = quality[:3] + steadiness[:1] + quality[3:] + steadiness[1:]  # PSNR row, SSIM row; flicker at the ends
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8), squeeze=False)
     colours = plt.get_cmap("tab10")
-    for ax, (column, region, metric) in zip(axes.ravel(), panels):
+    for ax, (column, heading, ylabel) in zip(axes.ravel(), panels):
         for i, r in enumerate(table.itertuples(index=False)):
             r = r._asdict()
             ax.errorbar(r["minutes"], r[column], xerr=np.nan_to_num(r["minutes_sd"]), yerr=np.nan_to_num(r[f"{column}_sd"]), fmt="o",
@@ -210,9 +229,9 @@ def quality_plot(table, out_png, title: str, baselines: dict | None = None) -> N
                 ax.axhline(values[column], ls=":", color="grey", lw=1)
                 ax.annotate(method, (0, values[column]), xycoords=("axes fraction", "data"), fontsize=7, color="grey", xytext=(2, 2 + 6 * j),
                             textcoords="offset points")
-        ax.set_title(f"{region}: {metric.upper()}")
+        ax.set_title(heading)
         ax.set_xlabel("training minutes")
-        ax.set_ylabel(f"{metric.upper()}{' (dB)' if metric == 'psnr' else ''}")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9)

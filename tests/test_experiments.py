@@ -68,13 +68,15 @@ def test_expansion_default_first_seeds_and_targets():
     assert plan == {"targets": ["a"], "variants": {"default": {"overrides": {}, "seeds": [4]}}}
 
 
-def summary(psnr_face, ssim_face=0.5, e_col=0.1):
+def summary(psnr_face, ssim_face=0.5, e_col=0.1, flicker=0.01):
     regions = {r: {"psnr": psnr_face - i, "ssim": ssim_face, "e_col": e_col} for i, r in enumerate(("face", "head", "frame"))}
-    return {"mean": {"gan": regions, "nearest": {r: {"psnr": 10.0, "ssim": 0.3, "e_col": 0.2} for r in regions}}}
+    excess = {"gan": {"face": flicker, "crop": flicker / 2}, "nearest": {"face": 0.05, "crop": 0.03}}
+    return {"mean": {"gan": regions, "nearest": {r: {"psnr": 10.0, "ssim": 0.3, "e_col": 0.2} for r in regions}},
+            "flicker": {"excess_over_real": excess}}
 
 
 def test_aggregation_mean_and_spread_over_seeds():
-    records = [ex.experiment_record("default", 0, summary(20.0), 10.0), ex.experiment_record("default", 1, summary(22.0), 12.0),
+    records = [ex.experiment_record("default", 0, summary(20.0, flicker=0.01), 10.0), ex.experiment_record("default", 1, summary(22.0, flicker=0.03), 12.0),
                ex.experiment_record("L1", 0, summary(25.0, 0.7), 5.0)]
     t = ex.variant_table(records, {"L1": {"window": 1}})
     assert list(t["variant"]) == ["default", "L1"]
@@ -83,6 +85,14 @@ def test_aggregation_mean_and_spread_over_seeds():
     assert d["face_psnr"] == pytest.approx(21.0) and d["face_psnr_sd"] == pytest.approx(math.sqrt(2))
     assert d["head_psnr"] == pytest.approx(20.0) and d["minutes"] == pytest.approx(11.0) and d["minutes_sd"] == pytest.approx(math.sqrt(2))
     assert one["face_ssim"] == pytest.approx(0.7) and math.isnan(one["face_psnr_sd"]) and one["settings"] == "window=1"
+    # the GAN's flicker above the real video's, per region, mean and spread like the rest
+    assert d["face_flicker_excess"] == pytest.approx(0.02) and d["face_flicker_excess_sd"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert d["crop_flicker_excess"] == pytest.approx(0.01)
+    # a baseline's row reads that method; a summary without flicker gives NaN, not an error
+    base = ex.experiment_record("nearest", 0, summary(20.0), 0.0, method="nearest")
+    assert base["face_psnr"] == 10.0 and base["face_flicker_excess"] == 0.05 and base["crop_flicker_excess"] == 0.03
+    bare = ex.experiment_record("x", 0, {"mean": summary(20.0)["mean"]}, 1.0)
+    assert bare["face_psnr"] == 20.0 and math.isnan(bare["face_flicker_excess"])
     with pytest.raises(Exception, match="mean"):
         ex.experiment_record("x", 0, {"mean": {"nearest": {}}}, 1.0)
 
@@ -102,7 +112,8 @@ def test_table_job_writes_csv_html_and_figure(tmp_path):
     t = pd.read_csv(outs["csv"])
     assert list(t["variant"]) == ["default", "L1"] and t["minutes"].tolist() == pytest.approx([11.0, 5.0])
     assert t["cpu_minutes"].tolist() == pytest.approx([5.5, 2.5])
-    assert "21.00 ± 1.41" in outs["html"].read_text()
+    assert "21.00 ± 1.41" in outs["html"].read_text() and "face_flicker_excess" in outs["html"].read_text()
+    assert t["face_flicker_excess"].tolist() == pytest.approx([0.01, 0.01])
     assert outs["png"].stat().st_size > 10_000
 
 
@@ -141,4 +152,8 @@ def test_experiments_target_on_the_tiny_run(tiny_full_run, tmp_path):
     t = pd.read_csv(exp / "table.csv")
     assert list(t["variant"]) == ["default", "L1", "no_warp"] and (t["n_seeds"] == 1).all()
     assert t["face_psnr"].notna().all() and (t["minutes"] > 0).all() and (t["cpu_minutes"] > 0).all()
+    for v in ("default", "L1", "no_warp"):  # the flicker columns are the evaluation's, run by run
+        flicker = json.loads((exp / v / "seed0" / "evaluation" / "summary.json").read_text())["flicker"]["excess_over_real"]["gan"]
+        assert t.set_index("variant").loc[v, "face_flicker_excess"] == pytest.approx(flicker["face"])
+    assert t["face_flicker_excess"].notna().all()
     assert (exp / "table.html").exists() and (exp / "quality_vs_minutes.png").exists()

@@ -25,7 +25,7 @@ def experiment_table(*, video: str, runs, summaries, benchmarks, overrides: dict
     table = ex.variant_table(records, overrides)
     title = f"{video}: gan variants on the held-out frames"
     ex.write_tables(table, outs["csv"], outs["html"], title)
-    baselines = {m: ex.experiment_record(m, 0, {"mean": {"gan": v}}, 0.0) for m, v in first["mean"].items() if m != "gan"}
+    baselines = {m: ex.experiment_record(m, 0, first, 0.0, method=m) for m in first["mean"] if m != "gan"}
     ex.quality_plot(table, outs["png"], title, baselines)
     log.info("%s: %d variants, %d runs; face PSNR %s", video, len(table), len(records),
              {r.variant: round(r.face_psnr, 2) for r in table.itertuples()})
