@@ -44,7 +44,16 @@ FLICKER_METRICS = (
     ("face_flicker_excess", "face"),
     ("crop_flicker_excess", "crop"),
 )
-COLUMNS = (*(m[0] for m in TABLE_METRICS), *(m[0] for m in FLICKER_METRICS))
+# (column, signals, statistic) of the table: the motion fidelity of the run's re-enactments against the conditioning
+# they were asked to follow (``output_fidelity/summary.json``, ``vs_conditioning``): correlation r and amplitude
+# ratio a, mean over the target's pairs (and both eyes)
+MOTION_METRICS = (
+    ("mouth_r", ("mouth_open",), "r"),
+    ("mouth_a", ("mouth_open",), "a"),
+    ("eyes_r", ("eye_aperture_left", "eye_aperture_right"), "r"),
+    ("eyes_a", ("eye_aperture_left", "eye_aperture_right"), "a"),
+)
+COLUMNS = (*(m[0] for m in TABLE_METRICS), *(m[0] for m in FLICKER_METRICS), *(m[0] for m in MOTION_METRICS))
 
 
 def _seeds(value, key: str) -> list[int]:
@@ -145,12 +154,29 @@ def training_minutes(benchmark_tsv) -> tuple[float, float]:
     return float(s.mean()) / 60.0, float(cpu.mean()) / 60.0
 
 
+def motion_record(fidelity: list[dict], where="") -> dict:
+    """The :data:`MOTION_METRICS` columns of one run from its pairs' output-fidelity summaries (NaN without pairs)."""
+    row = {}
+    for column, signals, statistic in MOTION_METRICS:
+        values = []
+        for summary in fidelity:
+            try:
+                values += [float(summary["vs_conditioning"][signal][statistic]) for signal in signals]
+            except (KeyError, TypeError, ValueError) as e:
+                raise InputError(where, f"is not an output-fidelity summary with {e} against the conditioning") from None
+        values = [v for v in values if math.isfinite(v)]
+        row[column] = float(np.mean(values)) if values else math.nan
+    return row
+
+
 def experiment_record(variant: str, seed: int, summary: dict, minutes: float, cpu_minutes: float = math.nan, where="",
-                      method: str = "gan") -> dict:
+                      method: str = "gan", motion: dict | None = None) -> dict:
     """One run's row: variant, seed, training minutes (wall clock and CPU), ``method``'s held-out means
-    (:data:`TABLE_METRICS`) and its flicker in excess of the real video's (:data:`FLICKER_METRICS`; NaN where the
-    summary has no flicker, e.g. no consecutive held-out frames were scored)."""
+    (:data:`TABLE_METRICS`), its flicker in excess of the real video's (:data:`FLICKER_METRICS`; NaN where the
+    summary has no flicker, e.g. no consecutive held-out frames were scored) and ``motion``
+    (:func:`motion_record`; NaN columns when None)."""
     row = {"variant": variant, "seed": int(seed), "minutes": float(minutes), "cpu_minutes": float(cpu_minutes)}
+    row.update(motion if motion is not None else {m[0]: math.nan for m in MOTION_METRICS})
     try:
         means = summary["mean"][method]
         for column, region, metric in TABLE_METRICS:
@@ -190,23 +216,25 @@ def write_tables(table, csv_path, html_path, title: str) -> None:
         table.to_csv(tmp, index=False)
     shown = table[["variant", "settings", "seeds"]].copy()
     for column in ("minutes", "cpu_minutes", *COLUMNS):
-        digits = 4 if column.endswith("flicker_excess") else 3 if column.endswith(("ssim", "e_col")) else 2
+        digits = 4 if column.endswith("flicker_excess") else 3 if column.endswith(("ssim", "e_col", "_r", "_a")) else 2
         shown[column] = [f"{m:.{digits}f}" + ("" if math.isnan(s) else f" ± {s:.{digits}f}") for m, s in zip(table[column], table[f"{column}_sd"])]
     html = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n<h1>{title}</h1>\n"
             "<p>Held-out self-reenactment at full resolution (the GAN's mean per region); mean ± sample standard deviation over "
             "seeds; minutes: wall-clock training time (jobs running side by side share the cores), cpu_minutes: the CPU time "
             "the training used; *_flicker_excess: the mean warping error of consecutive held-out outputs (with the real "
             "video's flow, RGB 0-1) minus the real video's own, in the face and the whole head crop (0: as steady as the "
-            "real video).</p>\n"
+            "real video); mouth_r, mouth_a, eyes_r, eyes_a: the run's re-enactments of the target's pairs against the "
+            "conditioning they follow (landmarks detected on the output): correlation and amplitude ratio of the mouth "
+            "opening and the eye apertures, mean over pairs (1: the output moves as its conditioning).</p>\n"
             + shown.to_html(index=False, border=0) + "\n</body></html>\n")
     with atomic_path(html_path) as tmp:
         Path(tmp).write_text(html)
 
 
 def quality_plot(table, out_png, title: str, baselines: dict | None = None) -> None:
-    """Held-out PSNR and SSIM per region, and the flicker in excess of the real video's, against training minutes:
-    one point per variant, error bars the spread over seeds; ``baselines`` ({method: {column: value}}) drawn as
-    dotted horizontal lines for reference."""
+    """Held-out PSNR and SSIM per region, the flicker in excess of the real video's and the re-enactments' mouth
+    r and a against training minutes: one point per variant, error bars the spread over seeds; ``baselines``
+    ({method: {column: value}}) drawn as dotted horizontal lines for reference."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,8 +243,10 @@ def quality_plot(table, out_png, title: str, baselines: dict | None = None) -> N
     quality = [(c, f"{region}: {metric.upper()}", metric.upper() + (" (dB)" if metric == "psnr" else "")) for c, region, metric in TABLE_METRICS
                if metric != "e_col"]
     steadiness = [(c, f"{region}: flicker above the real video", "warping error − real's (RGB 0-1)") for c, region in FLICKER_METRICS]
-    panels = quality[:3] + steadiness[:1] + quality[3:] + steadiness[1:]  # PSNR row, SSIM row; flicker at the ends
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8), squeeze=False)
+    motion = [("mouth_r", "re-enactments: mouth r", "correlation with the conditioning"),
+              ("mouth_a", "re-enactments: mouth a", "amplitude / the conditioning's")]
+    panels = quality[:3] + steadiness[:1] + motion[:1] + quality[3:] + steadiness[1:] + motion[1:]  # a PSNR row, an SSIM row
+    fig, axes = plt.subplots(2, 5, figsize=(22, 8), squeeze=False)
     colours = plt.get_cmap("tab10")
     for ax, (column, heading, ylabel) in zip(axes.ravel(), panels):
         for i, r in enumerate(table.itertuples(index=False)):

@@ -39,6 +39,7 @@ except ConfigError as e:
     raise WorkflowError(f"config error: {e}")
 EXPERIMENT_RUNS = dp_experiments.experiment_runs(EXPERIMENTS)
 EXPERIMENT_DIR = f"{RESULTS}/experiments/{{video}}/{{variant}}/seed{{seed}}"
+EXPERIMENT_PAIR_DIR = f"{EXPERIMENT_DIR}/pairs/{{pair}}"  # a variant's re-enactment of a pair with its target
 # The `cross_recording` section (rules/evaluate.smk): generators scored on other recordings of their person.
 try:
     CROSS_RUNS = dp_cross.plan(config)
@@ -175,6 +176,21 @@ def experiment_files(name):
 
     def f(wildcards):
         return [f"{RESULTS}/experiments/{wildcards.video}/{v}/seed{s}/{name}" for v, s in EXPERIMENT_RUNS]
+
+    return f
+
+
+def target_pairs(video):
+    """The configured pairs whose target is ``video``, sorted."""
+    return sorted(name for name, p in PAIRS.items() if p["target"] == video)
+
+
+def experiment_pair_files(name):
+    """Input function: ``name`` (under each run's ``pairs/{pair}`` folder) of every variant and seed of a target
+    and every pair with that target, runs in table order, pairs sorted within each run."""
+
+    def f(wildcards):
+        return [f"{RESULTS}/experiments/{wildcards.video}/{v}/seed{s}/pairs/{p}/{name}" for v, s in EXPERIMENT_RUNS for p in target_pairs(wildcards.video)]
 
     return f
 

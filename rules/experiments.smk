@@ -1,6 +1,8 @@
 # Experiments (config section `experiments`, deep_puppets/experiments.py): variants of the gan settings, each
 # trained with every seed on a target's own conditioning and flow (shared with the main run) and evaluated on
 # the same held-out frames; one table per target. `snakemake experiments` runs them; `rule all` does not.
+# Each run also re-enacts every pair with that target (the pair's own conditioning and plates) and measures its
+# output's motion fidelity, as the main generator's pairs are.
 # The section is checked and expanded in rules/common.smk (EXPERIMENTS, EXPERIMENT_RUNS).
 
 
@@ -69,10 +71,66 @@ rule experiment_evaluate:
         "../workflow_scripts/evaluate.py"
 
 
+rule experiment_synthesize:
+    input:
+        generator=f"{EXPERIMENT_DIR}/generator.pt",
+        conditioning=f"{RESULTS}/pairs/{{pair}}/conditioning.h5",
+        transfer=f"{RESULTS}/pairs/{{pair}}/transfer.h5",
+        source=pair_video("source"),
+        source_probe=pair_file("source", "probe.json"),
+        target=pair_video("target"),
+        target_probe=pair_file("target", "probe.json"),
+        target_conditioning=pair_file("target", "conditioning.h5"),
+    output:
+        video=f"{EXPERIMENT_PAIR_DIR}/reenactment.mp4",
+        side_by_side=f"{EXPERIMENT_PAIR_DIR}/side_by_side.mp4",
+    log:
+        f"{LOGS}/experiment_synthesize/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.log",
+    benchmark:
+        f"{BENCH}/experiment_synthesize/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        composite=config["composite"],
+    script:
+        "../workflow_scripts/gan_synthesize.py"
+
+
+rule experiment_output_fidelity:
+    input:
+        video=f"{EXPERIMENT_PAIR_DIR}/reenactment.mp4",
+        transfer=f"{RESULTS}/pairs/{{pair}}/transfer.h5",
+        landmarks=pair_landmark_files("source"),
+        target_model=pair_model_file("target"),
+    output:
+        json=f"{EXPERIMENT_PAIR_DIR}/output_fidelity/summary.json",
+        png=f"{EXPERIMENT_PAIR_DIR}/output_fidelity/output_fidelity.png",
+    log:
+        f"{LOGS}/experiment_output_fidelity/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.log",
+    benchmark:
+        f"{BENCH}/experiment_output_fidelity/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.tsv"
+    conda:
+        "../envs/deep-puppets.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    params:
+        model=config["model"],
+        landmarks=config["landmarks"],
+    script:
+        "../workflow_scripts/output_fidelity.py"
+
+
 rule experiment_table:
     input:
         summaries=experiment_files("evaluation/summary.json"),
         benchmarks=experiment_benchmarks,
+        fidelity=experiment_pair_files("output_fidelity/summary.json"),
     output:
         csv=f"{RESULTS}/experiments/{{video}}/table.csv",
         html=report(
@@ -101,6 +159,7 @@ rule experiment_table:
         runtime=5,
     params:
         runs=EXPERIMENT_RUNS,
+        pairs=lambda w: target_pairs(w.video),
         overrides={name: v["overrides"] for name, v in EXPERIMENTS["variants"].items()},
     script:
         "../workflow_scripts/experiment_table.py"

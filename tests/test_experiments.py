@@ -4,6 +4,7 @@ aggregation over seeds (mean ± spread), and one workflow run of two tiny varian
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -97,6 +98,20 @@ def test_aggregation_mean_and_spread_over_seeds():
         ex.experiment_record("x", 0, {"mean": {"nearest": {}}}, 1.0)
 
 
+def fidelity(mouth_r, mouth_a, eyes=(0.8, 0.9)):
+    return {"vs_conditioning": {"mouth_open": {"r": mouth_r, "a": mouth_a}, "eye_aperture_left": {"r": eyes[0], "a": eyes[1]},
+                                "eye_aperture_right": {"r": eyes[0] - 0.1, "a": eyes[1] + 0.1}, "yaw": {"r": 0.1, "a": 5.0}}}
+
+
+def test_motion_columns_are_the_pairs_means_against_the_conditioning():
+    m = ex.motion_record([fidelity(0.9, 0.8), fidelity(0.7, float("nan"))], where="x")
+    assert m["mouth_r"] == pytest.approx(0.8) and m["mouth_a"] == pytest.approx(0.8)  # a NaN pair is left out
+    assert m["eyes_r"] == pytest.approx(0.75) and m["eyes_a"] == pytest.approx(0.95)  # both eyes, both pairs
+    assert all(math.isnan(v) for v in ex.motion_record([]).values())
+    with pytest.raises(Exception, match="output-fidelity"):
+        ex.motion_record([{"vs_source": {}}], where="y.json")
+
+
 def test_table_job_writes_csv_html_and_figure(tmp_path):
     runs = [("default", 0), ("default", 1), ("L1", 0)]
     summaries, benchmarks = [], []
@@ -107,14 +122,33 @@ def test_table_job_writes_csv_html_and_figure(tmp_path):
         b.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{secs}\t0:10:00\t100\t{secs / 2}\n")
         summaries.append(p)
         benchmarks.append(b)
+    pairs, fid = ["a__v__expr", "b__v__pose"], []
+    for (variant, seed), mouth_a in zip(runs, (0.6, 0.8, 1.0)):
+        for pair, r in zip(pairs, (0.9, 0.7)):
+            f = tmp_path / f"{variant}{seed}_{pair}.json"
+            f.write_text(json.dumps(fidelity(r, mouth_a)))
+            fid.append(f)
     outs = {"csv": tmp_path / "table.csv", "html": tmp_path / "table.html", "png": tmp_path / "quality_vs_minutes.png"}
-    experiment_table(video="v", runs=runs, summaries=summaries, benchmarks=benchmarks, overrides={"default": {}, "L1": {"window": 1}}, outs=outs)
+    with pytest.raises(ValueError, match="output-fidelity"):
+        experiment_table(video="v", runs=runs, summaries=summaries, benchmarks=benchmarks, overrides={}, outs=outs, pairs=pairs, fidelity=fid[:-1])
+    experiment_table(video="v", runs=runs, summaries=summaries, benchmarks=benchmarks, overrides={"default": {}, "L1": {"window": 1}}, outs=outs,
+                     pairs=pairs, fidelity=fid)
     t = pd.read_csv(outs["csv"])
+    assert t["mouth_r"].tolist() == pytest.approx([0.8, 0.8]) and t["mouth_a"].tolist() == pytest.approx([0.7, 1.0])
+    assert t["mouth_a_sd"].iloc[0] == pytest.approx(math.sqrt(2) * 0.1) and "mouth_a" in outs["html"].read_text()
     assert list(t["variant"]) == ["default", "L1"] and t["minutes"].tolist() == pytest.approx([11.0, 5.0])
     assert t["cpu_minutes"].tolist() == pytest.approx([5.5, 2.5])
     assert "21.00 ± 1.41" in outs["html"].read_text() and "face_flicker_excess" in outs["html"].read_text()
     assert t["face_flicker_excess"].tolist() == pytest.approx([0.01, 0.01])
     assert outs["png"].stat().st_size > 10_000
+
+
+def decoded(mp4) -> np.ndarray:
+    """Every frame of a video, (T, H, W, 3) uint8."""
+    import av
+
+    with av.open(str(mp4)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
 def generator_state(path) -> tuple[dict, dict]:
@@ -130,7 +164,8 @@ def same_weights(a: dict, b: dict) -> bool:
 @pytest.mark.slow
 def test_experiments_target_on_the_tiny_run(tiny_full_run, tmp_path):
     """Two tiny variants × 1 seed beside the default on a copy of the tiny run: nothing upstream reruns, the
-    variants' generators differ, the default variant's equals the main run's, and the table has one row each."""
+    variants' generators differ, the default variant's equals the main run's, each run re-enacts the target's
+    pairs (the default's as the main run does, the variants' differently) and the table has one row each."""
     work = copy_run(tiny_full_run, tmp_path / "run")
     config = merged(TINY_FULL, {"experiments": {"variants": {"L1": {"gan": {"window": 1, "iterations": 4}},
                                                              "no_warp": {"gan": {"lambda_warp": 0, "iterations": 4}}}}})
@@ -139,7 +174,8 @@ def test_experiments_target_on_the_tiny_run(tiny_full_run, tmp_path):
     dry = run_workflow(work, "-n", "experiments", config=config, timeout=300)
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     planned = {line.split()[1].rstrip(":") for line in dry.stdout.splitlines() if line.startswith(("rule ", "localrule "))}
-    assert planned == {"experiment_train", "experiment_evaluate", "experiment_table", "experiments"}, planned
+    assert planned == {"experiment_train", "experiment_evaluate", "experiment_synthesize", "experiment_output_fidelity", "experiment_table",
+                       "experiments"}, planned
     r = run_workflow(work, "--cores", "2", "experiments", config=config)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     exp = work / "results" / "experiments" / "demo_target"
@@ -156,4 +192,15 @@ def test_experiments_target_on_the_tiny_run(tiny_full_run, tmp_path):
         flicker = json.loads((exp / v / "seed0" / "evaluation" / "summary.json").read_text())["flicker"]["excess_over_real"]["gan"]
         assert t.set_index("variant").loc[v, "face_flicker_excess"] == pytest.approx(flicker["face"])
     assert t["face_flicker_excess"].notna().all()
+    # motion fidelity of every run's re-enactments: the default's are the main run's, frame for frame
+    pairs = sorted(p.name for p in (exp / "default" / "seed0" / "pairs").iterdir())
+    assert pairs and all("__demo_target__" in p for p in pairs), pairs
+    for p in pairs:
+        main_fid = json.loads((work / "results" / "pairs" / p / "output_fidelity" / "summary.json").read_text())
+        runs_fid = {v: json.loads((exp / v / "seed0" / "pairs" / p / "output_fidelity" / "summary.json").read_text()) for v in runs}
+        assert runs_fid["default"]["vs_conditioning"]["mouth_open"] == main_fid["vs_conditioning"]["mouth_open"]
+        frames = {v: decoded(exp / v / "seed0" / "pairs" / p / "reenactment.mp4") for v in runs}
+        assert np.array_equal(frames["default"], decoded(work / "results" / "pairs" / p / "reenactment.mp4"))
+        assert not np.array_equal(frames["L1"], frames["default"]) and not np.array_equal(frames["no_warp"], frames["default"])
+    assert t["mouth_r"].notna().all() and t["mouth_a"].notna().all() and t["eyes_r"].notna().all()
     assert (exp / "table.html").exists() and (exp / "quality_vs_minutes.png").exists()

@@ -9,6 +9,8 @@ run_script(
         summaries=list(sm.input.summaries),
         benchmarks=list(sm.input.benchmarks),
         overrides=sm.params.overrides,
+        pairs=list(sm.params.pairs),
+        fidelity=list(sm.input.fidelity),
         outs={"csv": sm.output.csv, "html": sm.output.html, "png": sm.output.png},
     ),
 )
