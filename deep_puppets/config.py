@@ -234,10 +234,14 @@ def apply_preset(config: dict) -> str:
     if name == "auto":
         demo = config.get("demo", {}).get("enabled", "auto")
         name = "demo" if (not config.get("videos") and demo != False) else "cpu"  # noqa: E712 (auto/true/false)
+    given = set(config.get("gan", {}))
     for section, values in load_presets()[name].items():
         target = config.setdefault(section, {})
         for key, value in values.items():
             target.setdefault(key, copy.deepcopy(value))
+    gan = config.get("gan", {})
+    if "neural_texture" not in given and "correspondence" not in gan.get("streams", ("correspondence",)):
+        gan["neural_texture"] = 0  # the preset's texture is read through the correspondence image the config left out
     config["preset"] = name
     return name
 

@@ -287,6 +287,18 @@ def test_preset_auto_is_demo_for_the_demo_and_cpu_for_own_videos(tmp_path):
         for section, values in presets[name].items():
             assert {k: cfg[section][k] for k in values} == values, (name, section)
     assert own["render"]["size"] > demo["render"]["size"]
+    # the cpu preset's neural texture is read through the correspondence image: it yields when the config leaves
+    # that stream out (rather than refusing a value the user never set), and a value the config sets wins
+    assert own["gan"]["neural_texture"] > 0
+    from deep_puppets.needs import check_stage_settings
+
+    check_stage_settings(own)
+    colour = dp_config.prepare({"videos": {"a": str(clip)}, "gan": {"streams": ["colour", "gaze"]}}, tmp_path, tmp_path)
+    assert colour["gan"]["neural_texture"] == 0 and colour["gan"]["di_frames"] == presets["cpu"]["gan"]["di_frames"]
+    check_stage_settings(colour)
+    mine = dp_config.prepare({"videos": {"a": str(clip)}, "gan": {"streams": ["colour"], "neural_texture": 8}}, tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match="neural_texture"):
+        check_stage_settings(mine)
 
 
 def test_config_values_win_over_the_preset_and_every_preset_passes_the_stage_checks(tmp_path):
