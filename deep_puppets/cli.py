@@ -368,7 +368,7 @@ def parser() -> argparse.ArgumentParser:
                    help="pose+expression: head pose and expression (default); expression: the target keeps its own head motion")
     r.add_argument("--out", default="out", help="output folder (default: out): config.yaml, results/")
     r.add_argument("--preset", choices=["auto", "demo", "cpu", "gpu"], default="auto",
-                   help="render size and training length: demo (128px, minutes), cpu (256px, ~45 min of training on 2 cores), "
+                   help="render size and training length: demo (128px, minutes), cpu (256px, ~32 min of training on 2 cores), "
                         "gpu (512px, a CUDA GPU); auto = cpu")
     workflow_options(r, "any config value, e.g. --set gan.iterations=500 --set composite.audio=false "
                         "(keys: deep_puppets/schemas/config.schema.yaml)",
