@@ -154,16 +154,18 @@ def training_minutes(benchmark_tsv) -> tuple[float, float]:
     return float(s.mean()) / 60.0, float(cpu.mean()) / 60.0
 
 
-def motion_record(fidelity: list[dict], where="") -> dict:
-    """The :data:`MOTION_METRICS` columns of one run from its pairs' output-fidelity summaries (NaN without pairs)."""
+def motion_record(fidelity: list[dict], where=()) -> dict:
+    """The :data:`MOTION_METRICS` columns of one run from its pairs' output-fidelity summaries (NaN without pairs);
+    ``where``: the summaries' files, named in the error about a summary that lacks a value."""
     row = {}
     for column, signals, statistic in MOTION_METRICS:
         values = []
-        for summary in fidelity:
+        for k, summary in enumerate(fidelity):
             try:
                 values += [float(summary["vs_conditioning"][signal][statistic]) for signal in signals]
             except (KeyError, TypeError, ValueError) as e:
-                raise InputError(where, f"is not an output-fidelity summary with {e} against the conditioning") from None
+                name = where[k] if k < len(where) else f"output-fidelity summary {k}"
+                raise InputError(name, f"is not an output-fidelity summary with {e} against the conditioning") from None
         values = [v for v in values if math.isfinite(v)]
         row[column] = float(np.mean(values)) if values else math.nan
     return row

@@ -104,12 +104,12 @@ def fidelity(mouth_r, mouth_a, eyes=(0.8, 0.9)):
 
 
 def test_motion_columns_are_the_pairs_means_against_the_conditioning():
-    m = ex.motion_record([fidelity(0.9, 0.8), fidelity(0.7, float("nan"))], where="x")
+    m = ex.motion_record([fidelity(0.9, 0.8), fidelity(0.7, float("nan"))], where=["a.json", "b.json"])
     assert m["mouth_r"] == pytest.approx(0.8) and m["mouth_a"] == pytest.approx(0.8)  # a NaN pair is left out
     assert m["eyes_r"] == pytest.approx(0.75) and m["eyes_a"] == pytest.approx(0.95)  # both eyes, both pairs
     assert all(math.isnan(v) for v in ex.motion_record([]).values())
-    with pytest.raises(Exception, match="output-fidelity"):
-        ex.motion_record([{"vs_source": {}}], where="y.json")
+    with pytest.raises(Exception, match="b.json.*output-fidelity"):  # the file that lacks the value is named
+        ex.motion_record([fidelity(0.9, 0.8), {"vs_source": {}}], where=["a.json", "b.json"])
 
 
 def test_table_job_writes_csv_html_and_figure(tmp_path):

@@ -24,7 +24,7 @@ def experiment_table(*, video: str, runs, summaries, benchmarks, overrides: dict
         summary = read_json(summary_path, "evaluation summary")
         first = first or summary
         paths = list(fidelity[i * n : (i + 1) * n])
-        motion = ex.motion_record([read_json(p, "output-fidelity summary") for p in paths], where=paths[0]) if n else None
+        motion = ex.motion_record([read_json(p, "output-fidelity summary") for p in paths], where=paths) if n else None
         records.append(ex.experiment_record(variant, seed, summary, *ex.training_minutes(bench), where=summary_path, motion=motion))
     table = ex.variant_table(records, overrides)
     title = f"{video}: gan variants on the held-out frames"
