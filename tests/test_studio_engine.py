@@ -348,8 +348,16 @@ def test_keyframed_export_follows_the_edit(engine, tmp_path):
     # the first frame shows the unedited face, the last the open mouth (each closer to its own still than the other)
     assert err(0, lo, {}) < err(0, lo, {"mouth_open": top})
     assert err(hi - lo, hi, {"mouth_open": top}) < err(hi - lo, hi, {})
-    mp = _mediapipe([crop(hi - lo).astype(np.uint8), engine.frame(hi).generated])["mouth_open"]
-    assert mp[0] > mp[1] + 0.03, mp
+    # where the edit changes the picture (the mouth), the exported last frame shows the edited still, not the plain
+    # one: so the open mouth that test_mouth_open_at_its_maximum_opens_the_mouth measures on stills reaches the
+    # user's clip. (MediaPipe on the clip itself, a 160² frame of the 300-iteration fixture after H.264, read the
+    # noisy open mouth as closed or open depending on the CPU's floating point: not a stable measure here.)
+    edited, plain = engine.frame(hi, {"mouth_open": top}).generated.astype(float), engine.frame(hi).generated.astype(float)
+    changed = np.abs(edited - plain).mean(2) > 30
+    assert changed.sum() > 100, changed.sum()
+    last = crop(hi - lo)
+    to_edited, to_plain = np.abs(last - edited)[changed].mean(), np.abs(last - plain)[changed].mean()
+    assert to_edited < 0.6 * to_plain, (to_edited, to_plain)
 
 
 @pytest.mark.slow
