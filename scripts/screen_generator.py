@@ -13,7 +13,9 @@ losses tried for issue 16 that are not in the package (they did not win; see REA
 * ``"lambda_face": w`` — an extra L1 term over the face mask, weight w;
 * ``"context": 1`` — the real crop outside the blend mask (the plate the composite keeps) as 3 more input channels;
 * ``"reference": 1`` — the real crop of the nearest training frame by fitted expression and pose (at least 15
-  frames away, so training never sees a near copy) as 3 more input channels.
+  frames away, so training never sees a near copy) as 3 more input channels;
+* ``"augment": z`` — each training clip zoomed by a random factor in [1 - z, 1 + z] and shifted by up to z/2 of
+  the crop (the same similarity for every frame of the clip, its conditioning, real frames and flow).
 
     .venv/bin/python scripts/screen_generator.py RESULTS TARGET --variant default '{}' --variant ema '{"ema_decay": 0.995}' --seeds 0 1
 """
@@ -73,11 +75,46 @@ def extra_inputs(kind: str, frames, alpha, features, train) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
+def augment(batch: dict, zoom: float, rng) -> dict:
+    """The clips of ``batch`` under a random similarity each (zoom in [1 - zoom, 1 + zoom], shift up to zoom / 2
+    of the crop); flow vectors scale with the zoom. ``theta`` (B, 2, 3) is kept for the face mask."""
+    import torch.nn.functional as F
+
+    cond, real, flow = (torch.from_numpy(np.ascontiguousarray(batch[k])).float() for k in ("cond", "real", "flow"))
+    b, k = real.shape[:2]
+    z = rng.uniform(1 - zoom, 1 + zoom, b)
+    shift = rng.uniform(-zoom, zoom, (b, 2))  # in [-1, 1] grid units: half of the crop per unit
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = torch.from_numpy(1 / z).float()  # output magnified by z
+    theta[:, :, 2] = torch.from_numpy(shift).float()
+    x = torch.cat([cond.flatten(1, 2), real.flatten(1, 2), flow.flatten(1, 2)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    nc, nr = cond.shape[2] * k, 3 * k
+    out = dict(batch)
+    out["cond"] = y[:, :nc].unflatten(1, (k, -1)).numpy()
+    out["real"] = y[:, nc:nc + nr].unflatten(1, (k, 3)).numpy()
+    out["flow"] = (y[:, nc + nr:].unflatten(1, (k, 2)) * torch.from_numpy(z).float().view(b, 1, 1, 1, 1)).numpy()
+    out["theta"] = theta
+    return out
+
+
+def augment_mask(mask: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    b, k = mask.shape[:2]
+    x = mask.flatten(1, 2)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False).unflatten(1, (k, 1))
+
+
 def run(args, name: str, variant: dict, seed: int, data) -> dict:
     cond, frames, flow, valid, features = data
     variant = dict(variant)
     lambda_face = float(variant.pop("lambda_face", 0.0))
     kind = next((k for k in ("context", "reference") if variant.pop(k, 0)), None)
+    zoom = float(variant.pop("augment", 0.0))
+    aug_rng = np.random.default_rng([seed, 7])
     s = TrainSettings(**{"size": (args.size, args.size), "di_num_D": 3 if args.size >= 256 else 2, "iterations": args.iterations,
                          "threads": args.threads, **variant, "seed": seed})
     train, held = split_frames(len(frames), s.held_out_fraction)
@@ -93,6 +130,9 @@ def run(args, name: str, variant: dict, seed: int, data) -> dict:
             self._face = torch.from_numpy((alpha[batch["frames"]] >= FACE_LEVEL).astype(np.float32)).unsqueeze(2)
             if extra is not None:  # in front, so that the current conditioning stays the last channels
                 batch = {**batch, "cond": np.concatenate([extra[batch["frames"]], batch["cond"]], 2)}
+            if zoom:
+                batch = augment(batch, zoom, aug_rng)
+                self._face = augment_mask(self._face, batch["theta"])
             return super().step(batch)
 
         def _generator_losses(self, cur, real, flow, fake, fv):
@@ -131,7 +171,8 @@ def run(args, name: str, variant: dict, seed: int, data) -> dict:
 
     scored = held[valid[held]][::3]
     mean_crop = frames[train].astype(np.float32).mean(0).round().astype(np.uint8)
-    return {"name": name, "variant": {**variant, **({"lambda_face": lambda_face} if lambda_face else {}), **({kind: 1} if kind else {})},
+    extras = {**({"lambda_face": lambda_face} if lambda_face else {}), **({kind: 1} if kind else {}), **({"augment": zoom} if zoom else {})}
+    return {"name": name, "variant": {**variant, **extras},
             "seed": seed, "size": args.size, "iterations": s.iterations, "seconds": round(seconds),
             "held_out_face_psnr": round(score(scored), 3), "training_face_psnr": round(score(train[::9]), 3),
             "mean_crop_face_psnr": round(float(np.nanmean([region_psnr(mean_crop, frames[t], alpha[t] >= FACE_LEVEL) for t in scored])), 3),

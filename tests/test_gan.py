@@ -785,3 +785,41 @@ def test_di_frames_sets_which_clip_frames_the_image_discriminator_judges(data32,
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.D_I.parameters()))
     with pytest.raises(ConfigError, match="di_frames"):
         TrainSettings(**{**TINY, "di_frames": "first"})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bfloat16_trains_in_bfloat16_only_where_the_cpu_computes_it(data32, native, monkeypatch, caplog):
+    """gan.cpu_bfloat16: on a CPU with bfloat16 units G and the discriminators compute in bfloat16 (weights,
+    optimiser state, G's output layer and the losses stay float32; the step trains); on one without (emulated
+    bfloat16 is ~100x slower) the setting is ignored with a log line and everything is float32. ``native=True``
+    runs the real bfloat16 path only where this CPU has the units; the fallback runs everywhere."""
+    from deep_puppets.gan import trainer as trainer_module
+    from deep_puppets.gan.data import ClipDataset, batch_items
+
+    if native and not trainer_module.cpu_has_bfloat16():
+        pytest.skip("this CPU has no bfloat16 units (AVX512-BF16 or AMX)")
+    if not native:
+        monkeypatch.setattr(trainer_module, "cpu_has_bfloat16", lambda: False)
+    cond, frames, flow = data32
+    s = TrainSettings(**{**TINY, "eval_frames": 0, "cpu_bfloat16": True})
+    assert trainer_module.autocast_dtype(TrainSettings(**TINY), torch.device("cpu")) is None  # off by default
+    assert trainer_module.autocast_dtype(s, torch.device("cuda")) == torch.float16  # CUDA: amp's float16, as before
+    train_idx, _ = split_frames(len(frames), s.held_out_fraction)
+    ds = ClipDataset(cond, frames, flow, train_idx, s.streams, s.size, s.window, s.clip_len)
+    seed_everything(0)
+    with caplog.at_level("INFO", logger="deep_puppets.gan"):
+        tr = Trainer(s, "cpu")
+    assert ("no bfloat16 units" in caplog.text) is not native
+    dtypes = {}
+    tr.G.down[1].register_forward_hook(lambda m, a, out: dtypes.setdefault("G inner", out.dtype) and None)
+    tr.D_I.register_forward_hook(lambda m, a, out: dtypes.setdefault("D_I", out[0][-1].dtype) and None)
+    fakes = []
+    tr.G.register_forward_hook(lambda m, a, out: fakes.append(out.detach()))
+    before = [p.detach().clone() for p in tr.G.parameters()]
+    losses = tr.step(ds.batch(batch_items(0, s.batch_size, len(ds), s.seed)))
+    want = torch.bfloat16 if native else torch.float32
+    assert dtypes == {"G inner": want, "D_I": want}
+    assert fakes[0].dtype == torch.float32 and float(fakes[0].min()) >= 0 and float(fakes[0].max()) <= 1
+    assert all(p.dtype == torch.float32 for p in [*tr.G.parameters(), *tr.D_I.parameters(), *tr.D_V.parameters()])
+    assert all(np.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.G.parameters()))

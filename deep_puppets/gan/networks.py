@@ -113,7 +113,8 @@ class UNetGenerator(nn.Module):
             h = layer(h)
             if skips:
                 h = torch.cat([h, skips.pop()], 1)
-        y = self.head(h)
+        with torch.autocast(h.device.type, enabled=False):  # the output layer in float32 under mixed precision
+            y = self.head(h.float())
         return torch.sigmoid(y) if self.out == "sigmoid" else (torch.tanh(y) + 1) / 2
 
 

@@ -79,6 +79,7 @@ class TrainSettings:
     eval_frames: int = 8  # held-out frames whose E_col is logged at every checkpoint (0 = none)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    cpu_bfloat16: bool = False  # train on CPU in bfloat16 autocast where the CPU has bfloat16 units (else float32)
     threads: int = 0  # torch CPU threads (0 = leave as set, e.g. by the rule's `threads`)
     flow_preset: str = "medium"  # DIS preset of the flow file (ultrafast, fast, medium)
 

@@ -162,8 +162,9 @@ def _train_locked(conditioning, frames, flow, settings, out_dir: Path, final_pat
         csv_path.unlink(missing_ok=True)
 
     rf_i, rf_v = receptive_fields(s.di_layers, s.di_num_D), receptive_fields(s.dv_layers, s.dv_num_D)
+    precision = f" ({str(trainer.amp_dtype).removeprefix('torch.')} autocast)" if trainer.amp else ""
     log.info("GAN on %s%s: %d frames, %d for training (%d usable, %d clips of %d), last %d held out; size %dx%d; "
-             "G %d params; D_I patches %s px, D_V patches %s px", trainer.device, " (mixed precision)" if trainer.amp else "",
+             "G %d params; D_I patches %s px, D_V patches %s px", trainer.device, precision,
              len(frames), len(train_idx), len(usable), len(dataset), s.clip_len, len(held_idx), s.size[0], s.size[1],
              count_parameters(trainer.G), rf_i, rf_v)
     if max(rf_i) < 0.75 * max(s.size):

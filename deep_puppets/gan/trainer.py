@@ -14,13 +14,17 @@ clip's first frame — the same as at the start of a synthesised sequence), then
   ``di_frames: last``) and D_V (K frames ⊕ real flow).
 
 Device: ``device="auto"`` picks CUDA when present, with mixed precision (``torch.autocast`` float16 +
-``GradScaler``) when ``amp``; on CPU everything is float32.
+``GradScaler``) when ``amp``. On CPU everything is float32, unless ``cpu_bfloat16`` and the CPU has bfloat16
+units (:func:`cpu_has_bfloat16`: AVX512-BF16 or AMX): then G and the discriminators run under ``torch.autocast``
+bfloat16 (weights, optimiser state and losses stay float32; G's output layer too), ~1.4× faster at 256² on 2
+cores; synthesis and evaluation stay float32. On a CPU without them bfloat16 is emulated and ~100× slower, so the setting is ignored there (logged).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import random
 from collections.abc import Mapping
@@ -33,6 +37,25 @@ from .checkpoints import CHECKPOINT_FORMAT
 from .inference import build_generator, resolve_device
 from .networks import MultiscaleDiscriminator
 from .settings import TrainSettings
+
+log = logging.getLogger("deep_puppets.gan")
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles), as oneDNN sees it."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probes: assume not
+        return False
+
+
+def autocast_dtype(settings: TrainSettings, device: torch.device) -> torch.dtype | None:
+    """The autocast precision of training and synthesis on ``device``: float16 on CUDA with ``amp``, bfloat16 on
+    a CPU with bfloat16 units when ``cpu_bfloat16``, else None (float32)."""
+    if device.type == "cuda":
+        return torch.float16 if settings.amp else None
+    if device.type == "cpu" and settings.cpu_bfloat16 and cpu_has_bfloat16():
+        return torch.bfloat16
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -74,7 +97,10 @@ class Trainer:
     def __init__(self, settings: TrainSettings, device: torch.device | str | None = None):
         self.s = settings
         self.device = resolve_device(settings.device) if device is None else torch.device(device)
-        self.amp = bool(settings.amp and self.device.type == "cuda")
+        self.amp_dtype = autocast_dtype(settings, self.device)
+        self.amp = self.amp_dtype is not None
+        if settings.cpu_bfloat16 and self.device.type == "cpu" and not self.amp:
+            log.info("gan.cpu_bfloat16: this CPU has no bfloat16 units (AVX512-BF16 or AMX); training in float32")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.G = build_generator(settings).to(self.device)
@@ -87,7 +113,7 @@ class Trainer:
                   if settings.neural_texture else [{"params": self.G.parameters()}])
         self.opt_G = torch.optim.Adam(groups, lr=settings.lr_g, betas=betas)
         self.opt_D = torch.optim.Adam([*self.D_I.parameters(), *self.D_V.parameters()], lr=settings.lr_d, betas=betas)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.iteration = 0  # iterations completed
 
     @property
@@ -106,7 +132,7 @@ class Trainer:
             avg.copy_(cur)
 
     def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
@@ -229,7 +255,7 @@ class Trainer:
         self.D_V.load_state_dict(state["D_V"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
-        if self.amp and state["scaler"]:
+        if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
