@@ -17,7 +17,8 @@ Device: ``device="auto"`` picks CUDA when present, with mixed precision (``torch
 ``GradScaler``) when ``amp``. On CPU everything is float32, unless ``cpu_bfloat16`` and the CPU has bfloat16
 units (:func:`cpu_has_bfloat16`: AVX512-BF16 or AMX): then G and the discriminators run under ``torch.autocast``
 bfloat16 (weights, optimiser state and losses stay float32; G's output layer too), ~1.4× faster at 256² on 2
-cores; synthesis and evaluation stay float32. On a CPU without them bfloat16 is emulated and ~100× slower, so the setting is ignored there (logged).
+cores; synthesis and evaluation stay float32. On a CPU without them bfloat16 is emulated and ~100× slower, so the
+setting is ignored there (logged).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .settings import TrainSettings
 
 log = logging.getLogger("deep_puppets.gan")
 
+
 def cpu_has_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles), as oneDNN sees it."""
     try:
@@ -49,8 +51,8 @@ def cpu_has_bfloat16() -> bool:
 
 
 def autocast_dtype(settings: TrainSettings, device: torch.device) -> torch.dtype | None:
-    """The autocast precision of training and synthesis on ``device``: float16 on CUDA with ``amp``, bfloat16 on
-    a CPU with bfloat16 units when ``cpu_bfloat16``, else None (float32)."""
+    """The autocast precision of training on ``device``: float16 on CUDA with ``amp``, bfloat16 on a CPU with
+    bfloat16 units when ``cpu_bfloat16``, else None (float32)."""
     if device.type == "cuda":
         return torch.float16 if settings.amp else None
     if device.type == "cpu" and settings.cpu_bfloat16 and cpu_has_bfloat16():
