@@ -71,7 +71,7 @@ rule experiment_evaluate:
         "../workflow_scripts/evaluate.py"
 
 
-rule experiment_synthesize:
+use rule gan_synthesize as experiment_synthesize with:
     input:
         generator=f"{EXPERIMENT_DIR}/generator.pt",
         conditioning=f"{RESULTS}/pairs/{{pair}}/conditioning.h5",
@@ -88,19 +88,9 @@ rule experiment_synthesize:
         f"{LOGS}/experiment_synthesize/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.log",
     benchmark:
         f"{BENCH}/experiment_synthesize/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.tsv"
-    conda:
-        "../envs/deep-puppets.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    params:
-        composite=config["composite"],
-    script:
-        "../workflow_scripts/gan_synthesize.py"
 
 
-rule experiment_output_fidelity:
+use rule output_fidelity as experiment_output_fidelity with:
     input:
         video=f"{EXPERIMENT_PAIR_DIR}/reenactment.mp4",
         transfer=f"{RESULTS}/pairs/{{pair}}/transfer.h5",
@@ -113,17 +103,6 @@ rule experiment_output_fidelity:
         f"{LOGS}/experiment_output_fidelity/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.log",
     benchmark:
         f"{BENCH}/experiment_output_fidelity/{{video}}/{{variant}}/seed{{seed}}/{{pair}}.tsv"
-    conda:
-        "../envs/deep-puppets.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    params:
-        model=config["model"],
-        landmarks=config["landmarks"],
-    script:
-        "../workflow_scripts/output_fidelity.py"
 
 
 rule experiment_table:
