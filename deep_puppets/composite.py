@@ -13,6 +13,11 @@ everything outside the head (body, background, the rest of the frame) stays the 
 face, holes for eyes and mouth filled by the convex hull), grown by a fraction of the face height (to cover the
 jaw line as it moves, or hair, ears and neck), feathered, and faded to 0 before the crop's edges so that the
 crop's border never shows.
+
+:func:`trained_region` is the part of the crop a generator can paint: the crop pixels that lay inside the frame
+in (nearly) all of the target's frames. Beyond the frame the training crops are black, so a generator learns to
+paint black there, at that place of the crop; when the crop moves with a transferred head (pose+expression mode)
+that place falls inside the frame and would show as a dark bar along the frame's edge.
 """
 
 from __future__ import annotations
@@ -131,10 +136,49 @@ def face_alpha(colour_crop: np.ndarray, grow: float = 0.12, feather: float = 0.0
     return (alpha * edge_ramp(size, edge)).astype(np.float32)
 
 
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def trained_region(boxes: np.ndarray, frame_hw: tuple[int, int], size: int, share: float = 0.95, margin: float = 0.02,
+                   feather: float = 0.04) -> np.ndarray:
+    """(S, S) float32 weights in [0, 1]: where a generator trained on crops of ``boxes`` (T, 4) of frames of
+    ``frame_hw`` saw real pixels.
+
+    Per side of the crop, the crop coordinate of the frame's edge in each box; the bound is the one that keeps a
+    pixel inside the frame in ``share`` of the boxes (non-finite rows ignored). Weights are 0 up to ``margin`` × S
+    inside each bound (the generator's black bleeds a few pixels across its learned edge) and rise to 1 over a
+    further ``feather`` × S (smoothstep). A side whose frame edge lies outside the crop (in ``share`` of the boxes)
+    has no bound; all ones when no box is finite.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    boxes = boxes[np.isfinite(boxes).all(1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    if not len(boxes):
+        return np.ones((size, size), np.float32)
+    h, w = frame_hw
+    centre = np.arange(size) + 0.5
+    m, f = margin * size, max(feather * size, 1e-6)
+
+    def axis(extent: float, a0: np.ndarray, a1: np.ndarray) -> np.ndarray:
+        scale = (a1 - a0) / size
+        first = np.quantile((0.0 - a0) / scale, share)  # crop coordinate of the frame's first pixel edge
+        last = np.quantile((extent - a0) / scale, 1.0 - share)  # … and of its far edge
+        weight = np.ones(size)
+        if first > 0:
+            weight *= _smoothstep((centre - first - m) / f)
+        if last < size:
+            weight *= _smoothstep((last - m - centre) / f)
+        return weight
+
+    cols = axis(float(w), boxes[:, 0], boxes[:, 2])
+    rows = axis(float(h), boxes[:, 1], boxes[:, 3])
+    return np.outer(rows, cols).astype(np.float32)
+
+
 def edge_ramp(size: int, edge: float = 0.04) -> np.ndarray:
     """(S, S) weights: 1 inside, falling smoothly to 0 at ``edge`` × S from the crop's border (0 on the border)."""
     n = max(edge * size, 1.0)
     d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)
-    ramp = np.clip(d / n, 0.0, 1.0)
-    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
+    ramp = _smoothstep(d / n)
     return np.minimum.outer(ramp, ramp)

@@ -14,7 +14,11 @@ box over a *plate*, a frame of the target video read at full resolution (:func:`
   is filled from a *background plate* (:func:`background_plate`): the per-pixel median over up to
   ``composite.background_frames`` target frames spread over the video of the pixels outside those frames' head
   regions; pixels that no sampled frame shows are inpainted (``cv2.inpaint``, Telea). Then the generated crop
-  is pasted with the same, larger mask of the pair's colour conditioning.
+  is pasted with the same, larger mask of the pair's colour conditioning, times the generator's
+  :func:`~deep_puppets.composite.trained_region`: the crop moves with the new head, and where the target's own
+  crops always reached past the frame's edge the generator learned to paint the black padding, which would
+  otherwise land inside the frame as a dark bar (the plate shows there instead). In ``expression`` mode the crop
+  is pasted at the box it was trained at, so every pixel of it inside the frame is one the generator learned.
 
   Where it fails: a head that never moves off part of its background leaves that part inpainted (a smooth
   smear; the log gives the inpainted fraction of the frame); the neck and body below the grown region stay the
@@ -37,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .composite import blend, face_alpha, frame_alpha, paste, uncrop
+from .composite import blend, face_alpha, frame_alpha, paste, trained_region, uncrop
 from .config import PAIR_MODES
 from .progress import ProgressLog
 
@@ -213,6 +217,7 @@ def composite_frames(
     if pose and (target_colour is None or target_box is None or background is None):
         raise ValueError("pose+expression compositing needs the target's colour conditioning, boxes and background")
     grow = settings.grow_for(mode)
+    trusted = None
     for crop, j, p in zip(crops, pair_frames, plate_index):
         j, p = int(j), int(p)
         plate = np.asarray(plates[p])
@@ -231,6 +236,11 @@ def composite_frames(
                 plate[r0:r1, c0:c1] = blend(plate[r0:r1, c0:c1], background[r0:r1, c0:c1], removed)
                 changed[r0:r1, c0:c1] |= removed > 0
         alpha = face_alpha(np.asarray(pair_colour[j]), grow, settings.feather)
+        if pose:
+            if trusted is None:
+                own = np.asarray(target_box) if target_valid is None else np.asarray(target_box)[np.asarray(target_valid, bool)]
+                trusted = trained_region(own, hw, alpha.shape[0])
+            alpha = alpha * trusted
         changed |= frame_alpha(alpha, box, hw) > 0
         yield Composited(paste(plate, crop, alpha, box), p, changed)
 

@@ -11,6 +11,7 @@ from deep_puppets.composite import (
     face_alpha,
     frame_alpha,
     paste,
+    trained_region,
     uncrop,
 )
 from deep_puppets.gan.data import crop_resize
@@ -94,3 +95,24 @@ def test_face_alpha_covers_the_face_holes_included_and_fades_before_the_crop_edg
 def test_edge_ramp_is_zero_on_the_border_and_one_inside():
     r = edge_ramp(100, 0.1)
     assert r[0].max() == 0 and r[:, -1].max() == 0 and r[10:90, 10:90].min() == 1
+
+
+def test_trained_region_excludes_the_crop_pixels_beyond_the_frame_in_training():
+    """Boxes that always overhang the frame's right edge by 25–30 % of their side, and its top by 10–20 %: the
+    crop's right and top parts never held real pixels, so the generator's paint there is not to be used."""
+    rng = np.random.default_rng(0)
+    x1 = W + rng.uniform(0.25, 0.30, 50) * 100
+    y0 = -rng.uniform(0.10, 0.20, 50) * 100
+    boxes = np.stack([x1 - 100, y0, x1, y0 + 100], 1)
+    boxes[3] = np.nan  # a frame without a fit: ignored
+    r = trained_region(boxes, (H, W), 64)
+    assert r.shape == (64, 64) and r.dtype == np.float32 and r.min() >= 0 and r.max() <= 1
+    right = int(np.ceil(64 * (1 - 0.30)))  # beyond here some training crop was out of frame
+    top = int(np.floor(64 * 0.20))
+    assert r[:, right - 1 :].max() == 0 and r[:top].max() == 0
+    assert r[top + 6 : 64, 0 : right - 8].min() == 1  # well inside: every training crop saw the frame
+    assert (np.diff(r[40], axis=0)[30:] <= 0).all()  # falls monotonically towards the edge
+    # boxes inside the frame: the whole crop was trained
+    inside = np.array([[10.0, 10.0, 110.0, 110.0], [200.0, 50.0, 300.0, 150.0]])
+    assert trained_region(inside, (H, W), 64).min() == 1
+    assert trained_region(np.full((4, 4), np.nan), (H, W), 64).min() == 1

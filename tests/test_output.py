@@ -224,6 +224,43 @@ def test_pixels_outside_the_masks_are_the_plates_exactly(mode):
         assert (c.frame[c.changed] != plates[k][c.changed]).any()
 
 
+def test_pose_mode_never_pastes_what_the_generator_painted_beyond_the_frame():
+    """The target's head boxes always overhang the frame's right edge (a phone close-up), so its generator paints
+    the black padding on that side of the crop. The transferred head sits further left: that part of the crop is now
+    inside the frame. Whatever the generator paints there must not reach the output (no dark bar along the edge):
+    two crops that differ only there give the same frames; inside the trained part the head is pasted."""
+    n = 6
+    rng = np.random.default_rng(1)
+    plates = rng.integers(0, 256, (n, H, W, 3), dtype=np.uint8)
+    overhang = SIDE / 4  # a quarter of the box out of the frame in every training frame
+    t_boxes = np.stack([box_at(W + overhang - SIDE / 2, 60 + 4 * t) for t in range(n)])
+    p_boxes = t_boxes - np.array([SIDE / 4, 0, SIDE / 4, 0], np.float32)  # the new head, further left: all inside
+    colour = np.stack([disc_conditioning().colour] * n)
+    edge_col = int(round(S * 3 / 4))  # the crop column of the frame's edge in training
+    crops = np.full((n, S, S, 3), 180, np.uint8)
+    black = crops.copy()
+    black[:, :, edge_col - 1 :] = 0  # what a generator trained on padded crops paints beyond the edge
+    white = crops.copy()
+    white[:, :, edge_col - 1 :] = 255
+    bg = np.full((H, W, 3), 77, np.uint8)
+    cs = CompositeSettings()
+
+    def frames(c):
+        return [f.frame for f in composite_frames(c, range(n), range(n), plates, colour, p_boxes, np.ones(n, bool), "pose+expression", cs,
+                                                  colour, t_boxes, np.ones(n, bool), bg)]  # fmt: skip
+
+    a, b = frames(black), frames(white)
+    for k in range(n):
+        x0 = p_boxes[k, 0]
+        beyond = int(np.ceil(x0 + (edge_col - 0.5) * SIDE / S - 0.5))  # frame pixels sampling only that part
+        assert beyond < W - 4
+        assert np.array_equal(a[k][:, beyond:], b[k][:, beyond:])
+        assert not (a[k][:, beyond:].max(-1) < 20).any() or (plates[k][:, beyond:].max(-1) < 20).any()
+        cy = int(round((p_boxes[k, 1] + p_boxes[k, 3]) / 2))
+        cx = int(round(x0 + SIDE / 2))
+        assert (a[k][cy, cx] == 180).all()  # the head itself is pasted
+
+
 def test_background_plate_recovers_the_background_behind_a_moving_head(tmp_path):
     _, cond, bg, frames, boxes = make_target(tmp_path, n=30)
     colour = np.stack([disc_conditioning().colour] * len(frames))
