@@ -42,6 +42,18 @@ correspondence points, model units; :func:`face_size`), so the target moves as m
 source. *Scale*: ``scale_out(t) = scale_tref · scale_s(t) / scale_sref`` (the source's relative approach to the
 camera; ``scale_motion=False`` holds the target's reference scale). The target's scale level (its camera
 and image size) is kept either way.
+
+*Pose range* (``pose_range``, :func:`limit_pose_range`). A person-specific generator only draws the head poses its
+target showed, and the body and background under a head that moved further than the target's never match it; a
+target that barely moved its head (a phone selfie: d13's yaw spans −0.5…1.8° and its image position 9 px over
+90 % of its frames) cannot follow a source that turns by 20° and moves by a quarter of its face. The pose is
+measured by six :data:`POSE_FEATURES` in degrees: yaw, pitch and roll, and, as degree equivalents, the image
+shift and the log scale (the degrees a turn moves a point one face size from the centre by: a shift by 5 % of
+the face size counts as 2.9°). :func:`pose_excess` is how far each frame leaves the target's own range (the 1st
+to 99th percentiles over its valid frames); with ``pose_range = m`` degrees every feature is kept within that
+range widened by ``m``, softly: untouched inside the range, ``hi + m · tanh((x − hi) / m)`` beyond it
+(continuous slope at the bound, monotone, never past ``hi + m``; ``m = 0`` clips). ``None`` (the default)
+follows the source whatever the target showed.
 """
 
 from __future__ import annotations
@@ -148,6 +160,65 @@ def anchored_cameras(source: FitResult, target: FitResult, source_model, target_
     camera = _with_rotation(camera, rotation_matrix(camera[:, :3]) @ np.swapaxes(Dt, -1, -2))
     angle = lambda D: float(np.degrees(np.percentile(np.linalg.norm(rotation_log(D), axis=-1), 95))) if len(D) else 0.0  # noqa: E731
     return camera, {"anchor_rotation_p95_deg": {"source": angle(Ds[use]), "target": angle(Dt)}}
+
+
+POSE_FEATURES = ("yaw", "pitch", "roll", "x", "y", "scale")
+
+
+def pose_features(camera: np.ndarray, valid: np.ndarray, face_px: float) -> np.ndarray:
+    """(T, 6) :data:`POSE_FEATURES` in degrees and degree equivalents (module docstring, *Pose range*): yaw, pitch,
+    roll; the image shift ``tx``, ``ty`` and ``ln scale`` as the degrees a turn moves a point one face size
+    (``face_px`` pixels) from the centre by. NaN rows on unusable frames."""
+    camera = np.asarray(camera, float)
+    out = np.full((len(camera), len(POSE_FEATURES)), np.nan)
+    use = usable_frames(camera, valid) & (camera[:, 6] > 0)
+    out[use, :3] = yaw_pitch_roll(rotation_matrix(camera[use, :3]))
+    out[use, 3:5] = np.degrees(camera[use, 3:5] / face_px)
+    out[use, 5] = np.degrees(np.log(camera[use, 6]))
+    return out
+
+
+def pose_range(camera: np.ndarray, valid: np.ndarray, face_px: float, quantiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """(2, 6): the low and high percentiles of an actor's own :func:`pose_features` over its usable frames."""
+    f = pose_features(camera, valid, face_px)
+    f = f[np.isfinite(f).all(axis=1)]
+    if not len(f):
+        raise TransferError("the target has no valid frame to take its head-pose range from")
+    return np.percentile(f, quantiles, axis=0)
+
+
+def pose_excess(camera: np.ndarray, valid: np.ndarray, bounds: np.ndarray, face_px: float) -> np.ndarray:
+    """(T, 6) how far each frame's :func:`pose_features` leave ``bounds`` (0 inside; NaN on unusable frames)."""
+    f = pose_features(camera, valid, face_px)
+    lo, hi = bounds
+    return np.maximum(np.maximum(lo - f, f - hi), 0.0)
+
+
+def soft_limit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, margin: float) -> np.ndarray:
+    """``x`` inside ``[lo, hi]``; beyond, ``hi + margin · tanh((x − hi) / margin)`` (and mirrored below ``lo``)."""
+    x = np.asarray(x, float)
+    if margin <= 0:
+        return np.clip(x, lo, hi)
+    over = hi + margin * np.tanh((x - hi) / margin)
+    under = lo - margin * np.tanh((lo - x) / margin)
+    return np.where(x > hi, over, np.where(x < lo, under, x))
+
+
+def limit_pose_range(camera: np.ndarray, valid: np.ndarray, bounds: np.ndarray, margin: float, face_px: float) -> np.ndarray:
+    """Cameras (T, 7) whose :func:`pose_features` stay within ``bounds`` widened by ``margin`` degrees
+    (:func:`soft_limit`; module docstring, *Pose range*); the depth offset ``tz`` and unusable frames as given."""
+    out = np.array(camera, float)
+    f = pose_features(out, valid, face_px)
+    rows = np.flatnonzero(np.isfinite(f).all(axis=1))
+    if not len(rows):
+        return out
+    limited = soft_limit(f[rows], bounds[0], bounds[1], margin)
+    turned = np.any(limited[:, :3] != f[rows, :3], axis=1)
+    if turned.any():
+        out[rows[turned], :3] = rotation_log(np.stack([yaw_pitch_roll_matrix(*a) for a in limited[turned, :3]]))
+    out[rows, 3:5] = np.where(limited[:, 3:5] != f[rows, 3:5], np.radians(limited[:, 3:5]) * face_px, out[rows, 3:5])
+    out[rows, 6] = np.where(limited[:, 5] != f[rows, 5], np.exp(np.radians(limited[:, 5])), out[rows, 6])
+    return out
 
 
 def transfer_cameras(camera: np.ndarray, source_ref: np.ndarray, target_ref: np.ndarray, size_ratio: float, scale_motion: bool = True,

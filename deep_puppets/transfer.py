@@ -37,7 +37,9 @@ The target gets ``target_ref ⊕ (source(t) ⊖ source_ref)``:
 *Pose* (:mod:`deep_puppets.head_motion`): rotations follow the source's yaw/pitch/roll changes about the two
 references (``rotation_transfer``), with the head rotation a person model's expressions carry counted as head motion
 (``anchor_rotation``); translations move as many face-widths as the source's; scale follows the source's relative
-approach to the camera (``scale_motion``).
+approach to the camera (``scale_motion``). The stats give how far the result leaves the target's own pose range
+(``target_pose_range_deg``, ``pose_excess_p95_deg``: the generator never saw poses beyond it; :func:`pose_warning`),
+and ``pose_range`` keeps it within that range plus a margin (:func:`deep_puppets.head_motion.limit_pose_range`).
 
 Expression
 ----------
@@ -82,7 +84,7 @@ import numpy as np
 from .config import PAIR_MODES
 from .errors import ConfigError, TransferError
 from .fit_types import FitResult
-from .head_motion import ROTATION_TRANSFERS, anchored_cameras, reference_pose
+from .head_motion import POSE_FEATURES, ROTATION_TRANSFERS, anchored_cameras, limit_pose_range, pose_excess, pose_range, reference_pose
 from .models.base import MorphableModel
 from .models.facemesh import N_MESH_VERTICES
 from .models.ict import GAZE_NAMES
@@ -95,6 +97,24 @@ REST_PROVIDERS = ("person",)  # providers whose 'auto' reference is the rest fac
 # MediaPipe landmarks that tell a rest face: inner lips (upper, lower) and eyelids (upper, lower) per eye
 INNER_LIPS = (13, 14)
 EYELIDS = ((159, 145), (386, 374))
+
+
+POSE_EXCESS_WARNING_DEG = 5.0  # the transfer's log warns when the head leaves the target's own range by more (p95)
+
+
+def pose_warning(stats: dict, settings: TransferSettings) -> str | None:
+    """One line for the log when the transferred head leaves the target's own pose range by more than
+    :data:`POSE_EXCESS_WARNING_DEG` (95th percentile) without ``pose_range`` set; None otherwise."""
+    excess = stats.get("pose_excess_p95_deg") or {}
+    far = {a: v for a, v in excess.items() if v > POSE_EXCESS_WARNING_DEG}
+    if not far or settings.pose_range is not None:
+        return None
+    rng = stats["target_pose_range_deg"]
+    unit = {"x": "° equivalent of shift", "y": "° equivalent of shift", "scale": "° equivalent of scale"}
+    said = ", ".join(f"{a} by {v:.1f}{unit.get(a, '°')} (the target's own {rng[a][0]:.1f}…{rng[a][1]:.1f})" for a, v in far.items())
+    return (f"the transferred head leaves the target's own pose range in 5% of frames: {said}; the target's generator never "
+            "saw those poses and will draw them poorly. Use a target that moves its head as much, expression mode, or "
+            "transfer.pose_range (degrees beyond the target's range) to keep the head within it")
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -111,6 +131,7 @@ class TransferSettings:
     rotation_transfer: str = "angles"  # angles (yaw/pitch/roll changes) | head (head-frame composition) | world (camera frame)
     anchor_rotation: bool = True  # the rotation an expression gives the head's rigid anchors counts as head motion
     scale_motion: bool = True  # the source's relative scale changes (approach/retreat) reach the target
+    pose_range: float | None = None  # degrees the head may leave the target's own yaw/pitch/roll range; None = no limit
     named_expressions: bool = True  # synthesise named signals (blinks, jaw, brows, gaze) the target's basis lacks
     named_scaling: str = "relative"  # relative: face sizes, eyes by their rest apertures | size: face sizes | range: by the actors' ranges
 
@@ -131,6 +152,8 @@ class TransferSettings:
             raise ConfigError(f"transfer.rotation_transfer must be one of {list(ROTATION_TRANSFERS)}, got {self.rotation_transfer!r}")
         if not isinstance(self.anchor_rotation, bool):
             raise ConfigError(f"transfer.anchor_rotation must be true or false, got {self.anchor_rotation!r}")
+        if self.pose_range is not None and not (isinstance(self.pose_range, (int, float)) and 0 <= self.pose_range < 90):
+            raise ConfigError(f"transfer.pose_range must be null or a number of degrees in [0, 90), got {self.pose_range!r}")
         if not isinstance(self.scale_motion, bool):
             raise ConfigError(f"transfer.scale_motion must be true or false, got {self.scale_motion!r}")
         if not isinstance(self.named_expressions, bool) or self.named_scaling not in NAMED_SCALINGS:
@@ -424,6 +447,15 @@ def transfer_motion(
         camera, anchor_stats = anchored_cameras(source, target, source_model, target_model, (s_ref, qs_ref, t_ref, qt_ref), q, size_ratio, settings)
         stats.update(anchor_stats)
         valid = np.asarray(source.valid, bool).copy()
+        face_px = float(t_ref[6]) * face_size(target_model, target.p, corr)
+        own_range = pose_range(target.camera, target.valid, face_px)
+        excess = pose_excess(camera, valid, own_range, face_px)
+        seen = np.isfinite(excess).all(axis=1)
+        stats["target_pose_range_deg"] = {a: [float(own_range[0, k]), float(own_range[1, k])] for k, a in enumerate(POSE_FEATURES)}
+        stats["pose_excess_p95_deg"] = {a: float(np.percentile(excess[seen, k], 95)) if seen.any() else 0.0 for k, a in enumerate(POSE_FEATURES)}
+        if settings.pose_range is not None:
+            camera = limit_pose_range(camera, valid, own_range, float(settings.pose_range), face_px)
+            stats["pose_limited_fraction"] = float(np.mean(np.any(excess[seen] > 0, axis=1))) if seen.any() else 0.0
     stats["n_valid"] = int(valid.sum())
 
     return TransferResult(

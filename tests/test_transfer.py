@@ -12,7 +12,7 @@ import pytest
 from deep_puppets.camera import FLIP, rotation_log, rotation_matrix, yaw_pitch_roll, yaw_pitch_roll_matrix
 from deep_puppets.errors import ConfigError, TransferError
 from deep_puppets.fit_types import FitResult
-from deep_puppets.head_motion import anchor_rotations, reference_pose
+from deep_puppets.head_motion import anchor_rotations, reference_pose, soft_limit
 from deep_puppets.models import facemesh
 from deep_puppets.models.base import N_LANDMARKS, MorphableModel
 from deep_puppets.models.person import person_triangles, transfer_matrix
@@ -22,7 +22,9 @@ from deep_puppets.transfer import (
     expression_reference_kinds,
     expression_transfer_matrix,
     face_openings,
+    face_size,
     ping_pong,
+    pose_warning,
     rest_frames,
     shared_expression_basis,
     transfer_motion,
@@ -284,6 +286,71 @@ def test_relative_head_turn_is_carried_about_the_targets_own_axes(models, axis, 
     rel_t = rotation_log(Rt_ref.T @ rotation_matrix(res.camera[:, :3]))
     rel_s = rotation_log(Rs_ref.T @ rotation_matrix(src.camera[:, :3]))
     assert np.allclose(rel_t, rel_s, atol=1e-9)
+
+
+def model_face_size(model) -> float:
+    return face_size(model, np.zeros(0), correspondence(model, model))
+
+
+def test_soft_limit_is_identity_inside_and_bounded_beyond():
+    x = np.linspace(-60, 60, 2401)
+    y = soft_limit(x, -2.0, 3.0, 5.0)
+    inside = (x >= -2) & (x <= 3)
+    assert np.array_equal(y[inside], x[inside])
+    assert y.max() < 8.0 and y.min() > -7.0 and y.max() > 7.9  # approaches hi + 5 and lo - 5
+    assert (np.diff(y) > 0).all()  # monotone: a source that turns further turns the target further
+    slope = np.diff(y) / np.diff(x)
+    assert np.abs(np.diff(slope)).max() < 0.01  # no kink at the range's bounds
+    assert np.array_equal(soft_limit(x, -2.0, 3.0, 0.0), np.clip(x, -2, 3))
+
+
+@pytest.mark.parametrize("pose_range", [None, 4.0])
+def test_pose_range_keeps_the_head_where_the_target_went(models, pose_range):
+    """The target's head stays within ±1.5° and 2 px (a phone selfie); the source turns 30°, nods 20° and moves
+    sideways by 60 px. Without a limit the target follows and the transfer warns; ``pose_range: 4`` keeps yaw, pitch,
+    roll and the shift within the target's range + 4° (the shift: what a 4° turn moves a point one face size out by),
+    still following the source's direction, and leaves frames inside the range as they were."""
+    _, model = models
+    rng = np.random.default_rng(3)
+    T = 80  # at rest most of the time (its reference), then a turn and a nod
+    yaw = np.r_[np.zeros(50), np.linspace(0, 30, 15), np.linspace(30, -20, 15)]
+    pitch = np.r_[np.zeros(50), np.linspace(0, 20, 15), np.linspace(20, 0, 15)]
+    src_R = np.stack([yaw_pitch_roll_matrix(y, p, 0.0) for y, p in zip(yaw, pitch)])
+    tgt_R = np.stack([yaw_pitch_roll_matrix(*a) for a in rng.uniform(-1.5, 1.5, (T, 3))])
+    shift = np.r_[np.zeros(50), np.linspace(0, 60, 30)]
+    src = track(np.stack([pose_at(R, t=(320.0 + dx, 240.0, 0.0)) for R, dx in zip(src_R, shift)]), np.zeros((T, model.n_exp)))
+    tgt_t = np.c_[500 + rng.uniform(-2, 2, T), 300 + rng.uniform(-2, 2, T), np.zeros(T)]
+    tgt = track(np.stack([pose_at(R, t=t, scale=35) for R, t in zip(tgt_R, tgt_t)]), np.zeros((T, model.n_exp)))
+    settings = TransferSettings(pose_range=pose_range)
+    res = transfer_motion(src, tgt, model, model, settings=settings)
+    free = transfer_motion(src, tgt, model, model)
+    angles = yaw_pitch_roll(rotation_matrix(res.camera[:, :3]))
+    x = np.degrees(res.camera[:, 3] / (35 * model_face_size(model)))
+    lo, hi = (np.array(v) for v in zip(*res.stats["target_pose_range_deg"].values()))
+    assert list(res.stats["target_pose_range_deg"]) == ["yaw", "pitch", "roll", "x", "y", "scale"]
+    assert (lo[:3] > -1.6).all() and (hi[:3] < 1.6).all()
+    face_px = 35 * model_face_size(model)
+    assert np.allclose([lo[3], hi[3]], np.degrees(np.array([498, 502]) / face_px), atol=np.degrees(0.2 / face_px))
+    excess = res.stats["pose_excess_p95_deg"]
+    assert excess["yaw"] > 15 and excess["pitch"] > 10 and excess["x"] > np.degrees(40 / face_px)
+    if pose_range is None:
+        assert np.array_equal(res.camera, free.camera)
+        assert angles[:, 0].max() > 25  # follows the source's turn
+        assert res.camera[:, 3].max() > 500 + 50 * 35 / 20  # and its shift, scaled by the faces' sizes in pixels
+        line = pose_warning(res.stats, settings)
+        assert "yaw" in line and "pitch" in line and "pose_range" in line
+    else:
+        assert pose_warning(res.stats, settings) is None
+        assert (angles < hi[:3] + pose_range + 1e-6).all() and (angles > lo[:3] - pose_range - 1e-6).all()
+        assert (x < hi[3] + pose_range + 1e-6).all() and x.max() > hi[3] + 0.9 * pose_range
+        assert angles[:, 0].max() > hi[0] + 0.9 * pose_range  # still turns, towards the bound
+        assert np.corrcoef(angles[:, 0], yaw)[0, 1] > 0.8  # in the source's direction
+        free_angles = yaw_pitch_roll(rotation_matrix(free.camera[:, :3]))
+        free_x = np.degrees(free.camera[:, 3] / (35 * model_face_size(model)))
+        inside = ((free_angles >= lo[:3]) & (free_angles <= hi[:3])).all(axis=1) & (free_x >= lo[3]) & (free_x <= hi[3])
+        assert inside.sum() >= 10 and np.allclose(res.camera[inside], free.camera[inside], atol=1e-9)
+        assert np.array_equal(res.camera[:, 4:], free.camera[:, 4:])  # no vertical shift, depth or scale to limit
+        assert 0.2 < res.stats["pose_limited_fraction"] < 0.5
 
 
 def _image_tilt(R: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from ..output_fidelity import on_output_frames, output_fidelity_figure, output_f
 from ..progress import ProgressLog
 from ..reenactment import pair_frames_for_output
 from ..tracks import read_track
-from ..transfer import TransferSettings
+from ..transfer import TransferSettings, pose_warning
 from ..transfer_files import read_transfer, transfer_files
 from ..video import iter_frames, probe_video
 from .model import load_video_model
@@ -31,6 +31,7 @@ log = logging.getLogger(__package__)
 
 def transfer(*, model_cfg: dict, source_model_file, target_model_file, source_track, target_track, out, mode: str, transfer_cfg: dict) -> None:
     """The pair's transfer in ``mode`` (config section ``transfer``)."""
+    settings = TransferSettings.from_config(transfer_cfg)
     result = transfer_files(
         source_track,
         target_track,
@@ -38,9 +39,12 @@ def transfer(*, model_cfg: dict, source_model_file, target_model_file, source_tr
         load_video_model(model_cfg, target_model_file),
         out,
         mode=mode,
-        settings=TransferSettings.from_config(transfer_cfg),
+        settings=settings,
     )
     log.info("transfer (%s): %d frames, stats %s", mode, len(result.q), result.stats)
+    warning = pose_warning(result.stats, settings)
+    if warning:
+        log.warning("%s: %s", out, warning)
 
 
 def transferred_signals(target_model, transfer_file, n_source_frames: int):
