@@ -37,13 +37,14 @@ class FitSettings:
     id_prior: float = 1.0  # weight of the identity prior ‖p/id_std‖²
     exp_prior: float = 1.0  # weight of the expression prior ‖q/exp_std‖²
     hold: float = 1e-3  # faceless frames between faces: pull of the camera to its start value (× U, one frame's data)
+    activation_bounds: float = 0.0  # > 0 keeps activation coefficients (ICT's ARKit shapes) in [0, 1] (× U per frame); 0 = off
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
             if f.type in ("float", "int") and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)):
                 raise ConfigError(f"fit.{f.name} must be a number, got {v!r}")
-        for name in ("lambda_q", "lambda_c", "tolerance", "z_weight", "id_prior", "exp_prior", "hold"):
+        for name in ("lambda_q", "lambda_c", "tolerance", "z_weight", "id_prior", "exp_prior", "hold", "activation_bounds"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"fit.{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("sigma_px", "robust_px"):

@@ -6,14 +6,18 @@ once, minimising
 
     E = Σ_t Σ_l a_l ρ(e_tl) / σ²                                 (landmarks of frames with a face, robust)
       + id_prior ‖p / id_std‖² + exp_prior Σ_t ‖q_t / exp_std‖²   (Gaussian priors of the model)
+      + Σ_t ‖v(q_t)‖²_Sb                                          (activations kept in [0, 1])
       + Σ_t ‖Δ²q_t‖²_Sq + Σ_t ‖Δ²c_t‖²_Sc                         (second differences in time, S = λ U)
       + hold Σ_t faceless ‖c_t − c⁰_t‖²_Uc                        (keeps faceless stretches put)
 
 with ``e_tl² = (u − x)² + (v − y)² + z_weight·(d − z)²`` the distance of the projected model landmark ``l``
 to the detection (``d``, ``z`` depths, aligned by the per-frame offset ``tz``), ``a_l`` the model's landmark
-weight, ``ρ(e) = e²`` up to ``robust_px`` then Huber (or Geman-McClure), ``σ = sigma_px`` the landmark noise
-and ``Δ²x_t = x_{t−1} − 2x_t + x_{t+1}``; camera rotations enter ``Δ²`` as axis-angle ``ω_t`` relative to the
-segment's mean rotation ``R₀`` (``R_t = exp([ω_t]×) R₀``), so they are differenced where they are smooth.
+weight, ``ρ(e) = e²`` up to ``robust_px`` then Huber (or Geman-McClure), ``σ = sigma_px`` the landmark noise,
+``v(q)`` how far each *activation* coefficient (ICT's ARKit blendshapes,
+:func:`deep_puppets.models.ict.activation_components`; none of a PCA model's) lies outside [0, 1]
+(``Sb = activation_bounds · U``, 0 by default: at 100 a coefficient 0.1 outside costs what the data term charges
+for a whole unit of it) and ``Δ²x_t = x_{t−1} − 2x_t + x_{t+1}``; camera rotations enter ``Δ²`` as axis-angle
+``ω_t`` relative to the segment's mean rotation ``R₀`` (``R_t = exp([ω_t]×) R₀``), so they are differenced where they are smooth.
 
 *Scale-free smoothing.* ``U`` is the diagonal of the data term's Hessian for one frame of the mean face,
 frontal, at the segment's median scale: ``‖Δ²x‖²_U`` is summed squared landmark acceleration in units of
@@ -187,7 +191,7 @@ class _Problem:
 
     def regular_energy(self, par: _Params, reg: _Regularisation) -> float:
         """Priors, smoothness and hold terms of the energy."""
-        e = float(np.sum(self.prior_exp * par.q**2))
+        e = float(np.sum(self.prior_exp * par.q**2)) + float(np.sum(reg.bound * bound_violation(par.q) ** 2))
         if self.free_p:
             e += float(np.sum(self.prior_id * par.p**2))
         e += second_difference_energy(np.concatenate([par.q, par.cam], axis=1), reg.smooth)
@@ -407,6 +411,12 @@ class _Regularisation:
     hold: np.ndarray  # (7,) camera pull on faceless frames
     hold_ref: np.ndarray  # (T_invalid, 7) where faceless frames are pulled to
     ridge: np.ndarray  # (K + 7,) tiny, keeps undetermined components (e.g. tz with z_weight 0) solvable
+    bound: np.ndarray  # (K,) weight of the activation bounds (0 for signed components)
+
+
+def bound_violation(q: np.ndarray) -> np.ndarray:
+    """How far each coefficient lies outside [0, 1]: ``q`` below 0, ``q − 1`` above 1, 0 inside."""
+    return np.minimum(q, 0.0) + np.maximum(q - 1.0, 0.0)
 
 
 def _regularisation(prob: _Problem, par: _Params) -> _Regularisation:
@@ -426,6 +436,7 @@ def _regularisation(prob: _Problem, par: _Params) -> _Regularisation:
         hold=s.hold * cam_unit,
         hold_ref=par.cam[~prob.valid].copy(),
         ridge=np.concatenate([np.zeros(prob.K), 1e-9 * cam_unit]),
+        bound=s.activation_bounds * unit[: prob.K] * (prob.basis.activation if prob.basis.activation is not None else 0.0),
     )
 
 
@@ -491,9 +502,14 @@ def _normal_system(prob: _Problem, par: _Params, reg: _Regularisation, robust=No
     diag = d0[:, None] * reg.smooth + reg.ridge
     diag[:, :K] += prob.prior_exp
     diag[~prob.valid, K:] += reg.hold
+    v = bound_violation(par.q) if reg.bound.any() else None
+    if v is not None:  # the bounds' penalty: quadratic where a coefficient is outside [0, 1], flat inside
+        diag[:, :K] += reg.bound * (v != 0)
     A[:, diagonal_positions(n)] += diag
     g += reg.smooth * second_difference_gradient(np.concatenate([par.q, par.cam], axis=1))
     g[:, :K] += prob.prior_exp * par.q
+    if v is not None:
+        g[:, :K] += reg.bound * v
     g[~prob.valid, K:] += reg.hold * (par.cam[~prob.valid] - reg.hold_ref)
     return _System(A, d1[:, None] * reg.smooth, d2[:, None] * reg.smooth, g, E, H_pp, g_p)
 

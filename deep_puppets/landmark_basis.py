@@ -25,6 +25,7 @@ class LandmarkBasis:
     exp_basis: np.ndarray  # (K_exp, L, 3)
     id_std: np.ndarray
     exp_std: np.ndarray
+    activation: np.ndarray | None = None  # (K_exp,) bool: components that are activations in [0, 1]
 
     @classmethod
     def from_model(cls, model: MorphableModel, all_landmarks: bool = False) -> LandmarkBasis:
@@ -38,7 +39,10 @@ class LandmarkBasis:
         def at(arr):  # (..., N, 3) -> (..., L, 3)
             return np.einsum("...lkd,lk->...ld", arr[..., tri, :], bary)
 
-        return cls(index, w[index], at(model.mean), at(model.id_basis), at(model.exp_basis), model.id_std, model.exp_std)
+        from .models.ict import activation_components
+
+        return cls(index, w[index], at(model.mean), at(model.id_basis), at(model.exp_basis), model.id_std, model.exp_std,
+                   activation_components(model))  # fmt: skip
 
     def points(self, p, q) -> np.ndarray:
         """Landmark positions (model frame): (T, L, 3) for p (K_id,) and q (T, K_exp)."""

@@ -87,12 +87,11 @@ from .fit_types import FitResult
 from .head_motion import POSE_FEATURES, ROTATION_TRANSFERS, anchored_cameras, limit_pose_range, pose_excess, pose_range, reference_pose
 from .models.base import MorphableModel
 from .models.facemesh import N_MESH_VERTICES
-from .models.ict import GAZE_NAMES
+from .models.ict import activation_components
 from .named_expressions import NAMED_EXPRESSIONS, NAMED_SCALINGS, named_transfer, supports_named
 
 EXPRESSION_REFERENCES = ("auto", "rest", "zero", "median", "percentile")
 ROTATION_REFERENCES = ("median", "mean")
-ONE_SIDED_PROVIDERS = ("ict",)  # providers whose named components are activations ≥ 0 (gaze excepted)
 REST_PROVIDERS = ("person",)  # providers whose 'auto' reference is the rest face (whole-face PCA coefficients)
 # MediaPipe landmarks that tell a rest face: inner lips (upper, lower) and eyelids (upper, lower) per eye
 INNER_LIPS = (13, 14)
@@ -178,9 +177,7 @@ def expression_reference_kinds(model: MorphableModel, kind: str = "auto") -> tup
     provider = model.extra.get("provider")
     if provider in REST_PROVIDERS:
         return ("rest",) * model.n_exp
-    names = tuple(model.exp_names) if len(model.exp_names) == model.n_exp else ("",) * model.n_exp
-    one_sided = provider in ONE_SIDED_PROVIDERS
-    return tuple("percentile" if one_sided and n and n not in GAZE_NAMES else "median" for n in names)
+    return tuple("percentile" if one_sided else "median" for one_sided in activation_components(model))
 
 
 def face_openings(model: MorphableModel, p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -108,11 +108,16 @@ def smooth_noise(rng, T: int, k: int, period: float) -> np.ndarray:
 def synthetic_motion(model: MorphableModel, T: int, seed: int = 1, face_px: float = 220.0, period: float = 25.0, exp_amplitude: float = 1.0, p=None):
     """Ground truth (p, q (T, K_exp), camera (T, 7)): smooth head motion (±25° yaw, ±12° pitch, ±8° roll),
     drifting translation, a face ``face_px`` pixels high, smooth expressions of ``exp_amplitude`` prior
-    standard deviations, identity from the prior (unless given)."""
+    standard deviations (activations, e.g. ICT's blendshapes, as their magnitude within [0, 1]), identity from the
+    prior (unless given)."""
+    from deep_puppets.models.ict import activation_components
+
     rng = np.random.default_rng(seed)
     if p is None:
         p = rng.normal(size=model.n_id) * model.id_std
     q = exp_amplitude * smooth_noise(rng, T, model.n_exp, period) * model.exp_std
+    act = activation_components(model)
+    q[:, act] = np.clip(np.abs(q[:, act]), 0.0, 1.0)
     cam = np.zeros((T, 7))
     cam[:, :3] = smooth_noise(rng, T, 3, 2 * period) * np.radians([12, 25, 8]) / 2
     cam[:, 3:5] = np.array([320.0, 240.0]) + 20 * smooth_noise(rng, T, 2, 3 * period)

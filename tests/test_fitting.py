@@ -421,3 +421,34 @@ def test_fit_files_roundtrip(model, tmp_path):
     path = fit_files.write_fit_identity(tmp_path / "identity.h5", ident, frame_index=[0, 10, 20], **meta)
     back, attrs, frame_index = fit_files.read_fit_identity(path)
     assert np.array_equal(back.p, ident.p) and list(frame_index) == [0, 10, 20]
+
+
+def test_activation_bounds_keep_blendshape_weights_in_their_range():
+    """An ICT-like model (named ARKit-style activations and two signed gaze components): landmarks drawn from
+    activations in [0, 1]. Unbounded, the noisy fit drives some below 0 (in real clips they then absorb the identity's
+    errors); bounded (``activation_bounds: 100``), every activation stays within [0, 1] to 0.02, the signed gaze is
+    free, and the coefficients are nearer the truth."""
+    from dataclasses import replace
+
+    from deep_puppets.models.ict import GAZE_NAMES, activation_components
+
+    base = synthetic_model(k_exp=12, seed=4)
+    names = tuple(f"shape{k}" for k in range(10)) + GAZE_NAMES
+    model = replace(base, exp_names=names, extra={**base.extra, "provider": "ict"})
+    act = activation_components(model)
+    assert act.sum() == 10 and not act[10:].any()
+    seq = synthetic_sequence(model, 80, noise_px=6.0, seed=6)
+    assert seq.q[:, act].min() >= 0 and seq.q[:, act].max() <= 1 and seq.q[:, ~act].min() < -0.05
+    free = solve_segment(model, seq.landmarks, seq.valid, FitSettings(), p=seq.p)  # the default: unbounded
+    bounded = solve_segment(model, seq.landmarks, seq.valid, FitSettings(activation_bounds=100.0), p=seq.p)
+    assert free.q[:, act].min() < -0.05
+    assert bounded.q[:, act].min() > -0.02 and bounded.q[:, act].max() < 1.02
+    assert bounded.q[:, ~act].min() < -0.05  # gaze is signed: not bounded
+    err = lambda f: np.sqrt(np.mean((f.q[:, act] - seq.q[:, act]) ** 2))  # noqa: E731
+    assert err(bounded) < err(free)
+    # a PCA (person) model has no activations: the setting changes nothing
+    plain = synthetic_model(k_exp=12, seed=4)
+    assert not activation_components(plain).any()
+    a = solve_segment(plain, seq.landmarks, seq.valid, FitSettings(), p=seq.p)
+    b = solve_segment(plain, seq.landmarks, seq.valid, FitSettings(activation_bounds=100.0), p=seq.p)
+    assert np.array_equal(a.q, b.q)

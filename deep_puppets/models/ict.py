@@ -43,6 +43,16 @@ FACE_LAST_VERTEX = 9408  # vertices 0..9408: full face area (README)
 EYE_MATERIALS = {"right": ("M_ScleraRight", "M_IrisRight"), "left": ("M_ScleraLeft", "M_IrisLeft")}
 REGION_MATERIALS = ("M_Face", "M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
 GAZE_NAMES = ("gazeYaw", "gazePitch")
+ONE_SIDED_PROVIDERS = ("ict",)  # providers whose named components are activations in [0, 1] (gaze excepted)
+
+
+def activation_components(model: MorphableModel) -> np.ndarray:
+    """(K_exp,) bool: the expression components that are activations in [0, 1] (ICT's ARKit blendshapes; not
+    its signed gaze components, nor any component of a PCA model)."""
+    names = tuple(model.exp_names)
+    if model.extra.get("provider") not in ONE_SIDED_PROVIDERS or len(names) != model.n_exp:
+        return np.zeros(model.n_exp, bool)
+    return np.array([bool(n) and n not in GAZE_NAMES for n in names], bool)
 REQUIRED_KEYS = (
     "neutral",
     "identity_deltas",
