@@ -17,7 +17,8 @@ weight, ``ρ(e) = e²`` up to ``robust_px`` then Huber (or Geman-McClure), ``σ 
 :func:`deep_puppets.models.ict.activation_components`; none of a PCA model's) lies outside [0, 1]
 (``Sb = activation_bounds · U``, 0 by default: at 100 a coefficient 0.1 outside costs what the data term charges
 for a whole unit of it) and ``Δ²x_t = x_{t−1} − 2x_t + x_{t+1}``; camera rotations enter ``Δ²`` as axis-angle
-``ω_t`` relative to the segment's mean rotation ``R₀`` (``R_t = exp([ω_t]×) R₀``), so they are differenced where they are smooth.
+``ω_t`` relative to the segment's mean rotation ``R₀`` (``R_t = exp([ω_t]×) R₀``), so they are differenced where
+they are smooth.
 
 *Scale-free smoothing.* ``U`` is the diagonal of the data term's Hessian for one frame of the mean face,
 frontal, at the segment's median scale: ``‖Δ²x‖²_U`` is summed squared landmark acceleration in units of

@@ -109,11 +109,17 @@ def pose_warning(stats: dict, settings: TransferSettings) -> str | None:
     if not far or settings.pose_range is not None:
         return None
     rng = stats["target_pose_range_deg"]
-    unit = {"x": "° equivalent of shift", "y": "° equivalent of shift", "scale": "° equivalent of scale"}
-    said = ", ".join(f"{a} by {v:.1f}{unit.get(a, '°')} (the target's own {rng[a][0]:.1f}…{rng[a][1]:.1f})" for a, v in far.items())
-    return (f"the transferred head leaves the target's own pose range in 5% of frames: {said}; the target's generator never "
-            "saw those poses and will draw them poorly. Use a target that moves its head as much, expression mode, or "
-            "transfer.pose_range (degrees beyond the target's range) to keep the head within it")
+
+    def described(a: str, v: float) -> str:
+        lo, hi = rng[a]
+        if a in ("yaw", "pitch", "roll"):
+            return f"{a} {v:.1f}° (the target's own {lo:.1f}…{hi:.1f}°)"
+        return f"{a} {'shift' if a != 'scale' else 'change'} {v:.1f}° equivalent (the target's own range spans {hi - lo:.1f})"
+
+    said = ", ".join(described(a, v) for a, v in far.items())
+    return (f"in 5% of its frames the transferred head leaves the target's own pose range by at least: {said}; the target's "
+            "generator never saw those poses and will draw them poorly. Use a target that moves its head as much, expression "
+            "mode, or transfer.pose_range (degrees beyond the target's range) to keep the head within it")
 
 
 # --------------------------------------------------------------------------------------------- settings

@@ -53,6 +53,8 @@ def activation_components(model: MorphableModel) -> np.ndarray:
     if model.extra.get("provider") not in ONE_SIDED_PROVIDERS or len(names) != model.n_exp:
         return np.zeros(model.n_exp, bool)
     return np.array([bool(n) and n not in GAZE_NAMES for n in names], bool)
+
+
 REQUIRED_KEYS = (
     "neutral",
     "identity_deltas",
