@@ -325,6 +325,19 @@ def demo_enabled(config: dict) -> bool:
     return (not config["videos"]) if enabled == "auto" else bool(enabled)
 
 
+# Keys added to a stage's section after results had been computed without them, each at the value that reproduces
+# that earlier computation exactly. A rule's params leave such a key out while it holds that value (:func:`job_params`),
+# so an upgrade reruns no job whose result would come out the same (a fit, and the generator trained on it).
+NEUTRAL_ADDITIONS = {"fit": {"activation_bounds": 0}, "transfer": {"pose_range": None}}
+
+
+def job_params(config: dict, section: str) -> dict:
+    """``config[section]`` for a rule's ``params``, without the :data:`NEUTRAL_ADDITIONS` that hold their neutral
+    value (the job's settings fill them back in with that value, their default)."""
+    neutral = NEUTRAL_ADDITIONS.get(section, {})
+    return {k: v for k, v in config[section].items() if not (k in neutral and v == neutral[k])}
+
+
 def prepare(config: dict, base_dir: str | Path = ".", source_dir: str | Path = SOURCE_DIR) -> dict:
     """Validate, fill defaults, add the demo when enabled, and check cross-references and files.
 

@@ -157,7 +157,8 @@ def merge_segment_files(paths: Sequence, n_frames: int | None = None) -> tuple[F
         if first is None:
             first = attrs
         for key in ("video", "model_hash", "fit_settings", "width", "height"):
-            if attrs[key] != first[key]:
+            same = fit.settings == fits[0].settings if key == "fit_settings" and fits else attrs[key] == first[key]
+            if not same:  # settings as values: a key added since, at its default, is the same setting
                 raise FitError(f"{path}: {key} differs from the other segments of the video")
         fits.append(fit)
         segments.append(seg)

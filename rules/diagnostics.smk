@@ -42,7 +42,7 @@ rule diagnostics:
         runtime=30,
     params:
         model=config["model"],
-        fit=config["fit"],
+        fit=dp_config.job_params(config, "fit"),
         window=config["diagnostics"]["smoothing_window"],
     script:
         "../workflow_scripts/diagnostics.py"

@@ -43,7 +43,7 @@ rule fit_identity:
         runtime=20,
     params:
         model=config["model"],
-        fit=config["fit"],
+        fit=dp_config.job_params(config, "fit"),
     script:
         "../workflow_scripts/fit_identity.py"
 
@@ -68,7 +68,7 @@ rule fit_segment:
         runtime=60,
     params:
         model=config["model"],
-        fit=config["fit"],
+        fit=dp_config.job_params(config, "fit"),
     script:
         "../workflow_scripts/fit_segment.py"
 

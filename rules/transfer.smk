@@ -22,7 +22,7 @@ rule transfer:
     params:
         model=config["model"],
         mode=lambda wc: PAIRS[wc.pair]["mode"],
-        transfer=config["transfer"],
+        transfer=dp_config.job_params(config, "transfer"),
     script:
         "../workflow_scripts/transfer.py"
 

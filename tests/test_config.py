@@ -311,3 +311,22 @@ def test_config_values_win_over_the_preset_and_every_preset_passes_the_stage_che
         check_stage_settings(dp_config.prepare({"preset": name}, tmp_path, tmp_path))
     with pytest.raises(ConfigError, match="preset"):
         dp_config.prepare({"preset": "huge"}, tmp_path, tmp_path)
+
+
+def test_job_params_leave_out_keys_added_at_their_neutral_value():
+    """A key added to a section after results existed (fit.activation_bounds, transfer.pose_range) is left out of
+    the rules' params while it holds the value that reproduces the earlier computation, so an upgrade reruns
+    nothing; any other value is passed on. The jobs' settings are the same either way."""
+    from deep_puppets.fit_types import FitSettings
+    from deep_puppets.transfer import TransferSettings
+
+    cfg = dp_config.validate_schema({"videos": {}, "pairs": []})
+    fit, transfer = dp_config.job_params(cfg, "fit"), dp_config.job_params(cfg, "transfer")
+    assert "activation_bounds" not in fit and "pose_range" not in transfer
+    assert set(fit) == set(cfg["fit"]) - {"activation_bounds"} and set(transfer) == set(cfg["transfer"]) - {"pose_range"}
+    assert FitSettings.from_fit_section(fit) == FitSettings.from_fit_section(cfg["fit"])
+    assert TransferSettings.from_config(transfer) == TransferSettings.from_config(cfg["transfer"])
+    cfg = dp_config.validate_schema({"videos": {}, "pairs": [], "fit": {"activation_bounds": 100}, "transfer": {"pose_range": 0}})
+    assert dp_config.job_params(cfg, "fit")["activation_bounds"] == 100
+    assert dp_config.job_params(cfg, "transfer")["pose_range"] == 0  # 0 is a limit (clip), not the neutral null
+    assert FitSettings.from_fit_section(dp_config.job_params(cfg, "fit")).activation_bounds == 100

@@ -126,3 +126,28 @@ def test_track_files(model, tmp_path):
     assert battrs["model_hash"] == model.content_hash() and battrs["n_frames"] == T and battrs["fps"] == 30.0
     assert [s["index"] for s in json.loads(battrs["segments"])] == [0, 1, 2]
     assert back.settings == FitSettings()
+
+
+def test_segments_fitted_before_a_new_fit_key_merge_with_newer_ones(model, tmp_path):
+    """A segment written before a fit key existed (its settings JSON lacks the key) and one written after, at the
+    key's default, were fitted with the same settings: they merge. A segment fitted with another value does not."""
+    import h5py
+
+    T = 60
+    seq = synthetic_sequence(model, T, seed=25)
+    segs = plan_segments(T, 40, 10)
+    paths = []
+    for s in segs:
+        fit = solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p)
+        paths.append(write_fit_segment(tmp_path / f"seg{s.index}.h5", fit, frame_index=np.arange(s.start, s.stop), segment=s, model=model,
+                                       video="bob", width=640, height=480, fps=30.0))  # fmt: skip
+    with h5py.File(paths[0], "r+") as f:
+        old = json.loads(f.attrs["fit_settings"])
+        del old["activation_bounds"]
+        f.attrs["fit_settings"] = json.dumps(old)
+    track, _ = merge_segment_files(paths, n_frames=T)
+    assert track.n_frames == T
+    with h5py.File(paths[1], "r+") as f:
+        f.attrs["fit_settings"] = json.dumps({**old, "activation_bounds": 100.0})
+    with pytest.raises(FitError, match="fit_settings differs"):
+        merge_segment_files(paths, n_frames=T)
