@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tracks import smoothstep
+
 
 def _crop_to_frame_matrix(box, size: int) -> np.ndarray:
     """2×3 affine map from crop pixel coordinates (integer = pixel centre) to frame pixel coordinates."""
@@ -131,14 +133,8 @@ def face_alpha(colour_crop: np.ndarray, grow: float = 0.12, feather: float = 0.0
     if f <= 0:
         alpha = (dist <= g).astype(np.float32)
     else:
-        x = np.clip((g - dist) / f, 0.0, 1.0)
-        alpha = x * x * (3 - 2 * x)
+        alpha = smoothstep((g - dist) / f)
     return (alpha * edge_ramp(size, edge)).astype(np.float32)
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
 
 
 def trained_region(boxes: np.ndarray, frame_hw: tuple[int, int], size: int, share: float = 0.95, margin: float = 0.02,
@@ -166,9 +162,9 @@ def trained_region(boxes: np.ndarray, frame_hw: tuple[int, int], size: int, shar
         last = np.quantile((extent - a0) / scale, 1.0 - share)  # … and of its far edge
         weight = np.ones(size)
         if first > 0:
-            weight *= _smoothstep((centre - first - m) / f)
+            weight *= smoothstep((centre - first - m) / f)
         if last < size:
-            weight *= _smoothstep((last - m - centre) / f)
+            weight *= smoothstep((last - m - centre) / f)
         return weight
 
     cols = axis(float(w), boxes[:, 0], boxes[:, 2])
@@ -180,5 +176,5 @@ def edge_ramp(size: int, edge: float = 0.04) -> np.ndarray:
     """(S, S) weights: 1 inside, falling smoothly to 0 at ``edge`` × S from the crop's border (0 on the border)."""
     n = max(edge * size, 1.0)
     d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)
-    ramp = _smoothstep(d / n)
+    ramp = smoothstep(d / n)
     return np.minimum.outer(ramp, ramp)

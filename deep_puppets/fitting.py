@@ -437,7 +437,7 @@ def _regularisation(prob: _Problem, par: _Params) -> _Regularisation:
         hold=s.hold * cam_unit,
         hold_ref=par.cam[~prob.valid].copy(),
         ridge=np.concatenate([np.zeros(prob.K), 1e-9 * cam_unit]),
-        bound=s.activation_bounds * unit[: prob.K] * (prob.basis.activation if prob.basis.activation is not None else 0.0),
+        bound=s.activation_bounds * unit[: prob.K] * prob.basis.activation,
     )
 
 

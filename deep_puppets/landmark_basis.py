@@ -12,6 +12,7 @@ import numpy as np
 from .camera import project
 from .fit_types import FitError, FitResult
 from .models.base import MorphableModel
+from .models.ict import activation_components
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class LandmarkBasis:
     exp_basis: np.ndarray  # (K_exp, L, 3)
     id_std: np.ndarray
     exp_std: np.ndarray
-    activation: np.ndarray | None = None  # (K_exp,) bool: components that are activations in [0, 1]
+    activation: np.ndarray  # (K_exp,) bool: components that are activations in [0, 1]
 
     @classmethod
     def from_model(cls, model: MorphableModel, all_landmarks: bool = False) -> LandmarkBasis:
@@ -38,8 +39,6 @@ class LandmarkBasis:
 
         def at(arr):  # (..., N, 3) -> (..., L, 3)
             return np.einsum("...lkd,lk->...ld", arr[..., tri, :], bary)
-
-        from .models.ict import activation_components
 
         return cls(index, w[index], at(model.mean), at(model.id_basis), at(model.exp_basis), model.id_std, model.exp_std,
                    activation_components(model))  # fmt: skip

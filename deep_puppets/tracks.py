@@ -156,10 +156,11 @@ def merge_segment_files(paths: Sequence, n_frames: int | None = None) -> tuple[F
             raise FitError(f"{path}: frame_index does not match the segment range {seg.start}…{seg.stop}")
         if first is None:
             first = attrs
-        for key in ("video", "model_hash", "fit_settings", "width", "height"):
-            same = fit.settings == fits[0].settings if key == "fit_settings" and fits else attrs[key] == first[key]
-            if not same:  # settings as values: a key added since, at its default, is the same setting
+        for key in ("video", "model_hash", "width", "height"):
+            if attrs[key] != first[key]:
                 raise FitError(f"{path}: {key} differs from the other segments of the video")
+        if fits and fit.settings != fits[0].settings:  # as values: a key added since, at its default, is the same setting
+            raise FitError(f"{path}: fit_settings differs from the other segments of the video")
         fits.append(fit)
         segments.append(seg)
     track = merge_segments(fits, segments, n_frames)

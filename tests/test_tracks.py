@@ -107,18 +107,20 @@ def test_merge_refuses_different_identities(model):
         merge_segments(fits, segs)
 
 
+def fitted_segment_files(model, T: int, seed: int, folder) -> list:
+    """A synthetic sequence of ``T`` frames fitted in 40-frame segments overlapping by 10, one file per segment."""
+    seq = synthetic_sequence(model, T, seed=seed)
+    paths = []
+    for s in plan_segments(T, 40, 10):
+        fit = solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p)
+        paths.append(write_fit_segment(folder / f"seg{s.index}.h5", fit, frame_index=np.arange(s.start, s.stop), segment=s, model=model,
+                                       video="bob", width=640, height=480, fps=30.0))  # fmt: skip
+    return paths
+
+
 def test_track_files(model, tmp_path):
     T = 80
-    seq = synthetic_sequence(model, T, seed=24)
-    segs = plan_segments(T, 40, 10)
-    paths = []
-    for s in segs:
-        fit = solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p)
-        paths.append(
-            write_fit_segment(
-                tmp_path / f"seg{s.index}.h5", fit, frame_index=np.arange(s.start, s.stop), segment=s, model=model, video="bob", width=640, height=480, fps=30.0
-            )
-        )
+    paths = fitted_segment_files(model, T, 24, tmp_path)
     track, attrs = merge_segment_files(paths[::-1], n_frames=T)
     write_track(tmp_path / "track.h5", track, attrs)
     back, battrs = read_track(tmp_path / "track.h5")
@@ -134,13 +136,7 @@ def test_segments_fitted_before_a_new_fit_key_merge_with_newer_ones(model, tmp_p
     import h5py
 
     T = 60
-    seq = synthetic_sequence(model, T, seed=25)
-    segs = plan_segments(T, 40, 10)
-    paths = []
-    for s in segs:
-        fit = solve_segment(model, seq.landmarks[s.start : s.stop], seq.valid[s.start : s.stop], p=seq.p)
-        paths.append(write_fit_segment(tmp_path / f"seg{s.index}.h5", fit, frame_index=np.arange(s.start, s.stop), segment=s, model=model,
-                                       video="bob", width=640, height=480, fps=30.0))  # fmt: skip
+    paths = fitted_segment_files(model, T, 25, tmp_path)
     with h5py.File(paths[0], "r+") as f:
         old = json.loads(f.attrs["fit_settings"])
         del old["activation_bounds"]
