@@ -338,6 +338,15 @@ def job_params(config: dict, section: str) -> dict:
     return {k: v for k, v in config[section].items() if not (k in neutral and v == neutral[k])}
 
 
+def model_params(config: dict) -> dict:
+    """``config['model']`` for the fit rules' ``params``, with the provider's fit revision where it has one
+    (:data:`deep_puppets.models.registry.FIT_REVISIONS`): fits made by an earlier loader of that provider rerun."""
+    from .models.registry import FIT_REVISIONS
+
+    revision = FIT_REVISIONS.get(config["model"]["type"])
+    return dict(config["model"]) if revision is None else {**config["model"], "fit_revision": revision}
+
+
 def prepare(config: dict, base_dir: str | Path = ".", source_dir: str | Path = SOURCE_DIR) -> dict:
     """Validate, fill defaults, add the demo when enabled, and check cross-references and files.
 

@@ -42,7 +42,7 @@ rule fit_identity:
         mem_mb=2000,
         runtime=20,
     params:
-        model=config["model"],
+        model=dp_config.model_params(config),
         fit=dp_config.job_params(config, "fit"),
     script:
         "../workflow_scripts/fit_identity.py"
@@ -67,7 +67,7 @@ rule fit_segment:
         mem_mb=2000,
         runtime=60,
     params:
-        model=config["model"],
+        model=dp_config.model_params(config),
         fit=dp_config.job_params(config, "fit"),
     script:
         "../workflow_scripts/fit_segment.py"

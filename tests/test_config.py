@@ -330,3 +330,16 @@ def test_job_params_leave_out_keys_added_at_their_neutral_value():
     assert dp_config.job_params(cfg, "fit")["activation_bounds"] == 100
     assert dp_config.job_params(cfg, "transfer")["pose_range"] == 0  # 0 is a limit (clip), not the neutral null
     assert FitSettings.from_fit_section(dp_config.job_params(cfg, "fit")).activation_bounds == 100
+
+
+def test_model_params_carry_a_providers_fit_revision():
+    """The fit rules' model params: a person model's are its section as it was (an upgrade reruns nothing); ICT's
+    carry its fit revision, so fits made before its loader changed (the lid-skin ring's weight) rerun."""
+    from deep_puppets.models.registry import FIT_REVISIONS
+
+    person = dp_config.validate_schema({"videos": {}, "pairs": []})
+    assert dp_config.model_params(person) == person["model"] and "fit_revision" not in dp_config.model_params(person)
+    ict = dp_config.validate_schema({"videos": {}, "pairs": [], "model": {"type": "ict", "path": "ict.npz"}})
+    params = dp_config.model_params(ict)
+    assert params["fit_revision"] == FIT_REVISIONS["ict"] >= 1
+    assert {k: v for k, v in params.items() if k != "fit_revision"} == ict["model"]

@@ -22,7 +22,8 @@ the subject's left, y up, z toward the viewer, triangles counter-clockwise from 
   :func:`~.facemesh.embed_landmarks` from ICT's 68 iBUG landmark vertices (~0.03 s, computed at each load, so
   no cache); the 10 iris points are put on the iris meshes: centre straight ahead of the eyeball centre,
   contour 0.585 cm around it. Face-oval landmarks get ``lm_weight`` 0.3 (their image position is a silhouette
-  whose place on the mesh depends on the pose); all others 1.
+  whose place on the mesh depends on the pose), the ring of lid skin above each upper lid margin 0 (it does not
+  follow ICT's eyeBlink: :data:`EYELID_SKIN_WEIGHT`); all others 1.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ FACE_LAST_VERTEX = 9408  # vertices 0..9408: full face area (README)
 EYE_MATERIALS = {"right": ("M_ScleraRight", "M_IrisRight"), "left": ("M_ScleraLeft", "M_IrisLeft")}
 REGION_MATERIALS = ("M_Face", "M_ScleraLeft", "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
 GAZE_NAMES = ("gazeYaw", "gazePitch")
+# Weight of the detector's upper-lid skin ring (facemesh.EYELID_SKIN) in an ICT fit. 0: eyeBlink moves ICT's lid skin
+# by 71 % of the margin's travel, the detector's ring by 0-40 %, so at any weight above 0 the ring holds the lid open
+# (the fitted track of d3 closed 1 of its 6 blinks at weight 1 and 5 at 0; at 0.3 the closure was 8 % shallower).
+EYELID_SKIN_WEIGHT = 0.0
 ONE_SIDED_PROVIDERS = ("ict",)  # providers whose named components are activations in [0, 1] (gaze excepted)
 
 
@@ -53,6 +58,20 @@ def activation_components(model: MorphableModel) -> np.ndarray:
     if model.extra.get("provider") not in ONE_SIDED_PROVIDERS or len(names) != model.n_exp:
         return np.zeros(model.n_exp, bool)
     return np.array([bool(n) and n not in GAZE_NAMES for n in names], bool)
+
+
+# the components that close and open the subject's left and right eye (as named_expressions' eye_left, eye_right)
+EYE_COMPONENTS = (("eyeBlink_L", "eyeBlink_R"), ("eyeWide_L", "eyeWide_R"))
+
+
+def eye_components(model: MorphableModel) -> np.ndarray | None:
+    """(2, 2) indices ``[[close left, close right], [open left, open right]]`` of the expression components that
+    close and open each eye (ICT: eyeBlink_L/R, eyeWide_L/R), or None for a model without them (a PCA model)."""
+    names = tuple(model.exp_names)
+    wanted = [n for pair in EYE_COMPONENTS for n in pair]
+    if model.extra.get("provider") not in ONE_SIDED_PROVIDERS or not all(n in names for n in wanted):
+        return None
+    return np.array([[names.index(n) for n in pair] for pair in EYE_COMPONENTS])
 
 
 REQUIRED_KEYS = (
@@ -307,6 +326,7 @@ def load_ict(
     lm_tri[facemesh.N_MESH_VERTICES :], lm_bary[facemesh.N_MESH_VERTICES :] = iris_correspondence(neutral, triangles, eyes, iris_radius)
     lm_weight = np.ones(N_LANDMARKS)
     lm_weight[facemesh.FACE_OVAL] = facemesh.OVAL_WEIGHT
+    lm_weight[facemesh.EYELID_SKIN] = EYELID_SKIN_WEIGHT
 
     exp = a["expression_deltas"].astype(float)
     names = tuple(str(n) for n in a["expression_names"])
