@@ -43,6 +43,7 @@ import numpy as np
 
 from .camera import project
 from .expression_signals import INNER_LIP_PAIRS, MOUTH_CORNERS  # the middle of the inner lips (upper, lower); corners
+from .landmark_basis import LandmarkBasis
 from .models.base import MorphableModel
 from .models.facemesh import LEFT_EYEBROW, LEFT_IRIS, LIPS, N_MESH_VERTICES, RIGHT_EYEBROW, RIGHT_IRIS
 
@@ -66,6 +67,7 @@ MOUTH_OPEN_LIMIT = 0.6  # inner-lip gap at most this many face sizes
 WIDTH_LIMITS = (-0.4, 0.6)  # mouth width change, fraction of the neutral width
 BROW_LIMIT = 0.15  # brow height change, face sizes
 RANGE_TOLERANCE = 0.005  # face sizes beyond the target's own range before a signal counts as out of range
+CLOSING_LIMIT = 2.0  # a shared basis's eye-closing component (ICT's eyeBlink) goes at most this far to close a wide eye
 GAZE_LIMITS = (0.3, 0.15)  # iris centre offset from the eye's middle, fraction of the eye width (x, y)
 
 log = logging.getLogger(__name__)
@@ -243,6 +245,19 @@ def _observed_range(s: np.ndarray, use: np.ndarray) -> np.ndarray:
     return np.percentile(s[use], 95, axis=0) - np.percentile(s[use], 5, axis=0) if use.any() else np.zeros(s.shape[1])
 
 
+def desired_signals(s_src: np.ndarray, rest_s: np.ndarray, rest_t: np.ndarray, scaling: str, valid_s=None, s_tgt=None, valid_t=None) -> np.ndarray:
+    """(T, K) the target's named signals that show the source's change (``s_src`` (T, K) about ``rest_s``) about the
+    target's rest ``rest_t``, by ``scaling`` (module docstring; ``'range'`` needs the target's own track ``s_tgt``).
+    The signals are :data:`NAMED_EXPRESSIONS` in order, or their first K (the eyes first)."""
+    change = s_src - rest_s
+    if scaling == "relative":  # the eyes close by the same fraction of their rest aperture
+        change[:, :2] *= np.where(rest_s[:2] > 1e-6, rest_t[:2] / np.maximum(rest_s[:2], 1e-6), 1.0)
+    elif scaling == "range":
+        rs, rt = _observed_range(s_src, valid_s), _observed_range(s_tgt, valid_t)
+        change = change * np.where(rs > 1e-9, rt / np.maximum(rs, 1e-9), 0.0)
+    return rest_t + change
+
+
 def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q_t, qt_ref, valid_t, q_out, scaling: str = "relative"):
     """(coefficients (T, K), out_of_range (T, K) bool, stats dict) of the named blendshapes that make the
     target (identity ``p_t``, expressions ``q_out`` (T, K_t)) show the source's named signal changes
@@ -256,13 +271,7 @@ def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q
     s_tgt, _ = actor_signals(target_model, p_t, np.where(valid_t[:, None], q_t, qt_ref))
     rest_s = actor_signals(source_model, p_s, qs_ref[None])[0][0]
     rest_t = actor_signals(target_model, p_t, qt_ref[None])[0][0]
-    change = s_src - rest_s
-    if scaling == "relative":  # the eyes close by the same fraction of their rest aperture
-        change[:, :2] *= np.where(rest_s[:2] > 1e-6, rest_t[:2] / np.maximum(rest_s[:2], 1e-6), 1.0)
-    elif scaling == "range":
-        rs, rt = _observed_range(s_src, valid_s), _observed_range(s_tgt, valid_t)
-        change = change * np.where(rs > 1e-9, rt / np.maximum(rs, 1e-9), 0.0)
-    desired = rest_t + change
+    desired = desired_signals(s_src, rest_s, rest_t, scaling, valid_s, s_tgt, valid_t)
 
     lv = landmark_vertices(target_model)
     L0 = target_model.shape(p_t)[lv]
@@ -298,6 +307,57 @@ def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q
         "synthesised_fraction": dict(zip(NAMED_EXPRESSIONS, np.round(moved[valid_s].mean(axis=0), 4).tolist() if valid_s.any() else [0.0] * 8)),
     }
     return c, out_of_range, stats
+
+
+def _basis_signals(model: MorphableModel, p) -> tuple[LandmarkBasis, float]:
+    basis = LandmarkBasis.from_model(model, all_landmarks=True)
+    return basis, face_scale(basis.points(p, np.zeros((1, model.n_exp)))[0])
+
+
+def shared_eye_closure(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q_t, qt_ref, valid_t, q_out, components,
+                       scaling: str = "relative") -> tuple[np.ndarray, dict]:  # fmt: skip
+    """Named eye closure for models that share an expression basis (ICT: the coefficients are copied). ``q_out``
+    (T, K) with the target's own eye components changed so that each eye shows the source's change of its
+    ``eye_left`` / ``eye_right`` signal as :func:`named_transfer` wants it (``relative``: closing by the same fraction
+    of its rest aperture). ``components`` (2, 2): ``[[close left, close right], [open left, open right]]`` (ICT's
+    eyeBlink_L/R, eyeWide_L/R). A copied coefficient moves the lid by the same distance on every face, which closes a
+    wider eye by less: d6's eyes, 1.5 times d3's, stayed half open in d3's blinks.
+
+    Per eye and frame the closing component takes the change; where that would take it below 0 (an eye opening
+    wider than the copy shows), it stops at 0 and the opening component takes the rest. The closing component may
+    pass 1, up to :data:`CLOSING_LIMIT` (ICT's eyeBlink = 1 closes the eye it was made on; a wider one needs more),
+    the opening one stays within [0, 1], neither is moved out of the range the copy had when it already was outside;
+    the wanted signal is bounded like the named blendshapes' (the lid gap between 0 and 1.5× the rest face's), so
+    the lids never cross. Works on any landmark correspondence (ICT's barycentric landmarks too),
+    through the models' landmark bases."""
+    close, opening = np.asarray(components, np.int64)
+    valid_s = np.asarray(valid_s, bool) & np.isfinite(q_s).all(axis=1)
+    valid_t = np.asarray(valid_t, bool) & np.isfinite(q_t).all(axis=1)
+    bs, size_s = _basis_signals(source_model, p_s)
+    bt, size_t = _basis_signals(target_model, p_t)
+    S_s, S_t = signal_operator(size_s)[:2], signal_operator(size_t)[:2]
+    sig = lambda S, basis, p, q: np.einsum("kld,tld->tk", S, basis.points(p, np.atleast_2d(q)))  # noqa: E731
+    s_src = sig(S_s, bs, p_s, np.where(valid_s[:, None], q_s, qs_ref))
+    rest_s, rest_t = sig(S_s, bs, p_s, qs_ref)[0], sig(S_t, bt, p_t, qt_ref)[0]
+    s_tgt = sig(S_t, bt, p_t, np.where(valid_t[:, None], q_t, qt_ref))
+    desired = desired_signals(s_src, rest_s, rest_t, scaling, valid_s, s_tgt, valid_t)
+    desired = np.clip(desired, 0.0, EYE_OPEN_LIMIT * np.maximum(rest_t, 0.0))
+    need = desired - sig(S_t, bt, p_t, q_out)  # (T, 2) signal change wanted
+    out = np.array(q_out, float)
+    for ids, top in ((close, CLOSING_LIMIT), (opening, 1.0)):  # the closing component first, the opening one takes the rest
+        J = np.einsum("kld,kld->k", S_t, bt.exp_basis[ids])  # each eye's signal per unit of its own component
+        usable = np.abs(J) > 1e-12
+        w = out[:, ids]
+        new = np.clip(w + np.where(usable, need / np.where(usable, J, 1.0), 0.0), np.minimum(w, 0.0), np.maximum(w, top))
+        new[~valid_s] = w[~valid_s]
+        need = need - (new - w) * J
+        out[:, ids] = new
+    change = np.abs(out[:, close] - q_out[:, close]) + np.abs(out[:, opening] - q_out[:, opening])
+    stats = {"scaling": scaling, "components": np.asarray(components).tolist(),
+             "changed_fraction": np.round((change > 1e-3)[valid_s].mean(axis=0), 4).tolist() if valid_s.any() else [0.0, 0.0],
+             "mean_abs_change": np.round(change[valid_s].mean(axis=0), 4).tolist() if valid_s.any() else [0.0, 0.0],
+             "unreached_fraction": np.round((np.abs(need) > RANGE_TOLERANCE)[valid_s].mean(axis=0), 4).tolist() if valid_s.any() else [0.0, 0.0]}  # fmt: skip
+    return out, stats
 
 
 def named_landmarks(model: MorphableModel, p, q: np.ndarray, camera: np.ndarray, coefficients: np.ndarray | None) -> np.ndarray:

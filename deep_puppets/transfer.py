@@ -67,6 +67,10 @@ Named expressions (``named_expressions``, displacement path only; :mod:`deep_pup
 the clamp, geometric blendshapes synthesised on the target's neutral mesh (eyelids, jaw, mouth width, brows, gaze)
 close the gap between the named signals ``q_out`` shows and the target's rest plus the source's change (a blink
 the target's basis cannot show still arrives): ``named`` (T, K) and ``out_of_range`` (T, K); zero for a shared basis.
+A shared basis with components that close and open the eyes (ICT's eyeBlink_L/R, eyeWide_L/R) gets the eyes' part in
+``q_out`` itself: those coefficients are changed so each eye shows the named eye signal (``relative``: closing by the
+same fraction of its rest aperture; a copied coefficient moves the lid the same distance on every face,
+:func:`~deep_puppets.named_expressions.shared_eye_closure`).
 
 Stats (``stats``): clamped fraction; displacement path: the part of the source's displacement the target basis
 cannot represent (median, 95th percentile over moving frames), and per named signal the synthesised fraction.
@@ -87,8 +91,8 @@ from .fit_types import FitResult
 from .head_motion import POSE_FEATURES, ROTATION_TRANSFERS, anchored_cameras, limit_pose_range, pose_excess, pose_range, reference_pose
 from .models.base import MorphableModel
 from .models.facemesh import N_MESH_VERTICES
-from .models.ict import activation_components
-from .named_expressions import NAMED_EXPRESSIONS, NAMED_SCALINGS, named_transfer, supports_named
+from .models.ict import activation_components, eye_components
+from .named_expressions import NAMED_EXPRESSIONS, NAMED_SCALINGS, named_transfer, shared_eye_closure, supports_named
 
 EXPRESSION_REFERENCES = ("auto", "rest", "zero", "median", "percentile")
 ROTATION_REFERENCES = ("median", "mean")
@@ -440,6 +444,10 @@ def transfer_motion(
     if settings.named_expressions and not shared and supports_named(source_model) and supports_named(target_model):
         named, out_of_range, stats["named"] = named_transfer(source_model, target_model, source.p, source.q, qs_ref, source.valid,
                                                              target.p, target.q, qt_ref, target.valid, q, settings.named_scaling)  # fmt: skip
+    eyes = eye_components(target_model) if shared else None
+    if settings.named_expressions and eyes is not None:
+        q, stats["eye_closure"] = shared_eye_closure(source_model, target_model, source.p, source.q, qs_ref, source.valid,
+                                                     target.p, target.q, qt_ref, target.valid, q, eyes, settings.named_scaling)  # fmt: skip
 
     if mode == "expression":
         pose_frame = ping_pong(T, target.n_frames)

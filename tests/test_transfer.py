@@ -5,6 +5,7 @@ expression bases spanned by hand-made jaw / smile / blink / gaze / brow fields),
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -536,6 +537,54 @@ def test_shared_basis_copies_relative_coefficients():
     assert other.content_hash() != model.content_hash() and shared_expression_basis(model, other)
     res = transfer_motion(src, track(tgt.camera, q_t), model, other, settings=TransferSettings(clamp_margin=None, expression_reference="zero"))
     assert np.abs(res.q - q_s).max() < 1e-12
+
+
+def test_shared_basis_eyes_close_by_the_sources_fraction_on_any_face(ict_model_path):
+    """ICT (a shared basis): a copied eyeBlink moves the lid by the same distance on every face, so it closes a wider
+    eye by less. With named expressions the target's eye closes and opens by the fraction the source's did, measured
+    on the meshes' detector landmarks by the fidelity's own signals; the other coefficients stay the copy."""
+    from deep_puppets.expression_signals import expression_signals
+    from deep_puppets.models.ict import EYE_COMPONENTS, load_ict
+
+    ict = load_ict(ict_model_path)
+    names = list(ict.exp_names)
+    blink, wide = [names.index(n) for n in EYE_COMPONENTS[0]], [names.index(n) for n in EYE_COMPONENTS[1]]
+
+    def apertures(p, q):
+        sig = expression_signals(ict.landmark_points(ict.shape(p, q)), y_down=False)
+        return np.c_[sig["eye_aperture_left"], sig["eye_aperture_right"]]
+
+    # identities whose open eyes differ most: ±3 standard deviations along the identity component that opens them most
+    k = int(np.argmax([apertures(np.eye(ict.n_id)[i], np.zeros((1, ict.n_exp)))[0, 0] for i in range(ict.n_id)]))
+    p_s, p_t = -3.0 * np.eye(ict.n_id)[k], 3.0 * np.eye(ict.n_id)[k]
+    rest_s, rest_t = apertures(p_s, np.zeros((1, ict.n_exp)))[0], apertures(p_t, np.zeros((1, ict.n_exp)))[0]
+    assert rest_t[0] / rest_s[0] > 1.3  # d6 and d3 differ by 1.5
+
+    T = 41
+    q_s = np.zeros((T, ict.n_exp))
+    q_s[:, blink[0]] = np.clip(1.5 - np.abs(np.arange(T) - 12) / 4, 0, 1)  # the left eye blinks
+    q_s[:, wide[1]] = np.clip(1.5 - np.abs(np.arange(T) - 30) / 4, 0, 1)  # the right eye opens wide
+    q_s[:, names.index("jawOpen")] = np.linspace(0, 0.8, T)
+    rng = np.random.default_rng(3)
+    src = track(random_cameras(rng, T), q_s, p=p_s)
+    tgt = track(random_cameras(rng, 20), np.zeros((20, ict.n_exp)), p=p_t)
+    settings = TransferSettings(clamp_margin=None, expression_reference="zero")
+    closure_s = apertures(p_s, q_s) / rest_s
+
+    copied = transfer_motion(src, tgt, ict, ict, settings=replace(settings, named_expressions=False))
+    assert np.abs(copied.q - q_s).max() < 1e-12
+    copy_error = np.abs(apertures(p_t, copied.q) / rest_t - closure_s).max()
+    assert copy_error > 0.1  # the copy leaves the wider eye open
+
+    res = transfer_motion(src, tgt, ict, ict, settings=settings)
+    # (the transfer matches the named signal, 7 lid pairs; the fidelity measures 5 of them over the eye's width)
+    error = np.abs(apertures(p_t, res.q) / rest_t - closure_s).max()
+    assert error <= 0.05 and error < copy_error / 2
+    others = np.setdiff1d(np.arange(ict.n_exp), blink + wide)
+    assert np.abs(res.q[:, others] - q_s[:, others]).max() < 1e-12
+    assert res.q[:, blink + wide].min() >= 0.0 and res.q[:, wide].max() <= 1.0
+    assert res.q[:, blink].max() > 1.0  # the wider eye needs more than ICT's eyeBlink = 1 to close
+    assert res.stats["eye_closure"]["changed_fraction"][0] > 0
 
 
 def test_mismatched_track_and_model_is_an_error(models):
