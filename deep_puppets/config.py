@@ -328,7 +328,7 @@ def demo_enabled(config: dict) -> bool:
 # Keys added to a stage's section after results had been computed without them, each at the value that reproduces
 # that earlier computation exactly. A rule's params leave such a key out while it holds that value (:func:`job_params`),
 # so an upgrade reruns no job whose result would come out the same (a fit, and the generator trained on it).
-NEUTRAL_ADDITIONS = {"fit": {"activation_bounds": 0}, "transfer": {"pose_range": None}}
+NEUTRAL_ADDITIONS = {"fit": {"activation_bounds": 0}, "transfer": {"pose_range": None}, "gan": {"lambda_eyes": 0}}
 
 
 def job_params(config: dict, section: str) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import job_params, load_schema
 from .errors import ConfigError, InputError
 from .files import atomic_path
 
@@ -86,7 +87,6 @@ def expand_experiments(config: dict, targets) -> dict:
     """The prepared ``config``'s ``experiments`` section checked and expanded: ``{"targets": [...], "variants":
     {name: {"overrides": {...}, "seeds": [...]}}}``, the variant ``default`` (no overrides) first. ``targets``: the
     configured pairs' targets (the default, and what ``experiments.targets`` must name)."""
-    from .config import load_schema
     from .needs import check_stage_settings
 
     section = config.get("experiments") or {}
@@ -123,7 +123,7 @@ def expand_experiments(config: dict, targets) -> dict:
 
 def variant_gan(config: dict, plan: dict, variant: str, seed) -> dict:
     """The ``gan`` section of ``variant`` trained with ``seed``: the config's, overridden by the variant's keys."""
-    return {**config["gan"], **plan["variants"][variant]["overrides"], "seed": int(seed)}
+    return {**job_params(config, "gan"), **plan["variants"][variant]["overrides"], "seed": int(seed)}
 
 
 def experiment_runs(plan: dict) -> list[tuple[str, int]]:

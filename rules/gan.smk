@@ -52,7 +52,7 @@ rule gan_train:
         mem_mb=8000,
         runtime=720,
     params:
-        gan=config["gan"],
+        gan=dp_config.job_params(config, "gan"),
         render=config["render"],
     script:
         "../workflow_scripts/gan_train.py"

@@ -314,7 +314,7 @@ def test_config_values_win_over_the_preset_and_every_preset_passes_the_stage_che
 
 
 def test_job_params_leave_out_keys_added_at_their_neutral_value():
-    """A key added to a section after results existed (fit.activation_bounds, transfer.pose_range) is left out of
+    """A key added to a section after results existed (fit.activation_bounds, transfer.pose_range, gan.lambda_eyes) is left out of
     the rules' params while it holds the value that reproduces the earlier computation, so an upgrade reruns
     nothing; any other value is passed on. The jobs' settings are the same either way."""
     from deep_puppets.fit_types import FitSettings
@@ -326,6 +326,10 @@ def test_job_params_leave_out_keys_added_at_their_neutral_value():
     assert set(fit) == set(cfg["fit"]) - {"activation_bounds"} and set(transfer) == set(cfg["transfer"]) - {"pose_range"}
     assert FitSettings.from_fit_section(fit) == FitSettings.from_fit_section(cfg["fit"])
     assert TransferSettings.from_config(transfer) == TransferSettings.from_config(cfg["transfer"])
+    from deep_puppets.gan.settings import TrainSettings
+
+    gan = dp_config.job_params(cfg, "gan")
+    assert set(gan) == set(cfg["gan"]) - {"lambda_eyes"} and TrainSettings.from_config(gan) == TrainSettings.from_config(cfg["gan"])
     cfg = dp_config.validate_schema({"videos": {}, "pairs": [], "fit": {"activation_bounds": 100}, "transfer": {"pose_range": 0}})
     assert dp_config.job_params(cfg, "fit")["activation_bounds"] == 100
     assert dp_config.job_params(cfg, "transfer")["pose_range"] == 0  # 0 is a limit (clip), not the neutral null

@@ -60,10 +60,11 @@ def test_expansion_default_first_seeds_and_targets():
     assert list(plan["variants"]) == ["default", "L5", "no_dv"]
     assert ex.experiment_runs(plan) == [("default", 0), ("default", 1), ("L5", 0), ("L5", 1), ("no_dv", 7)]
     g = ex.variant_gan(cfg, plan, "L5", "1")
+    main = dp_config.job_params(cfg, "gan")  # the main run's gan params (keys added since, at their neutral value, left out)
     assert g["window"] == 5 and g["seed"] == 1 and {k: v for k, v in g.items() if k not in ("window", "seed")} == {
-        k: v for k, v in cfg["gan"].items() if k not in ("window", "seed")}
-    # the default variant with the config's own seed is exactly the gan section (the main run's generator)
-    assert ex.variant_gan(cfg, plan, "default", cfg["gan"]["seed"]) == cfg["gan"]
+        k: v for k, v in main.items() if k not in ("window", "seed")}
+    # the default variant with the config's own seed is exactly the main run's generator's params
+    assert ex.variant_gan(cfg, plan, "default", cfg["gan"]["seed"]) == main
     # no seeds anywhere: the gan section's seed; targets chosen explicitly
     cfg, plan = plan_of({"targets": ["a"]}, targets=["a", "b"], gan={"seed": 4})
     assert plan == {"targets": ["a"], "variants": {"default": {"overrides": {}, "seeds": [4]}}}

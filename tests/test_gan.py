@@ -823,3 +823,53 @@ def test_cpu_bfloat16_trains_in_bfloat16_only_where_the_cpu_computes_it(data32, 
     assert all(p.dtype == torch.float32 for p in [*tr.G.parameters(), *tr.D_I.parameters(), *tr.D_V.parameters()])
     assert all(np.isfinite(v) for v in losses.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.G.parameters()))
+
+
+def test_eye_loss_is_the_l1_over_the_eyes_the_gaze_stream_draws(data32):
+    """gan.lambda_eyes: an L1 over the gaze stream's drawn eyes widened by a margin (a closed eye, drawn as a line,
+    still covers its lids), as a mean over those pixels; it enters G's loss (G's update changes with it) and needs
+    the gaze stream."""
+    gaze = torch.zeros(2, 3, 32, 32)
+    gaze[0, :, 10, 12:15] = 1.0  # an eye closed to a line
+    region = L.eye_region(gaze, 2)
+    assert region.shape == (2, 1, 32, 32) and region[1].sum() == 0  # nothing drawn, no eyes
+    rows, cols = np.nonzero(region[0, 0].numpy())
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (8, 12, 10, 16)
+    fake, real = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    m = region.bool().expand(-1, 3, -1, -1)
+    assert torch.isclose(L.region_l1_loss(fake, real, region), (fake - real).abs()[m].mean())
+    assert L.region_l1_loss(fake, real, torch.zeros_like(region)) == 0
+
+    from deep_puppets.gan.data import ClipDataset, batch_items
+
+    cond, frames, flow = data32
+    updates = {}
+    for weight in (0.0, 50.0):
+        s = TrainSettings(**{**TINY, "eval_frames": 0, "lambda_eyes": weight})
+        train_idx, _ = split_frames(len(frames), s.held_out_fraction)
+        ds = ClipDataset(cond, frames, flow, train_idx, s.streams, s.size, s.window, s.clip_len)
+        seed_everything(0)
+        tr = Trainer(s, "cpu")
+        losses = tr.step(ds.batch(batch_items(0, s.batch_size, len(ds), s.seed)))
+        assert (losses["g_eyes"] > 0) == (weight > 0)  # the synthetic 'pupil' is drawn in every frame
+        updates[weight] = torch.cat([p.detach().flatten() for p in tr.G.parameters()])
+    assert not torch.equal(updates[0.0], updates[50.0])
+    with pytest.raises(ConfigError, match="lambda_eyes.*gaze"):
+        TrainSettings(**{**TINY, "lambda_eyes": 1.0, "streams": ("colour", "correspondence")})
+
+
+def test_a_key_added_at_its_neutral_value_keeps_runs_and_checkpoints():
+    """lambda_eyes came after generators had been trained: at 0 it leaves the run folder's fingerprint as it was
+    (computed as before the key existed), and a checkpoint saved without it resumes; any other value is another
+    training."""
+    import hashlib
+
+    from deep_puppets.gan.checkpoints import incompatible_settings
+
+    s = TrainSettings(**TINY)
+    before = {k: v for k, v in s.to_dict().items() if k not in TrainSettings.RUN_KEYS and k != "lambda_eyes"}
+    assert s.fingerprint() == hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    eyes = TrainSettings(**{**TINY, "lambda_eyes": 10.0})
+    assert eyes.fingerprint() != s.fingerprint()
+    saved = {k: v for k, v in s.to_dict().items() if k != "lambda_eyes"}  # a record written before the key
+    assert incompatible_settings(saved, s) == [] and incompatible_settings(saved, eyes) == ["lambda_eyes"]

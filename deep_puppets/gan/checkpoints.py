@@ -69,6 +69,7 @@ def latest_checkpoint(out_dir) -> tuple[Path, dict] | None:
 def incompatible_settings(saved: dict, now: TrainSettings) -> list[str]:
     """Keys whose change makes a checkpoint unusable for ``now`` (all but :attr:`TrainSettings.RUN_KEYS`)."""
     cur = now.to_dict()
+    saved = {**TrainSettings.NEUTRAL_KEYS, **saved}  # a record from before a key was added had it at its neutral value
     return sorted(k for k in cur if k not in TrainSettings.RUN_KEYS and saved.get(k) != cur[k])
 
 

@@ -97,6 +97,19 @@ def l1_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(fake.float(), real.float())
 
 
+def eye_region(gaze: torch.Tensor, widen: int) -> torch.Tensor:
+    """(N, 1, H, W) the eyes of gaze images ``gaze`` (N, 3, H, W; eye openings and irises on black): their drawn
+    pixels widened by ``widen`` pixels each way, so a closed eye (its opening a line) still covers its lids."""
+    drawn = (gaze.float().amax(1, keepdim=True) > 0.1).float()
+    return F.max_pool2d(drawn, 2 * widen + 1, stride=1, padding=widen) if widen > 0 else drawn
+
+
+def region_l1_loss(fake: torch.Tensor, real: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference over the pixels of ``region`` (N, 1, H, W); 0 where it is empty."""
+    m = region.float()
+    return ((fake.float() - real.float()).abs() * m).sum() / (fake.shape[1] * m.sum()).clamp_min(1)
+
+
 def texture_colour_loss(features: torch.Tensor, on_surface: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between a neural texture's first three sampled channels and the real frame,
     over the pixels the texture was sampled on (``on_surface``, (B, 1, H, W)); 0 where none was."""

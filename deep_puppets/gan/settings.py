@@ -61,6 +61,7 @@ class TrainSettings:
     lambda_fm: float = 10.0
     lambda_l1: float = 10.0
     lambda_warp: float = 1.0  # flow-warp temporal term (needs flow; 0 = off)
+    lambda_eyes: float = 0.0  # L1 over the eyes (the gaze stream's eye openings, widened), as a mean over those pixels (0 = off)
     warp_mask_threshold: float = 0.1  # pixels whose real frames the flow does not explain are left out (<= 0: none)
     # optimisation
     lr_g: float = 2e-4
@@ -85,6 +86,9 @@ class TrainSettings:
 
     # keys a resumed run may change; any other change is refused (it would not be the same training)
     RUN_KEYS = ("iterations", "checkpoint_every", "keep_checkpoints", "log_every", "eval_frames", "device", "amp", "threads")
+    # keys added after generators had been trained without them, at the value that trains exactly as before: left out
+    # of the fingerprint while they hold it, and a saved record without them had them at it
+    NEUTRAL_KEYS = {"lambda_eyes": 0.0}
 
     def __post_init__(self):
         if isinstance(self.size, (int, np.integer)):
@@ -117,6 +121,7 @@ class TrainSettings:
             "flow_preset": self.flow_preset in DIS_PRESETS,
             "ema_decay": 0 <= self.ema_decay < 1,
             "neural_texture": self.neural_texture >= 0 and (self.neural_texture == 0 or "correspondence" in self.streams),
+            "lambda_eyes": self.lambda_eyes >= 0 and (self.lambda_eyes == 0 or "gaze" in self.streams),
         }
         for k in ("lambda_gan_image", "lambda_gan_video", "lambda_fm", "lambda_l1", "lambda_warp", "lr_g", "lr_d", "lr_texture"):
             check[k] = getattr(self, k) >= 0
@@ -130,6 +135,7 @@ class TrainSettings:
                 "dv_num_D": f"the coarsest scale needs >= {min_input_size(self.dv_layers, self.dv_num_D)} px",
                 "ema_decay": "0 (off) <= ema_decay < 1",
                 "neural_texture": "0 (off), or channels >= 1 with 'correspondence' among gan.streams (the texture is sampled through it)",
+                "lambda_eyes": "0 (off), or > 0 with 'gaze' among gan.streams (its eye openings place the eyes)",
             }.get(k, "see deep_puppets/gan/settings.py TrainSettings")
             raise ConfigError(f"gan.{k} = {getattr(self, k)!r} is invalid ({hint})")
 
@@ -155,7 +161,7 @@ class TrainSettings:
         """Short hash of every setting a resumed run may not change (all but :attr:`RUN_KEYS`) and, when given, of
         the content hashes of the files it trains on (:func:`input_digests`): a run directory named by it never
         meets checkpoints of other settings or other data."""
-        d = {k: v for k, v in self.to_dict().items() if k not in self.RUN_KEYS}
+        d = {k: v for k, v in self.to_dict().items() if k not in self.RUN_KEYS and not (k in self.NEUTRAL_KEYS and v == self.NEUTRAL_KEYS[k])}
         if inputs:
             d = {"settings": d, "inputs": dict(inputs)}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]

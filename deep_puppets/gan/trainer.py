@@ -40,6 +40,7 @@ from .networks import MultiscaleDiscriminator
 from .settings import TrainSettings
 
 log = logging.getLogger("deep_puppets.gan")
+EYE_WIDEN_DIVISOR = 16  # lambda_eyes: the eye openings are widened by the crop side / this (16 px at 256²: the lids)
 
 
 def cpu_has_bfloat16() -> bool:
@@ -172,7 +173,7 @@ class Trainer:
             pi_real = self.D_I(self._image_input(cur, real))
         parts = {"g_gan_image": L.generator_gan_loss(pi_fake, s.gan_mode), "g_gan_video": zero,
                  "g_fm": L.feature_matching_loss(pi_real, pi_fake), "g_l1": L.l1_loss(fake, real), "g_warp": zero,
-                 "g_texture": zero}
+                 "g_texture": zero, "g_eyes": zero}
         if s.use_video_d:
             pv_fake = self.D_V(self._video_input(fake, fv))
             with torch.no_grad():
@@ -184,10 +185,15 @@ class Trainer:
                                          L.warp_mask(real[:, i - 1], real[:, i], flow[:, i], s.warp_mask_threshold))
                     for i in range(1, k)]
             parts["g_warp"] = sum(warp) / len(warp)
+        if s.lambda_eyes > 0:  # the eyes of every clip frame, where its conditioning (``cur``: streams in order) draws them
+            c = 3 * s.streams.index("gaze")
+            eyes = L.eye_region(cur[:, c : c + 3], max(1, round(min(s.size) / EYE_WIDEN_DIVISOR)))
+            parts["g_eyes"] = L.region_l1_loss(fake.flatten(0, 1), real.flatten(0, 1), eyes)
         if s.neural_texture:  # the clip's last frame was generated last: its sampled features
             parts["g_texture"] = L.texture_colour_loss(self.G.sampled, self.G.on_surface, real[:, -1])
         parts["loss_g"] = (s.lambda_gan_image * parts["g_gan_image"] + s.lambda_gan_video * parts["g_gan_video"]
-                           + s.lambda_fm * parts["g_fm"] + s.lambda_l1 * (parts["g_l1"] + parts["g_texture"]) + s.lambda_warp * parts["g_warp"])
+                           + s.lambda_fm * parts["g_fm"] + s.lambda_l1 * (parts["g_l1"] + parts["g_texture"]) + s.lambda_warp * parts["g_warp"]
+                           + s.lambda_eyes * parts["g_eyes"])
         return parts
 
     def _discriminator_losses(self, cur, real, fake, fv) -> dict[str, torch.Tensor]:
