@@ -172,8 +172,8 @@ FACE_OVAL = landmark_group("face_oval")
 OVAL_WEIGHT = 0.3
 NOSE = landmark_group("nose")
 # The detector's first ring above each upper lid margin (MediaPipe's rightEyeUpper1 / leftEyeUpper1: lid skin
-# below the crease). When a blink closes the eye it moves by 0-40 % of the margin's travel (median over the
-# clips measured: d3 33 %, d6 27-39 %, d9 7-14 %, d13 0-8 %), while a mesh point embedded there on a model's lid
+# below the crease). When a blink closes the eye it moves by 0-40 % of the margin's travel (per eye, on the clips
+# measured: d3 32-34 %, d6 27-39 %, d9 7-14 %, d0 6-16 %, d13 0-8 %), while a mesh point embedded there on a model's lid
 # skin (ICT's eyeBlink: 71 %) goes most of the way down with the margin; fitted with full weight it holds the
 # lid half open.
 RIGHT_EYE_UPPER1 = np.array([247, 30, 29, 27, 28, 56, 190])
