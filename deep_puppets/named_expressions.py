@@ -234,11 +234,11 @@ def solve_named(current: np.ndarray, desired: np.ndarray, J: np.ndarray, c_lo: n
 
 
 def actor_signals(model: MorphableModel, p, q: np.ndarray) -> tuple[np.ndarray, float]:
-    """(signals (T, K) of the expressions ``q`` (T, K_exp) on identity ``p``, the face size)."""
-    lv = landmark_vertices(model)
-    size = face_scale(model.shape(p)[lv])
-    L = model.shape(p, np.asarray(q, float))[..., lv, :]
-    return named_signals(L, size), size
+    """(signals (T, K) of the expressions ``q`` (T, K_exp) on identity ``p``, the face size at rest), on the model's
+    478 landmarks through its landmark basis (vertices or barycentric points: any model)."""
+    basis = LandmarkBasis.from_model(model, all_landmarks=True)
+    size = face_scale(basis.points(p, np.zeros((1, model.n_exp)))[0])
+    return named_signals(basis.points(p, q), size), size
 
 
 def _observed_range(s: np.ndarray, use: np.ndarray) -> np.ndarray:
@@ -309,11 +309,6 @@ def named_transfer(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q
     return c, out_of_range, stats
 
 
-def _basis_signals(model: MorphableModel, p) -> tuple[LandmarkBasis, float]:
-    basis = LandmarkBasis.from_model(model, all_landmarks=True)
-    return basis, face_scale(basis.points(p, np.zeros((1, model.n_exp)))[0])
-
-
 def shared_eye_closure(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_t, q_t, qt_ref, valid_t, q_out, components,
                        scaling: str = "relative") -> tuple[np.ndarray, dict]:  # fmt: skip
     """Named eye closure for models that share an expression basis (ICT: the coefficients are copied). ``q_out``
@@ -333,19 +328,21 @@ def shared_eye_closure(source_model, target_model, p_s, q_s, qs_ref, valid_s, p_
     close, opening = np.asarray(components, np.int64)
     valid_s = np.asarray(valid_s, bool) & np.isfinite(q_s).all(axis=1)
     valid_t = np.asarray(valid_t, bool) & np.isfinite(q_t).all(axis=1)
-    bs, size_s = _basis_signals(source_model, p_s)
-    bt, size_t = _basis_signals(target_model, p_t)
-    S_s, S_t = signal_operator(size_s)[:2], signal_operator(size_t)[:2]
-    sig = lambda S, basis, p, q: np.einsum("kld,tld->tk", S, basis.points(p, np.atleast_2d(q)))  # noqa: E731
-    s_src = sig(S_s, bs, p_s, np.where(valid_s[:, None], q_s, qs_ref))
-    rest_s, rest_t = sig(S_s, bs, p_s, qs_ref)[0], sig(S_t, bt, p_t, qt_ref)[0]
-    s_tgt = sig(S_t, bt, p_t, np.where(valid_t[:, None], q_t, qt_ref))
+
+    def eyes(model, p, q):  # (T, 2): eye_left, eye_right
+        return actor_signals(model, p, q)[0][:, :2]
+
+    s_src = eyes(source_model, p_s, np.where(valid_s[:, None], q_s, qs_ref))
+    rest_s, rest_t = eyes(source_model, p_s, qs_ref)[0], eyes(target_model, p_t, qt_ref)[0]
+    s_tgt = eyes(target_model, p_t, np.where(valid_t[:, None], q_t, qt_ref))
     desired = desired_signals(s_src, rest_s, rest_t, scaling, valid_s, s_tgt, valid_t)
     desired = np.clip(desired, 0.0, EYE_OPEN_LIMIT * np.maximum(rest_t, 0.0))
-    need = desired - sig(S_t, bt, p_t, q_out)  # (T, 2) signal change wanted
+    need = desired - eyes(target_model, p_t, q_out)  # (T, 2) signal change wanted
     out = np.array(q_out, float)
     for ids, top in ((close, CLOSING_LIMIT), (opening, 1.0)):  # the closing component first, the opening one takes the rest
-        J = np.einsum("kld,kld->k", S_t, bt.exp_basis[ids])  # each eye's signal per unit of its own component
+        unit = np.zeros((3, out.shape[1]))
+        unit[[0, 1], ids] = 1.0
+        J = np.diag(eyes(target_model, p_t, unit)[:2] - eyes(target_model, p_t, unit)[2])  # each eye's signal per unit of its own component
         usable = np.abs(J) > 1e-12
         w = out[:, ids]
         new = np.clip(w + np.where(usable, need / np.where(usable, J, 1.0), 0.0), np.minimum(w, 0.0), np.maximum(w, top))
